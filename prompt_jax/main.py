@@ -1,0 +1,57 @@
+r"""Entry point.
+
+  python -m prompt_jax.main --config=configs/ship_vtab.py --workdir=/tmp/run \
+      --config.data.task=cifar100 --config.init.checkpoint=/data/ViT-B_16.npz
+
+`--config.a.b=v` overrides a field; configs are locked, so an unknown key is an error.
+`config.program` picks what runs (PROGRAMS below); the default trains and evaluates one method.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, summaries and results go.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  return train.train_and_evaluate(config, workdir)
+
+
+def _demo(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  from prompt_jax import demo  # pylint: disable=g-import-not-at-top
+  return demo.run(config, workdir)
+
+
+PROGRAMS: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
+    'train': _train,
+    'demo': _demo,
+}
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  program = config.get('program', 'train')
+  if program not in PROGRAMS:
+    raise app.UsageError(f'unknown config.program {program!r}; known: {sorted(PROGRAMS)}')
+  logging.info('config:\n%s', config)
+  result = PROGRAMS[program](config, _WORKDIR.value)
+  if isinstance(result, dict):
+    print(json.dumps({k: v for k, v in result.items() if k != 'history'}, indent=1, default=str))
+
+
+if __name__ == '__main__':
+  app.run(main)

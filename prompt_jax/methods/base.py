@@ -1,0 +1,158 @@
+"""What a prompt method is to the trainer, and the registry of methods.
+
+A method is a `Method` record of pure functions, registered by name (`config.method`):
+
+  prepare(ctx) -> prepared          host side, once, before the model is built (SHIP anchors and
+                                    prototype bank, SPT prototypes, DA-VPT class clusters); numpy/python
+                                    values, cached by the trainer in the workdir (`prepared.pkl`).
+  build_backbone(config) -> nn.Module  the prompt-free backbone (default: the ViT of config.model)
+  build_model(config, num_classes, prepared) -> nn.Module
+                                    apply(variables, images, train) -> (logits [B, C], out dict)
+  init_params(params, prepared, config) -> params
+                                    overwrite freshly initialised (non-backbone) params, e.g. SPT prompts.
+  loss(inputs: LossInputs) -> (scalar loss, metrics dict of scalars)
+  init_state(prepared, config) -> method_state
+                                    a pytree carried through train steps and checkpointed (DA-VPT map).
+  update_state(method_state, inputs) -> method_state     inside the jitted step (accumulate stats).
+  epoch_end(method_state, epoch, config) -> method_state host side, between epochs (DA-VPT remap).
+  prompt_slots(config, prepared) -> {param path: levels}
+                                    which backbone level feeds each leading row of a prompt tensor
+                                    (deep VPT 'prompt/prompts' [12,P,D] -> (0..11)); used by prompt
+                                    initialisers such as SPT (`config.prompt_init.name`).
+  trainable / frozen: regexes over '/'-joined param paths; frozen wins. `config.train.trainable`
+                      and `config.train.frozen` override them when non-empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+Array = Any
+Config = ml_collections.ConfigDict
+
+
+@dataclasses.dataclass
+class PrepareContext:
+  """What `prepare` may use: the frozen backbone and the training data (never labels of test)."""
+
+  config: Config
+  source: Any                   # prompt_jax.data.source.Source
+  backbone: nn.Module           # prompt-free VisionTransformer (no head) with the loaded weights
+  backbone_params: Any          # its params
+  workdir: str
+  features: Callable[..., dict[str, Any]]  # prompt_jax.features.extract bound to backbone
+
+
+@dataclasses.dataclass
+class LossInputs:
+  logits: Array                 # [B, C]
+  out: dict[str, Array]         # the model's aux outputs (pre_logits, blocks, ...)
+  aux: dict[str, Any]           # the 'aux' collection sown by the prompter (tuples of values)
+  batch: dict[str, Array]       # image [B,H,W,3], label [B], mask [B]
+  method_state: Any
+  config: Config
+
+
+def masked_mean(x: Array, mask: Array) -> Array:
+  """Mean of x[B] over rows where mask[B] is True."""
+  mask = mask.astype(x.dtype)
+  return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def cross_entropy_loss(inputs: LossInputs) -> tuple[Array, dict[str, Array]]:
+  """Softmax cross-entropy on labels, ignoring padded rows."""
+  logits = inputs.logits.astype(jnp.float32)
+  labels = inputs.batch['label']
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  loss = masked_mean(ce, inputs.batch['mask'])
+  return loss, {'ce': loss}
+
+
+def build_vit(config: Config, num_classes: int, prompter: nn.Module | None) -> nn.Module:
+  """The ViT of `config.model` with `prompter` attached (imports here avoid a cycle)."""
+  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
+  m = config.model
+  return vit.VisionTransformer(
+      **vit.decode_variant(m.variant), num_classes=num_classes, prompt=prompter,
+      drop_path=m.drop_path, act=m.act, ln_eps=m.ln_eps, pool=m.pool, head_init=m.head_init,
+      head_init_std=m.head_init_std, head_bias_init=m.head_bias_init,
+      dtype=jnp.dtype(m.compute_dtype))
+
+
+def _identity(x, *args, **kwargs):
+  del args, kwargs
+  return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  build_prompter: Callable[[Config, Any], nn.Module | None] = lambda config, prepared: None
+  build_model: Callable[[Config, int, Any], nn.Module] | None = None
+  # The prompt-free backbone whose params the checkpoint fills (default: the ViT of config.model);
+  # `init(rng, images)` must work on it. Its param names must be a subset of build_model's.
+  build_backbone: Callable[[Config], nn.Module] | None = None
+  prepare: Callable[[PrepareContext], Any] | None = None
+  init_params: Callable[[Any, Any, Config], Any] = _identity
+  loss: Callable[[LossInputs], tuple[Array, dict[str, Array]]] = cross_entropy_loss
+  init_state: Callable[[Any, Config], Any] = lambda prepared, config: {}
+  update_state: Callable[[Any, LossInputs], Any] = _identity
+  epoch_end: Callable[[Any, int, Config], Any] = _identity
+  prompt_slots: Callable[[Config, Any], dict[str, tuple[int, ...]]] = lambda config, prepared: {}
+  trainable: tuple[str, ...] = (r'^prompt/', r'^head/')
+  frozen: tuple[str, ...] = ()
+
+  def model(self, config: Config, num_classes: int, prepared: Any) -> nn.Module:
+    if self.build_model is not None:
+      return self.build_model(config, num_classes, prepared)
+    return build_vit(config, num_classes, self.build_prompter(config, prepared))
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+  if method.name in _METHODS:
+    raise ValueError(f'method {method.name!r} registered twice')
+  _METHODS[method.name] = method
+  return method
+
+
+def get(name: str) -> Method:
+  """The method registered as `name` ('vpt', 'linear', 'full', 'ship', 'davpt', 'spt', 'sap')."""
+  import prompt_jax.methods  # pylint: disable=g-import-not-at-top,unused-import  (registers all)
+  if name not in _METHODS:
+    raise KeyError(f'unknown method {name!r}; known: {sorted(_METHODS)}')
+  return _METHODS[name]
+
+
+# Prompt initialisers: name -> fn(params, ctx: PrepareContext, slots, config) -> params.
+# 'default' keeps the method's own init; SPT registers 'spt'.
+_INITIALIZERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_initializer(name: str):
+  def wrap(fn):
+    _INITIALIZERS[name] = fn
+    return fn
+  return wrap
+
+
+def get_initializer(name: str) -> Callable[..., Any]:
+  import prompt_jax.methods  # pylint: disable=g-import-not-at-top,unused-import
+  if name not in _INITIALIZERS:
+    raise KeyError(f'unknown prompt initialiser {name!r}; known: {sorted(_INITIALIZERS)}')
+  return _INITIALIZERS[name]
+
+
+def tree_paths(tree: Any) -> list[str]:
+  """'/'-joined paths of a params pytree's leaves, in flatten order."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return ['/'.join(str(getattr(k, 'key', k)) for k in path) for path, _ in leaves]
