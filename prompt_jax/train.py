@@ -352,6 +352,7 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
     logging.info('eval %s', row)
 
   step = int(jax.device_get(state['step']))
+  loss = float('nan')
   t0 = time.time()
   while step < total_steps:
     epoch, skip = divmod(step, steps_per_epoch)
@@ -393,6 +394,7 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   results = {
       'method': cfg.method, 'task': cfg.data.get('task', ''), 'steps': step,
       'trainable_params': n_train_params, 'train_seconds_this_run': time.time() - t0,
+      'last_train_loss': loss,
       **summarize(meta['history'], eval_splits, cfg.data.val_split), 'history': meta['history'],
   }
   for split in eval_splits:  # convenience: final accuracy per split at top level

@@ -1,0 +1,89 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from prompt_jax.checkpoints import errors
+from prompt_jax.checkpoints import posemb
+from prompt_jax.checkpoints import state_dict
+from prompt_jax.checkpoints import vit as vit_ckpt
+
+EXPECTED = {'cls': (1, 1, 4), 'embedding/kernel': (2, 2, 3, 4),
+            'Transformer/posembed_input/pos_embedding': (1, 5, 4)}
+
+
+def _good():
+  return {k: np.zeros(s, np.float32) for k, s in EXPECTED.items()}
+
+
+def test_missing_extra_and_misshaped_keys_are_named(tmp_path):
+  flat = _good()
+  del flat['cls']
+  flat['Transformer/bogus'] = np.zeros(3, np.float32)
+  flat['embedding/kernel'] = np.zeros((3, 3, 3, 4), np.float32)
+  flat['head/kernel'] = np.zeros((4, 10), np.float32)  # dropped: a new head is always trained
+  path = str(tmp_path / 'bad.npz')
+  np.savez(path, **flat)
+  with pytest.raises(errors.CheckpointError) as e:
+    vit_ckpt.load(path, 'npz', EXPECTED, num_heads=1)
+  msg = str(e.value)
+  assert 'missing 1 key(s): cls' in msg
+  assert 'unexpected 1 key(s): Transformer/bogus' in msg
+  assert 'embedding/kernel (checkpoint (3, 3, 3, 4), model (2, 2, 3, 4))' in msg
+  assert 'head' not in msg.split('\n')[1]
+
+
+def test_corrupted_and_missing_files_give_clear_errors(tmp_path):
+  path = str(tmp_path / 'corrupt.npz')
+  with open(path, 'wb') as f:
+    f.write(b'not a zip at all')
+  with pytest.raises(errors.CheckpointError, match='cannot read checkpoint'):
+    vit_ckpt.load(path, 'npz', EXPECTED, num_heads=1)
+  with pytest.raises(FileNotFoundError, match='not found'):
+    vit_ckpt.load(str(tmp_path / 'nope.npz'), 'npz', EXPECTED, num_heads=1)
+  with pytest.raises(errors.CheckpointError, match='unknown checkpoint format'):
+    vit_ckpt.load(path, 'caffe', EXPECTED, num_heads=1)
+
+
+def test_posemb_is_resized_to_the_model_grid(tmp_path):
+  flat = _good()
+  flat['Transformer/posembed_input/pos_embedding'] = np.random.rand(1, 17, 4).astype(np.float32)
+  path = str(tmp_path / 'ok.npz')
+  np.savez(path, **flat)
+  got = vit_ckpt.load(path, 'npz', EXPECTED, num_heads=1)
+  pe = got['Transformer/posembed_input/pos_embedding']
+  assert pe.shape == (1, 5, 4)
+  np.testing.assert_array_equal(pe[0, 0], flat['Transformer/posembed_input/pos_embedding'][0, 0])
+
+
+def test_posemb_resize_constant_grid_stays_constant():
+  pe = np.concatenate([np.full((1, 1, 2), 7.0), np.ones((1, 16, 2))], axis=1)
+  for method in ('linear', 'bicubic'):
+    out = posemb.resize_posemb(pe, 1 + 36, method=method)
+    assert out.shape == (1, 37, 2)
+    np.testing.assert_allclose(out[0, 1:], 1.0, atol=1e-5)
+    assert out[0, 0, 0] == 7.0
+
+
+def test_torch_zip_is_read_without_torch(tmp_path, monkeypatch):
+  torch = pytest.importorskip('torch')
+  sd = {'a': torch.arange(6, dtype=torch.float32).reshape(2, 3).t(),  # non-contiguous
+        'b': torch.tensor([1, 2], dtype=torch.int64), 'c': torch.ones(2, dtype=torch.float16)}
+  path = str(tmp_path / 'x.pth')
+  torch.save({'model': sd, 'epoch': 3}, path)
+  monkeypatch.setitem(sys.modules, 'torch', None)  # any import of torch now fails
+  got = state_dict.read(path)
+  np.testing.assert_array_equal(got['model']['a'], np.arange(6, dtype=np.float32).reshape(2, 3).T)
+  assert got['model']['b'].dtype == np.int64 and got['model']['c'].dtype == np.float16
+  assert got['epoch'] == 3
+
+
+def test_legacy_torch_file_without_torch_says_to_install_it(tmp_path, monkeypatch):
+  path = str(tmp_path / 'legacy.pth')
+  with open(path, 'wb') as f:
+    f.write(b'\x80\x02legacy pickle')
+  monkeypatch.setitem(sys.modules, 'torch', None)
+  with pytest.raises(ImportError, match='pip install torch'):
+    state_dict.read(path)
+  assert os.path.exists(path)

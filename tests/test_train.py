@@ -1,0 +1,129 @@
+"""Trainer guarantees: only the trainable subtree changes, resume is exact, NaN stops cleanly,
+sharded runs match one device, exports reload for inference."""
+
+import os
+import subprocess
+import sys
+
+from flax import traverse_util
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import micro_config
+from prompt_jax import export
+from prompt_jax import train
+from prompt_jax.data import registry as data_registry
+from prompt_jax.data.source import ArraySource
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _final_state(workdir, like=None):
+  """The last checkpointed train state; `like` (a state) gives the target shardings."""
+  mngr = train.checkpoint_manager(workdir, 2)
+  target = None if like is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+  got = mngr.restore(mngr.latest_step(),
+                     args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  mngr.close()
+  return got['state']
+
+
+def test_only_prompts_and_head_train_and_backbone_is_bit_identical(tmp_path, pretrained_npz):
+  cfg = micro_config('vpt', epochs=1, export=True)
+  cfg.unlock()
+  cfg.init.checkpoint = pretrained_npz
+  res = train.train_and_evaluate(cfg, str(tmp_path))
+  # VPT-deep on Mu/8: 4 layers x 8 prompts x 64 + head 64x5 + 5.
+  assert res['trainable_params'] == 4 * 8 * 64 + 64 * 5 + 5
+  state = _final_state(str(tmp_path))
+  assert sorted(traverse_util.flatten_dict(state['trainable'], sep='/')) == [
+      'head/bias', 'head/kernel', 'prompt/prompts']
+  model, params, _ = export.load_tuned(pretrained_npz, str(tmp_path / 'tuned'))
+  flat = traverse_util.flatten_dict(params, sep='/')
+  original = np.load(pretrained_npz)
+  backbone = [k for k in original.files if not k.startswith('head/')]
+  assert backbone and all(np.array_equal(flat[k], original[k]) for k in backbone)
+  # The exported prompts reproduce the trainer's test accuracy.
+  source = data_registry.get_source(cfg.data)
+  correct = n = 0
+  apply = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
+  for batch in source.iterate('test', 256):
+    pred = np.asarray(apply(params, batch['image'])).argmax(-1)
+    correct += int(((pred == batch['label']) & batch['mask']).sum())
+    n += int(batch['mask'].sum())
+  assert correct / n == pytest.approx(res['test'], abs=1e-6)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+  cfg = micro_config('vpt', epochs=2, checkpoint_every_steps=4)
+  full = train.train_and_evaluate(cfg, str(tmp_path / 'a'))
+
+  calls = {'n': 0}
+  real_put = train.shard_lib.put_batch
+
+  def dying_put(batch, sharding):
+    calls['n'] += 1
+    if calls['n'] == 7:  # dies during step 7, after the step-4 checkpoint
+      raise KeyboardInterrupt('simulated kill')
+    return real_put(batch, sharding)
+
+  monkeypatch.setattr(train.shard_lib, 'put_batch', dying_put)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(cfg, str(tmp_path / 'b'))
+  monkeypatch.setattr(train.shard_lib, 'put_batch', real_put)
+  resumed = train.train_and_evaluate(cfg, str(tmp_path / 'b'))
+  assert resumed['steps'] == full['steps']
+  a, b = _final_state(str(tmp_path / 'a')), _final_state(str(tmp_path / 'b'))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a['trainable'], b['trainable'])
+  assert resumed['test'] == full['test'] and resumed['history'] == full['history']
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 32, 32, 3)).astype(np.float32)
+  y = rng.integers(0, 5, 64).astype(np.int32)
+
+  class PoisonedSource(ArraySource):
+    """Epoch 1's first batch (global step 3 with 2 steps per epoch) holds a NaN image."""
+
+    def iterate(self, split, batch_size, **kw):
+      for i, batch in enumerate(super().iterate(split, batch_size, **kw)):
+        if split == 'train800' and kw.get('shuffle_seed') == 1 and i == 0:
+          batch['image'] = batch['image'].copy()
+          batch['image'][0] = np.nan
+        yield batch
+
+  src = PoisonedSource({'train800': (x, y), 'val200': (x, y), 'test': (x, y)}, num_classes=5)
+  monkeypatch.setattr(data_registry, 'get_source', lambda cfg: src)
+  cfg = micro_config('vpt', epochs=3, checkpoint_every_steps=1)
+  with pytest.raises(train.NonFiniteLossError, match='step 3.*last good checkpoint \\(step 2\\)'):
+    train.train_and_evaluate(cfg, str(tmp_path))
+  state = _final_state(str(tmp_path))
+  assert int(state['step']) == 2
+  assert all(np.isfinite(l).all() for l in jax.tree_util.tree_leaves(state['trainable']))
+
+
+def test_sharded_over_8_devices_matches_one_device(tmp_path):
+  cfg = micro_config('vpt', epochs=1, max_steps=3)
+  one = train.train_and_evaluate(cfg, str(tmp_path / 'one'))
+  script = (
+      'import sys, json; sys.path.insert(0, "tests"); import jax;'
+      'assert jax.device_count() == 8, jax.devices();'
+      'from conftest import micro_config; from prompt_jax import train;'
+      'cfg = micro_config("vpt", epochs=1, max_steps=3); cfg.unlock(); cfg.mesh.fsdp = int(sys.argv[2]);'
+      'r = train.train_and_evaluate(cfg, sys.argv[1]); print(json.dumps(r["last_train_loss"]))')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  for fsdp in (1, 2):
+    wd = str(tmp_path / f'eight_{fsdp}')
+    out = subprocess.run([sys.executable, '-c', script, wd, str(fsdp)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loss8 = float(out.stdout.strip().splitlines()[-1])
+    assert loss8 == pytest.approx(one['last_train_loss'], abs=1e-5)
+    a = _final_state(str(tmp_path / 'one'))
+    b = _final_state(wd, like=a)
+    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5),
+                           a['trainable'], b['trainable'])
