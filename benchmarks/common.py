@@ -1,0 +1,45 @@
+"""Timing helpers shared by the benchmark scripts (JSON out, nothing asserted)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def machine() -> dict[str, Any]:
+  return {'platform': platform.platform(), 'python': platform.python_version(),
+          'cpus': os.cpu_count(), 'jax': jax.__version__, 'jax_backend': jax.default_backend(),
+          'devices': [d.device_kind for d in jax.devices()]}
+
+
+def time_fn(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 5) -> float:
+  """Median seconds per call of fn (which must block until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
+  """Measured FLOP/s of a square matmul on the default device (the 'peak' we compare to)."""
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  secs = time_fn(lambda: f(a).block_until_ready(), warmup=2, iters=5)
+  return 2 * n ** 3 / secs
+
+
+def compiled_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get('flops', float('nan'))) if cost else float('nan')

@@ -1,0 +1,68 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conftest import micro_config
+from prompt_jax.methods import base
+from prompt_jax.methods import vpt
+
+
+def _prompter(deep):
+  return vpt.VPTPrompter(num_prompts=3, width=8, depth=4, patch_size=16, deep=deep)
+
+
+def test_layout_shallow_and_deep():
+  x0 = jnp.arange(2 * 5 * 8, dtype=jnp.float32).reshape(2, 5, 8)  # CLS + 4 patches
+  for deep in (False, True):
+    p = _prompter(deep)
+    v = p.init(jax.random.PRNGKey(0), 0, x0, None, False, method=p.insert)
+    prompts = v['params']['prompts']
+    x1 = p.apply(v, 0, x0, None, False, method=p.insert)
+    assert x1.shape == (2, 8, 8)
+    np.testing.assert_array_equal(x1[:, 0], x0[:, 0])          # CLS first
+    np.testing.assert_array_equal(x1[:, 1:4], jnp.broadcast_to(prompts[0], (2, 3, 8)))
+    np.testing.assert_array_equal(x1[:, 4:], x0[:, 1:])         # then the patches
+    x2 = p.apply(v, 2, x1 + 1.0, None, False, method=p.insert)
+    assert x2.shape == x1.shape
+    if deep:   # prompt outputs discarded, layer-2 prompts inserted
+      np.testing.assert_array_equal(x2[:, 1:4], jnp.broadcast_to(prompts[2], (2, 3, 8)))
+      np.testing.assert_array_equal(x2[:, 4:], x1[:, 4:] + 1.0)
+    else:      # carried through
+      np.testing.assert_array_equal(x2, x1 + 1.0)
+
+
+def test_init_range_and_head_bias():
+  cfg = micro_config('vpt')
+  cfg.unlock()
+  cfg.model.variant = 'B/16'
+  cfg.vpt.num_prompts = 50
+  model = base.get('vpt').model(cfg, 10, None)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
+  assert shapes['params']['prompt']['prompts'].shape == (12, 50, 768)
+  p = vpt.VPTPrompter(num_prompts=50, width=768, depth=12, patch_size=16)
+  v = p.init(jax.random.PRNGKey(1), 0, jnp.zeros((1, 197, 768)), None, False, method=p.insert)
+  w = np.asarray(v['params']['prompts'])
+  bound = math.sqrt(6 / (3 * 16 * 16 + 768))
+  assert abs(bound - 0.0625) < 1e-12
+  assert w.max() <= bound and w.min() >= -bound and w.max() > 0.95 * bound
+  small = base.get('vpt').model(micro_config('vpt'), 5, None)
+  params = small.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+  np.testing.assert_allclose(params['head']['bias'], -math.log(99), rtol=1e-6)
+
+
+def test_prompts_get_no_position_embedding():
+  model = base.get('vpt').model(micro_config('vpt'), 5, None)
+  x = jnp.zeros((1, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(0), x)['params']
+  pe = params['Transformer']['posembed_input']['pos_embedding']
+  shifted = jax.tree_util.tree_map(lambda a: a, params)
+  shifted['Transformer']['posembed_input']['pos_embedding'] = pe + 100.0
+  # Block-0 input at prompt positions = raw prompts, whatever the position embedding.
+  capture = lambda p: model.apply({'params': p}, x, capture_intermediates=True,
+                                  mutable=['intermediates'])[1]['intermediates']
+  a = capture(params)['Transformer']['encoderblock_0']['LayerNorm_0']['__call__'][0]
+  b = capture(shifted)['Transformer']['encoderblock_0']['LayerNorm_0']['__call__'][0]
+  np.testing.assert_allclose(a[:, 1:9], b[:, 1:9], atol=1e-5)   # prompt rows unchanged
+  assert not np.allclose(a[:, 9:], b[:, 9:])                   # patch rows did move
