@@ -130,8 +130,24 @@ def _to_numpy(obj: Any) -> Any:
   return obj
 
 
+def _localize(path: str) -> str:
+  """Remote paths (gs://, s3://, ...) are copied to a local temporary file once."""
+  if '://' not in path:
+    return path
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  remote = epath.Path(path)
+  if not remote.exists():
+    raise FileNotFoundError(f'checkpoint file not found: {path}')
+  local = os.path.join(tempfile.mkdtemp(prefix='prompt_jax_ckpt_'), remote.name)
+  remote.copy(local)
+  return local
+
+
 def read(path: str) -> Any:
-  """Loads a checkpoint file's object (dicts of numpy arrays; nested containers are kept)."""
+  """Loads a checkpoint file's object (dicts of numpy arrays; nested containers are kept).
+  `path` may be local or remote (anything etils.epath opens, e.g. gs://)."""
+  path = _localize(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint file not found: {path}')
   if path.endswith('.npz'):
