@@ -24,3 +24,24 @@ def normalize(images01, mode: str):
     raise KeyError(f'unknown normalisation {mode!r}; known: {sorted(MEAN_STD)}')
   mean, std = MEAN_STD[mode]
   return (images01 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def resize_crop(image, image_size: int, resize: str = 'bilinear', crop_pct: float = 1.0):
+  """The one image path shared by every tf source (TFDS and folder give identical arrays).
+
+  image: uint8/float tf tensor [H, W, C] in [0, 255], C in {1, 3} -> float32 [S, S, 3] in [0, 1].
+  crop_pct == 1.0: plain resize to S×S (VTAB: no aspect keep, no crop).
+  crop_pct < 1.0: resize to round(S / crop_pct) square, then centre-crop S×S (SHIP / DA-VPT).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if resize not in ('bilinear', 'bicubic'):
+    raise ValueError(f"resize must be 'bilinear' or 'bicubic', got {resize!r}")
+  image = tf.cast(image, tf.float32)
+  if image.shape[-1] == 1:  # greyscale datasets are tiled to RGB
+    image = tf.tile(image, [1, 1, 3])
+  big = int(round(image_size / crop_pct)) if crop_pct < 1.0 else image_size
+  image = tf.image.resize(image, (big, big), method=resize, antialias=False)
+  if big != image_size:
+    off = (big - image_size) // 2
+    image = image[off:off + image_size, off:off + image_size]
+  return tf.clip_by_value(image / 255.0, 0.0, 1.0)
