@@ -1,0 +1,24 @@
+"""DA-VPT on an FGVC task (CUB, NABirds, Flowers, Dogs, Cars): the VTAB recipe with FGVC data
+(random-resized-crop + flip augmentation; many classes, so P = 10 clusters are always formed).
+
+  python -m prompt_jax.main --config=configs/davpt_fgvc.py:mocov3 --workdir=/tmp/davpt_cub \
+      --config.data.task=cub --config.data.data_dir=/data/CUB_200_2011 \
+      --config.init.checkpoint=...
+
+arg as in configs/davpt_vtab.py.
+"""
+
+import ml_collections
+
+from configs import common
+from configs import davpt_vtab
+
+
+def get_config(arg: str = 'mae'):
+  c = davpt_vtab.davpt_config(arg)
+  c.data.update(source='folder', task='cub', train_split='train', eval_splits=('val', 'test'),
+                val_split='val', augment=True)
+  c.data.layout = 'fgvc'      # VPT-style train/val/test.json under data_dir (prompt_jax/data/folder.py)
+  # None: the per-task default image folder; a str field so --config.data.image_root=x works
+  c.data.image_root = ml_collections.FieldReference(None, field_type=str)
+  return common.finalize(c)

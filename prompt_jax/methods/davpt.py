@@ -1,0 +1,356 @@
+"""DA-VPT (distribution-aware visual prompt tuning), per spec 03.
+
+Deep prompts, token layout [CLS, prompts_i, patches] at block i; the previous block's prompt outputs
+are dropped every layer. Proxy layers [proxy_start, proxy_end] carry P proxy prompts (one per class
+cluster); the other layers carry `num_other` prompts (may be 0). Loss:
+
+  L = CE + (1/|Lp|) Σ_{l∈Lp} [λ_patch·L_patch^l + λ_cls·L_cls^l]
+
+with the proxy-anchor loss between anchors and the proxy prompts, positives = samples whose class
+maps to the proxy's cluster (metric label m(y), held in the method state and remapped between epochs).
+
+Anchors at a proxy layer: CLS anchor = the full query of CLS ([B, H·Dh]); patch anchor
+`patch_anchor='input_mean'` (default; what the release executes) = mean of the block-input image
+tokens (pre-LN), or 'attn_out' (what its configs ask for) = attention output at the prompt slot of m(y).
+
+Differences from the release (deliberate): unknown config keys are errors (locked configs) and a
+missing anchor/proxy is an error, never a silent zero loss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from prompt_jax.methods import base
+from prompt_jax.methods import kmeans
+from prompt_jax.models import attention as attn_lib
+from prompt_jax.models import vit
+from prompt_jax.models.prompter import Prompter
+
+Array = Any
+
+# Always trainable beyond prompts + head: biases of v, proj (out), fc2 and norm2. "Bias of norm2" is
+# read as the LayerNorm_2 bias only (its scale stays frozen). Configs extend with TRAIN_K_BIAS etc.
+TRAINABLE = (r'^prompt/', r'^head/', r'MultiHeadDotProductAttention_1/value/bias$',
+             r'MultiHeadDotProductAttention_1/out/bias$', r'MlpBlock_3/Dense_1/bias$',
+             r'LayerNorm_2/bias$')
+TRAIN_K_BIAS = (r'MultiHeadDotProductAttention_1/key/bias$',)
+TRAIN_NORM1 = (r'/LayerNorm_0/',)
+TRAIN_CLS = (r'^cls$',)
+
+
+def section(**kw) -> ml_collections.ConfigDict:
+  """Default `config.davpt` section."""
+  d = dict(num_proxies=10, num_other=5, proxy_start=11, proxy_end=11, lambda_patch=0.01,
+           lambda_cls=0.01, alpha=32.0, delta_pos=0.1, delta_neg=-0.1, scale=5.0,
+           loss='proxy_anchor', prompt_norm='l2', patch_anchor='input_mean', mask_prompts=False,
+           init_div8=False, dynamic_kmeans=10, images_per_class=10, kmeans_iters=20,
+           kmeans_tol=1e-4, dropout=0.0)
+  d.update(kw)
+  return ml_collections.ConfigDict(d)
+
+
+def xavier_uniform_3d(div8: bool):
+  """torch xavier_uniform_ over a 3-D [L, n, D] tensor: fan_in = n·D, fan_out = L·D (optionally /8)."""
+  def init(key, shape, dtype=jnp.float32):
+    l, n, d = shape
+    bound = math.sqrt(6.0 / (n * d + l * d)) / (8.0 if div8 else 1.0)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+class DAVPTPrompter(Prompter):
+  """proxy: [n_proxy_layers, P, D] under 'prompt/proxy'; other: [depth - n_proxy_layers, nP, D]
+  under 'prompt/other' (absent when nP = 0)."""
+
+  width: int
+  depth: int
+  num_proxies: int
+  num_other: int
+  proxy_start: int
+  proxy_end: int
+  mask_prompts: bool = False
+  init_div8: bool = False
+  patch_anchor: str = 'input_mean'
+  dropout: float = 0.0
+
+  def setup(self):
+    if not 0 <= self.proxy_start <= self.proxy_end < self.depth:
+      raise ValueError(f'proxy layers [{self.proxy_start}, {self.proxy_end}] outside depth '
+                       f'{self.depth}')
+    if self.patch_anchor not in ('input_mean', 'attn_out'):
+      raise ValueError(f"davpt.patch_anchor must be 'input_mean' or 'attn_out', got "
+                       f'{self.patch_anchor!r}')
+    n_proxy = self.proxy_end - self.proxy_start + 1
+    init = xavier_uniform_3d(self.init_div8)
+    self.proxy = self.param('proxy', init, (n_proxy, self.num_proxies, self.width))
+    n_rest = self.depth - n_proxy
+    self.other = (self.param('other', init, (n_rest, self.num_other, self.width))
+                  if self.num_other > 0 and n_rest > 0 else None)
+    self.drop = nn.Dropout(self.dropout)
+
+  def is_proxy(self, layer: int) -> bool:
+    return self.proxy_start <= layer <= self.proxy_end
+
+  def count(self, layer: int) -> int:
+    """Number of prompt tokens in block `layer`'s input."""
+    return self.num_proxies if self.is_proxy(layer) else self.num_other
+
+  def layer_prompts(self, layer: int) -> Array | None:
+    if self.is_proxy(layer):
+      return self.proxy[layer - self.proxy_start]
+    if self.other is None:
+      return None
+    return self.other[layer if layer < self.proxy_start else layer - (self.proxy_end + 1 -
+                                                                       self.proxy_start)]
+
+  def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
+    del prev_info
+    rest = x[:, 1:] if layer == 0 else x[:, 1 + self.count(layer - 1):]
+    p = self.layer_prompts(layer)
+    if p is None:
+      return jnp.concatenate([x[:, :1], rest], axis=1)
+    p = self.drop(p, deterministic=not train)
+    p = jnp.broadcast_to(p.astype(x.dtype)[None], (x.shape[0],) + p.shape)
+    return jnp.concatenate([x[:, :1], p, rest], axis=1)
+
+  def attention(self, layer: int, num_tokens: int):
+    n = self.count(layer)
+    if not self.mask_prompts or n == 0:
+      return super().attention(layer, num_tokens)
+    mask = np.ones((num_tokens, num_tokens), bool)
+    mask[1:1 + n, :1 + n] = False  # prompt queries see image tokens only
+    return attn_lib.JOINT, jnp.asarray(mask)
+
+  def observe(self, layer: int, x_in: Array, x_out: Array, info: dict[str, Array],
+              train: bool) -> None:
+    del x_out, train
+    if not self.is_proxy(layer):
+      return
+    b = x_in.shape[0]
+    n = self.num_proxies
+    self.sow('aux', 'proxies', self.proxy[layer - self.proxy_start])
+    self.sow('aux', 'cls_anchor', info['q'][:, 0].reshape(b, -1))
+    if self.patch_anchor == 'input_mean':
+      self.sow('aux', 'patch_anchor', x_in[:, 1 + n:].mean(axis=1))
+    else:  # [B, P, D]: the loss picks the slot m(y)
+      self.sow('aux', 'patch_anchor', info['attn_out'][:, 1:1 + n])
+
+
+# ---------------------------------------------------------------- losses
+
+
+def _cos(z: Array, p: Array) -> Array:
+  z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  p = p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
+  return z @ p.T
+
+
+def _log1p_sum_exp(a: Array, m: Array) -> Array:
+  """log(1 + Σ_i m_i·exp(a_i)) over axis 0, stable. a, m: [B, P] -> [P]."""
+  a = jnp.where(m, a, -jnp.inf)
+  a = jnp.concatenate([jnp.zeros((1, a.shape[1]), a.dtype), a], axis=0)
+  return jax.nn.logsumexp(a, axis=0)
+
+
+def proxy_anchor_loss(z: Array, proxies: Array, labels: Array, mask: Array, *, alpha: float = 32.0,
+                      delta_pos: float = 0.1, delta_neg: float = -0.1, scale: float = 5.0) -> Array:
+  """Spec 03 proxy-anchor loss. z: [B, E], proxies: [P, E], labels int[B] in [0, P), mask bool[B].
+
+  Proxies with no positive in the batch add 0 to the positive sum but still count in the 1/P.
+  """
+  s = scale * _cos(z.astype(jnp.float32), proxies.astype(jnp.float32))      # [B, P]
+  onehot = jax.nn.one_hot(labels, proxies.shape[0], dtype=bool)
+  pos = onehot & mask[:, None]
+  neg = ~onehot & mask[:, None]
+  lp = _log1p_sum_exp(-alpha * (s - delta_pos), pos)
+  ln = _log1p_sum_exp(alpha * (s - delta_neg), neg)
+  return lp.mean() + ln.mean()
+
+
+def proxy_nca_loss(z: Array, proxies: Array, labels: Array, mask: Array, *, scale: float = 5.0,
+                   **unused) -> Array:
+  """ProxyNCA with scaled cosine: mean_i [−s_{i,y} + logsumexp_{k≠y} s_ik]."""
+  del unused
+  s = scale * _cos(z.astype(jnp.float32), proxies.astype(jnp.float32))
+  onehot = jax.nn.one_hot(labels, proxies.shape[0], dtype=bool)
+  pos = (s * onehot).sum(1)
+  neg = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, s), axis=1)
+  return base.masked_mean(neg - pos, mask)
+
+
+LOSSES = {'proxy_anchor': proxy_anchor_loss, 'proxy_nca': proxy_nca_loss}
+
+
+def prompt_norm(p: Array, kind: str) -> Array:
+  if kind == 'l2':
+    return p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
+  if kind == 'layer':
+    mu = p.mean(-1, keepdims=True)
+    return (p - mu) / jnp.sqrt(p.var(-1, keepdims=True) + 1e-6)
+  if kind == 'none':
+    return p
+  raise ValueError(f"davpt.prompt_norm must be 'l2', 'layer' or 'none', got {kind!r}")
+
+
+def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
+  ce, metrics = base.cross_entropy_loss(inputs)
+  c = inputs.config.davpt
+  if c.loss not in LOSSES:
+    raise ValueError(f'unknown davpt.loss {c.loss!r}; known: {sorted(LOSSES)}')
+  if c.lambda_patch == 0 and c.lambda_cls == 0:
+    return ce, metrics
+  aux = inputs.aux.get('prompt', {})  # the prompter's sown values live under its module name
+  for k in ('proxies', 'cls_anchor', 'patch_anchor'):
+    if k not in aux:
+      raise KeyError(f"DA-VPT loss needs aux['prompt'][{k!r}] sown by the proxy layers; got "
+                     f'{jax.tree_util.tree_map(jnp.shape, inputs.aux)}')
+  fn = LOSSES[c.loss]
+  kw = dict(alpha=c.alpha, delta_pos=c.delta_pos, delta_neg=c.delta_neg, scale=c.scale)
+  m = inputs.method_state['map'][inputs.batch['label']]
+  mask = inputs.batch['mask']
+  l_patch, l_cls = 0.0, 0.0
+  n_layers = len(aux['proxies'])
+  for prox, za, zc in zip(aux['proxies'], aux['patch_anchor'], aux['cls_anchor']):
+    prox = prompt_norm(prox, c.prompt_norm)
+    if za.ndim == 3:  # attention output at the prompt slot of m(y)
+      za = jnp.take_along_axis(za, m[:, None, None], axis=1)[:, 0]
+    l_patch += fn(za, prox, m, mask, **kw) / n_layers
+    l_cls += fn(zc, prox, m, mask, **kw) / n_layers
+  total = ce + c.lambda_patch * l_patch + c.lambda_cls * l_cls
+  return total, dict(metrics, da_patch=l_patch, da_cls=l_cls)
+
+
+# ---------------------------------------------------------------- class clusters
+
+
+def cluster_classes(class_means: np.ndarray, seen: np.ndarray, num_proxies: int, *, seed: int,
+                    iters: int = 20, tol: float = 1e-4) -> dict[str, np.ndarray]:
+  """Class -> cluster map by cosine k-means over non-affine-LN'd class means.
+
+  class_means: [C, D]; seen: bool[C]. Returns {'num_proxies', 'class_map' int32[C], 'centroids'
+  [P, D]}. C < P: P := C and the identity map. Unseen classes get a random cluster (seeded).
+  """
+  c_num = len(class_means)
+  rng = np.random.default_rng(seed)
+  if c_num < num_proxies:
+    return {'num_proxies': c_num, 'class_map': np.arange(c_num, dtype=np.int32),
+            'centroids': kmeans._unit(kmeans.layer_norm(class_means)).astype(np.float32)}
+  x = kmeans.layer_norm(class_means[seen])
+  init = x[rng.choice(len(x), size=num_proxies, replace=False)]
+  assign, cent = kmeans.cosine_kmeans(x, num_proxies, init=init, iters=iters, tol=tol)
+  cmap = rng.integers(0, num_proxies, size=c_num).astype(np.int32)
+  cmap[seen] = assign
+  return {'num_proxies': num_proxies, 'class_map': cmap, 'centroids': cent}
+
+
+def _backbone_feature(ctx: base.PrepareContext):
+  """select(logits, out) for the clustering feature: CLS after the final norm, or (pool != 'cls',
+  MAE) encoder_norm(mean of the patch tokens)."""
+  cfg = ctx.config
+  if cfg.model.pool == 'cls':
+    return lambda l, o: o['normed'][:, 0]
+  ln = ctx.backbone_params['Transformer']['encoder_norm']
+  eps = cfg.model.ln_eps
+
+  def select(l, o):
+    x = o['encoded'][:, 1:].mean(axis=1)
+    mu = x.mean(-1, keepdims=True)
+    x = (x - mu) / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    return x * ln['scale'] + ln['bias']
+  return select
+
+
+def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
+  cfg = ctx.config
+  c = cfg.davpt
+  num_classes = ctx.source.num_classes
+  feats, labels = ctx.features(cfg.data.train_split, _backbone_feature(ctx))
+  feats = np.asarray(feats, np.float64)
+  means = np.zeros((num_classes, feats.shape[1]))
+  seen = np.zeros(num_classes, bool)
+  for k in range(num_classes):
+    rows = feats[labels == k][:c.images_per_class]
+    if len(rows):
+      means[k], seen[k] = rows.mean(0), True
+  out = cluster_classes(means, seen, c.num_proxies, seed=cfg.seed, iters=c.kmeans_iters,
+                        tol=c.kmeans_tol)
+  logging.info('DA-VPT clusters: P=%d, sizes %s', out['num_proxies'],
+               np.bincount(out['class_map'], minlength=out['num_proxies']).tolist())
+  return out
+
+
+# ---------------------------------------------------------------- method state (dynamic remap)
+
+
+def init_state(prepared: dict[str, Any], config: base.Config) -> dict[str, Array]:
+  cmap = np.asarray(prepared['class_map'], np.int32)
+  cent = np.asarray(prepared['centroids'], np.float32)
+  return {'map': jnp.asarray(cmap), 'centroids': jnp.asarray(cent),
+          'sums': jnp.zeros((len(cmap), cent.shape[1]), jnp.float32),
+          'counts': jnp.zeros((len(cmap),), jnp.float32)}
+
+
+def update_state(state: dict[str, Array], inputs: base.LossInputs) -> dict[str, Array]:
+  """Accumulates per-class sums / counts of the head-input feature (inside the jitted step)."""
+  f = inputs.out['pre_logits'].astype(jnp.float32)
+  w = jax.nn.one_hot(inputs.batch['label'], state['sums'].shape[0]) * inputs.batch['mask'][:, None]
+  return dict(state, sums=state['sums'] + w.T @ f, counts=state['counts'] + w.sum(0))
+
+
+def epoch_end(state: dict[str, Any], epoch: int, config: base.Config) -> dict[str, Any]:
+  """From epoch `dynamic_kmeans` (> 0): re-run cosine k-means on the LN'd class means, starting at
+  the previous centroids; accept when > 1 cluster is used. Statistics are reset every epoch.
+  Unseen classes keep their cluster. C < P (identity map) is never remapped."""
+  c = config.davpt
+  state = {k: np.asarray(v) for k, v in state.items()}
+  cmap, cent = state['map'], state['centroids']
+  identity = len(cmap) == len(cent) and np.array_equal(cmap, np.arange(len(cmap)))
+  seen = state['counts'] > 0
+  if c.dynamic_kmeans > 0 and epoch >= c.dynamic_kmeans and not identity and seen.sum() > 1:
+    means = state['sums'][seen] / state['counts'][seen, None]
+    assign, new_cent = kmeans.cosine_kmeans(kmeans.layer_norm(means), len(cent), init=cent,
+                                            iters=c.kmeans_iters, tol=c.kmeans_tol)
+    if len(np.unique(assign)) > 1:
+      cmap = cmap.copy()
+      cmap[seen] = assign
+      cent = new_cent
+  return {'map': cmap.astype(np.int32), 'centroids': cent.astype(np.float32),
+          'sums': np.zeros_like(state['sums']), 'counts': np.zeros_like(state['counts'])}
+
+
+# ---------------------------------------------------------------- method
+
+
+def build_prompter(config: base.Config, prepared: Any) -> DAVPTPrompter:
+  arch = vit.decode_variant(config.model.variant)
+  c = config.davpt
+  p = prepared['num_proxies'] if prepared else c.num_proxies
+  return DAVPTPrompter(width=arch['width'], depth=arch['depth'], num_proxies=int(p),
+                       num_other=c.num_other, proxy_start=c.proxy_start, proxy_end=c.proxy_end,
+                       mask_prompts=c.mask_prompts, init_div8=c.init_div8,
+                       patch_anchor=c.patch_anchor, dropout=c.dropout)
+
+
+def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...]]:
+  del prepared
+  c = config.davpt
+  depth = vit.decode_variant(config.model.variant)['depth']
+  proxy = tuple(range(c.proxy_start, c.proxy_end + 1))
+  slots = {'prompt/proxy': proxy}
+  if c.num_other > 0 and len(proxy) < depth:
+    slots['prompt/other'] = tuple(i for i in range(depth) if i not in proxy)
+  return slots
+
+
+DAVPT = base.register(base.Method(
+    name='davpt', build_prompter=build_prompter, prepare=prepare, loss=loss, init_state=init_state,
+    update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=TRAINABLE))

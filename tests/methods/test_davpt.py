@@ -1,0 +1,207 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import micro_config
+from prompt_jax.methods import base
+from prompt_jax.methods import davpt
+from prompt_jax.models import vit
+
+
+def numpy_proxy_anchor(z, p, y, alpha=32.0, dp=0.1, dn=-0.1, r=5.0):
+  """Spec 03 formula, written with loops."""
+  big_p = len(p)
+  total_pos, total_neg = 0.0, 0.0
+  for k in range(big_p):
+    sp, sn = 0.0, 0.0
+    for i in range(len(z)):
+      s = r * float(np.dot(z[i], p[k]) / (np.linalg.norm(z[i]) * np.linalg.norm(p[k])))
+      if y[i] == k:
+        sp += math.exp(-alpha * (s - dp))
+      else:
+        sn += math.exp(alpha * (s - dn))
+    total_pos += math.log(1.0 + sp)
+    total_neg += math.log(1.0 + sn)
+  return total_pos / big_p + total_neg / big_p
+
+
+def test_proxy_anchor_matches_numpy_loops_and_fd_gradient():
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(6, 5))
+  p = rng.normal(size=(4, 5))
+  y = np.array([0, 0, 1, 2, 2, 1])  # proxy 3 has no positive: still counts in 1/P
+  kw = dict(alpha=2.0, scale=1.0)  # small alpha keeps float64 exp finite in the loop version
+  got = davpt.proxy_anchor_loss(jnp.asarray(z), jnp.asarray(p), jnp.asarray(y), jnp.ones(6, bool),
+                                **kw)
+  want = numpy_proxy_anchor(z, p, y, alpha=2.0, r=1.0)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  # default α=32, r=5 on mildly similar inputs, padded row ignored
+  z2 = 0.2 * rng.normal(size=(5, 5)) + p[[0, 1, 1, 2, 0]]
+  mask = np.array([1, 1, 1, 1, 0], bool)
+  got = davpt.proxy_anchor_loss(jnp.asarray(z2), jnp.asarray(p), jnp.asarray([0, 1, 1, 2, 0]),
+                                jnp.asarray(mask))
+  want = numpy_proxy_anchor(z2[:4], p, [0, 1, 1, 2])
+  np.testing.assert_allclose(float(got), want, rtol=1e-4)
+  # finite differences (float64 numpy reference) vs jax gradient wrt z
+  g = jax.grad(lambda zz: davpt.proxy_anchor_loss(zz, jnp.asarray(p), jnp.asarray(y),
+                                                  jnp.ones(6, bool), **kw))(jnp.asarray(z))
+  eps = 1e-4
+  for i, j in [(0, 0), (3, 2), (5, 4)]:
+    zp, zm = z.copy(), z.copy()
+    zp[i, j] += eps
+    zm[i, j] -= eps
+    fd = (numpy_proxy_anchor(zp, p, y, 2.0, r=1.0) - numpy_proxy_anchor(zm, p, y, 2.0, r=1.0)) / (2 * eps)
+    np.testing.assert_allclose(float(g[i, j]), fd, rtol=2e-3, atol=1e-5)
+
+
+def _prompter(**kw):
+  args = dict(width=16, depth=4, num_proxies=3, num_other=2, proxy_start=2, proxy_end=3)
+  args.update(kw)
+  return davpt.DAVPTPrompter(**args)
+
+
+def test_layout_drops_previous_prompts():
+  p = _prompter()
+  x0 = jnp.arange(2 * 5 * 16, dtype=jnp.float32).reshape(2, 5, 16)
+  v = p.init(jax.random.PRNGKey(0), 0, x0, None, False, method=p.insert)['params']
+  assert v['proxy'].shape == (2, 3, 16) and v['other'].shape == (2, 2, 16)
+  x = x0
+  for layer, n in enumerate([2, 2, 3, 3]):
+    x = p.apply({'params': v}, layer, x, None, False, method=p.insert)
+    assert x.shape == (2, 1 + n + 4, 16)
+    np.testing.assert_array_equal(x[:, 1 + n:], x0[:, 1:])
+    want = v['other'][layer] if layer < 2 else v['proxy'][layer - 2]
+    np.testing.assert_array_equal(x[:, 1:1 + n], jnp.broadcast_to(want, (2, n, 16)))
+  bound = math.sqrt(6 / (3 * 16 + 2 * 16))
+  assert np.abs(v['proxy']).max() <= bound
+  assert _prompter(num_other=0).init(jax.random.PRNGKey(0), 0, x0, None, False,
+                                     method=p.insert)['params'].keys() == {'proxy'}
+
+
+def test_mask_prompt_queries_see_only_image_tokens():
+  p = _prompter(mask_prompts=True)
+  v = p.init(jax.random.PRNGKey(0), 0, jnp.zeros((1, 5, 16)), None, False, method=p.insert)
+  _, mask = p.apply(v, 2, 8, method=p.attention)  # CLS + 3 proxies + 4 patches
+  mask = np.asarray(mask)
+  assert mask[0].all() and mask[4:].all()
+  assert not mask[1:4, :4].any() and mask[1:4, 4:].all()
+  # with the block's attention: prompt rows are invariant to CLS and other prompts' values
+  mha = vit.MultiHeadAttention(num_heads=2)
+  x = jax.random.normal(jax.random.PRNGKey(1), (1, 8, 16))
+  prm = mha.init(jax.random.PRNGKey(2), x, davpt.attn_lib.JOINT, jnp.asarray(mask))
+  y0, _ = mha.apply(prm, x, davpt.attn_lib.JOINT, jnp.asarray(mask))
+  x1 = x.at[:, 0].add(3.0).at[:, 2:4].add(-2.0)  # perturb CLS and prompts 2, 3
+  y1, _ = mha.apply(prm, x1, davpt.attn_lib.JOINT, jnp.asarray(mask))
+  np.testing.assert_allclose(y0[:, 1], y1[:, 1], atol=1e-5)  # prompt 1 unaffected
+  assert not np.allclose(y0[:, 4:], y1[:, 4:])                # image tokens see CLS/prompts
+  yu, _ = mha.apply(prm, x1, davpt.attn_lib.JOINT, None)
+  assert not np.allclose(y0[:, 1], yu[:, 1])                  # and without mask prompt 1 moves
+
+
+def _cfg(**davpt_kw):
+  c = micro_config('davpt')
+  c.unlock()
+  c.davpt = davpt.section(num_proxies=3, num_other=2, proxy_start=2, proxy_end=3, **davpt_kw)
+  c.lock()
+  return c
+
+
+@pytest.mark.parametrize('anchor', ['input_mean', 'attn_out'])
+def test_loss_through_model(anchor):
+  cfg = _cfg(patch_anchor=anchor, lambda_patch=1.0, lambda_cls=0.5)
+  prepared = {'num_proxies': 3, 'class_map': np.array([0, 1, 2, 0, 1], np.int32),
+              'centroids': np.eye(3, 64, dtype=np.float32)}
+  method = base.get('davpt')
+  model = method.model(cfg, 5, prepared)
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(1), images)['params']
+  (logits, out), mut = model.apply({'params': params}, images, mutable=['aux'])
+  aux = mut['aux']['prompt']
+  assert len(aux['proxies']) == 2 and aux['cls_anchor'][0].shape == (4, 64)
+  batch = {'image': images, 'label': jnp.array([0, 1, 3, 4]), 'mask': jnp.ones(4, bool)}
+  state = method.init_state(prepared, cfg)
+  total, metrics = method.loss(base.LossInputs(logits, out, mut['aux'], batch, state, cfg))
+  assert np.isfinite(float(total))
+  want = float(metrics['ce']) + float(metrics['da_patch']) + 0.5 * float(metrics['da_cls'])
+  np.testing.assert_allclose(float(total), want, rtol=1e-5)
+  m = np.array([0, 1, 0, 1])
+  # CLS anchor check at layer 3 against the loss function with explicit inputs
+  zc = aux['cls_anchor'][1]
+  direct = davpt.proxy_anchor_loss(zc, davpt.prompt_norm(aux['proxies'][1], 'l2'), jnp.asarray(m),
+                                   jnp.ones(4, bool))
+  assert np.isfinite(float(direct))
+  with pytest.raises(KeyError):  # missing anchors are an error, never a silent 0
+    method.loss(base.LossInputs(logits, out, {}, batch, state, cfg))
+
+
+def test_state_accumulates_and_remaps():
+  cfg = _cfg(dynamic_kmeans=1)
+  prepared = {'num_proxies': 2, 'class_map': np.array([0, 0, 0, 1], np.int32),
+              'centroids': np.array([[1, 0, 0], [0, 1, 0]], np.float32)}
+  state = davpt.init_state(prepared, cfg)
+  feats = jnp.array([[5., 0, 0], [0, 0, 5.], [0, 4., 0], [1., 1, 9]])
+  batch = {'label': jnp.array([0, 1, 2, 1]), 'mask': jnp.array([1, 1, 1, 0], bool)}
+  step = jax.jit(lambda st, f, b: davpt.update_state(
+      st, base.LossInputs(None, {'pre_logits': f}, {}, b, st, cfg)))
+  state = step(state, feats, batch)
+  np.testing.assert_allclose(state['counts'], [1, 1, 1, 0])
+  np.testing.assert_allclose(state['sums'][1], [0, 0, 5])
+  new = davpt.epoch_end(jax.device_get(state), 1, cfg)
+  assert new['map'][3] == 1                       # unseen class keeps its cluster
+  assert len(np.unique(new['map'][:3])) == 2
+  assert new['counts'].sum() == 0 and new['map'].dtype == np.int32
+  early = davpt.epoch_end(jax.device_get(state), 0, _cfg(dynamic_kmeans=5))
+  np.testing.assert_array_equal(early['map'], prepared['class_map'])
+
+
+def test_trainable_set_and_configs():
+  from configs import davpt_vtab  # pylint: disable=g-import-not-at-top
+  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  c = davpt_vtab.get_config('mae,k_bias+norm1+cls+mask')
+  assert c.model.pool == 'norm_mean' and c.init.format == 'mae' and c.davpt.mask_prompts
+  cfg = _cfg()
+  model = base.get('davpt').model(cfg, 5, None)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+  tr, _ = train.split_params(params, tuple(c.train.trainable), ())
+  paths = base.tree_paths(tr)
+  blk = 'Transformer/encoderblock_0/'
+  for want in ['prompt/proxy', 'head/kernel', 'cls', blk + 'LayerNorm_0/scale',
+               blk + 'MultiHeadDotProductAttention_1/key/bias', blk + 'LayerNorm_2/bias',
+               blk + 'MultiHeadDotProductAttention_1/value/bias', blk + 'MlpBlock_3/Dense_1/bias',
+               blk + 'MultiHeadDotProductAttention_1/out/bias']:
+    assert want in paths, want
+  for not_want in [blk + 'MultiHeadDotProductAttention_1/query/bias', blk + 'LayerNorm_2/scale',
+                   blk + 'MlpBlock_3/Dense_0/bias']:
+    assert not_want not in paths
+
+
+def test_prepare_and_short_training_run(pretrained_npz, tmp_path):
+  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  c = micro_config('davpt', epochs=3, optimizer='adamw', lr=3e-3, lr_scale_by_batch=False,
+                   schedule_per='step', cosine_shift=False, warmup_epochs=1, warmup_init=1e-8,
+                   grad_clip_value=10.0, eval_every_epochs=3)
+  c.unlock()
+  c.init.checkpoint = pretrained_npz
+  c.model.update(head_init='trunc_normal', head_bias_init=0.0)
+  c.davpt = davpt.section(num_proxies=2, num_other=2, proxy_start=3, proxy_end=3,
+                          dynamic_kmeans=1, lambda_patch=0.1, lambda_cls=0.1)
+  c.train.trainable = davpt.TRAINABLE
+  c.lock()
+  res = train.train_and_evaluate(c, str(tmp_path))
+  assert np.isfinite(res['last_train_loss'])
+  assert res['test'] > 0.3, res['test']
+  print('DA-VPT digits test accuracy', res['test'], 'val', res['val200'])
+
+
+def test_proxy_nca_option_matches_numpy():
+  rng = np.random.default_rng(4)
+  z, p, y = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), np.array([2, 0, 0])
+  un = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+  s = 5.0 * un(z) @ un(p).T
+  want = np.mean([-s[i, y[i]] + np.log(sum(np.exp(s[i, k]) for k in range(3) if k != y[i]))
+                  for i in range(3)])
+  got = davpt.proxy_nca_loss(jnp.asarray(z), jnp.asarray(p), jnp.asarray(y), jnp.ones(3, bool))
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
