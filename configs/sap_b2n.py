@@ -1,0 +1,37 @@
+r"""SAP on CLIP ViT-B/16, base-to-novel (spec 04): 16 shots, SGD, 20 epochs, batch 4.
+
+  python -c "from configs import sap_b2n; from prompt_jax import b2n; \
+             b2n.run(sap_b2n.get_config(), '/tmp/sap_dtd')"
+with config.init.checkpoint = OpenAI ViT-B-16.pt (format clip_openai; bpe_simple_vocab_16e6.txt.gz
+next to it or at sap.bpe_path), data.split_file = CoOp split json, data.data_dir = its image folder,
+sap.descriptions = the class-description JSON. Zero-shot CLIP baseline: `b2n.zeroshot_run(config,
+workdir)` (also reported by `b2n.run` under 'zeroshot'). Results: base / novel / hm.
+Optimiser: SGD lr 0.0025 (no batch scaling), momentum .9, wd 5e-4; lr per epoch: epoch 0 = 1e-5
+(with a per-epoch schedule and 1 warm-up epoch the linear warm-up IS the constant warm-up), epoch
+e >= 1 = 0.5·lr·(1 + cos(π·e/20)) (cosine_shift=False: Dassl's cosine over the absolute epoch).
+RRC + flip at 224, bicubic, CLIP normalisation. ImageNet: the release keeps the first 3
+descriptions per class (--config.sap.max_descriptions=3).
+"""
+
+from configs import common
+from prompt_jax.methods import sap
+
+
+def get_config(arg: str = ''):
+  del arg
+  c = common.base()
+  c.method = 'sap'
+  c.model.update(variant='B/16', act='quick_gelu', ln_eps=1e-5)
+  c.init.update(checkpoint='', format='clip_openai', posemb_resize='bicubic')
+  c.data.update(source='fewshot', task='dtd', image_size=224, normalization='clip',
+                train_split='train', eval_splits=('test',), val_split='', augment=True)
+  c.data.split_file = ''
+  c.data.shots = 16
+  c.data.fewshot_seed = 1
+  c.data.subset = 'base'
+  c.sap = sap.sap_section()
+  c.train.update(epochs=20, batch_size=4, eval_batch_size=100, optimizer='sgd', lr=0.0025,
+                 lr_scale_by_batch=False, momentum=0.9, wd=5e-4, wd_head=-1.0,
+                 warmup_epochs=1, warmup_init=1e-5, schedule_per='epoch', cosine_shift=False,
+                 eval_every_epochs=20, checkpoint_every_steps=500, log_every_steps=20)
+  return common.finalize(c)

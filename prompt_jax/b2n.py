@@ -1,0 +1,182 @@
+"""Base-to-novel protocol for CLIP prompt methods (SAP) and the zero-shot CLIP baseline.
+
+  results = run(config, workdir)   # {'base': acc, 'novel': acc, 'hm': ..., 'zeroshot': {...}}
+  python -m prompt_jax.b2n --config=configs/sap_b2n.py --workdir=/tmp/sap_dtd \
+      --config.data.split_file=... [--zeroshot_only]
+
+1. Train with the generic trainer on the BASE classes (`config.data.subset='base'`, the few-shot
+   train split) into workdir/base (train.export must stay on: the tuned prompts are read back from
+   workdir/base/tuned).
+2. Evaluate the tuned model on the test split of the base classes and of the novel classes; for each
+   class set the description tables / frozen features are rebuilt (`sap.prepare_classes`), the
+   prompted text features are encoded once, and images are classified against them.
+3. Zero-shot CLIP ("a photo of a {class}.") on the same two class sets, as the baseline.
+Accuracies are top-1 in [0, 1]; hm = harmonic mean of base and novel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+from absl import logging
+import flax
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from prompt_jax.data import fewshot
+from prompt_jax.data import registry as data_registry
+from prompt_jax.methods import sap
+from prompt_jax.models import clip as clip_lib
+
+Config = ml_collections.ConfigDict
+
+
+def with_subset(config: Config, subset: str) -> Config:
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.data.subset = subset
+  return c
+
+
+def _flat(tree):
+  return traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
+
+
+def backbone_params(config: Config) -> dict[str, Any]:
+  """The trainer's backbone params: the checkpoint, or (no checkpoint) the same seeded init the
+  trainer uses (`train.build`'s first rng split; jitted here, same values)."""
+  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
+  if config.init.checkpoint:
+    return train.load_backbone(sap.SAP, config, rng)
+  model = sap.build_backbone(config)
+  s = config.data.image_size
+  return flax.core.unfreeze(jax.jit(model.init)(rng, jnp.zeros((1, s, s, 3)))['params'])
+
+
+def tuned_params(config: Config, workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(backbone params, backbone + tuned prompts) of a finished run in `workdir` (read from the
+  exported workdir/tuned; SAP's only non-backbone frozen param, text_cache, is rebuilt later)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  backbone = backbone_params(config)
+  tuned = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(workdir, 'tuned',
+                                                                          'params')))
+  flat = _flat(backbone)
+  flat.update({k: jnp.asarray(v) for k, v in _flat(tuned).items()})
+  return backbone, traverse_util.unflatten_dict(flat, sep='/')
+
+
+def _accuracy(predict, source: Any, split: str, batch_size: int) -> float:
+  correct = total = 0
+  for batch in source.iterate(split, batch_size):
+    pred = np.asarray(predict(batch['image'])).argmax(-1)
+    m = batch['mask']
+    correct += int(((pred == batch['label']) & m).sum())
+    total += int(m.sum())
+  return correct / max(total, 1)
+
+
+def sap_accuracy(config: Config, bb_params: Any, params: Any, source: Any,
+                 split: str = 'test') -> float:
+  """Top-1 of the tuned SAP model on `source` (its own class set and descriptions)."""
+  backbone = sap.build_backbone(config)
+  prepared = sap.prepare_classes(config, backbone, bb_params, source.classnames)
+  model = sap.build_model(config, len(source.classnames), prepared)
+  p = dict(params)
+  p.pop('text_cache', None)
+  text = jax.jit(lambda q: model.apply({'params': q}, method=sap.SAPModel.encode_descriptions))(p)
+  if model.cache_text:
+    p['text_cache'] = text
+  fwd = jax.jit(lambda q, x: model.apply({'params': q}, x, text_features=text)[0])
+  return _accuracy(lambda x: fwd(p, x), source, split, config.train.eval_batch_size)
+
+
+def zeroshot_accuracy(config: Config, bb_params: Any, source: Any, split: str = 'test',
+                      template: str | None = None) -> float:
+  """Zero-shot CLIP: argmax over classes of cos(image, text('a photo of a {class}.'))."""
+  model = sap.build_backbone(config)
+  template = template or config.sap.zs_template
+  tok = sap.tokenizer_for(config)
+  ids = tok.tokenize([template.format(classname=n.replace('_', ' ').lower())
+                      for n in source.classnames])
+  text = jnp.asarray(sap.encode_texts(model, bb_params, ids, config.sap.encode_batch))
+
+  @jax.jit
+  def fwd(x):
+    img, _ = model.apply({'params': bb_params}, x)
+    return clip_lib.l2_normalize(img) @ text.T
+
+  return _accuracy(fwd, source, split, config.train.eval_batch_size)
+
+
+def harmonic(base_acc: float, novel_acc: float) -> dict[str, float]:
+  return {'base': base_acc, 'novel': novel_acc, 'hm': sap.harmonic_mean(base_acc, novel_acc)}
+
+
+def sources(config: Config, subsets: Sequence[str] = ('base', 'novel')) -> dict[str, Any]:
+  return {s: data_registry.get_source(with_subset(config, s).data) for s in subsets}
+
+
+def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any]:
+  """Trains on base classes, evaluates base and novel (and zero-shot CLIP); writes b2n.json."""
+  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  base_cfg = with_subset(config, 'base')
+  base_cfg.train.export = True
+  run_dir = os.path.join(workdir, 'base')
+  train_results = train.train_and_evaluate(base_cfg, run_dir)
+  backbone, params = tuned_params(base_cfg, run_dir)
+  srcs = sources(config)
+  split = config.get('b2n', {}).get('eval_split', 'test')
+  accs = {s: sap_accuracy(with_subset(config, s), backbone, params, src, split)
+          for s, src in srcs.items()}
+  results: dict[str, Any] = {'method': config.method, 'task': config.data.get('task', ''),
+                             **harmonic(accs['base'], accs['novel']),
+                             'train': {k: v for k, v in train_results.items() if k != 'history'}}
+  if zeroshot:
+    zs = {s: zeroshot_accuracy(config, backbone, src, split) for s, src in srcs.items()}
+    results['zeroshot'] = harmonic(zs['base'], zs['novel'])
+  logging.info('base-to-novel: %s', {k: v for k, v in results.items() if k != 'train'})
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'b2n.json'), 'w') as f:
+      json.dump(results, f, indent=1, default=str)
+  return results
+
+
+def zeroshot_run(config: Config, workdir: str) -> dict[str, Any]:
+  """Only the zero-shot CLIP baseline (base / novel / hm), no training."""
+  params = backbone_params(config)
+  srcs = sources(config)
+  zs = {s: zeroshot_accuracy(config, params, src) for s, src in srcs.items()}
+  results = {'zeroshot': harmonic(zs['base'], zs['novel'])}
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'zeroshot.json'), 'w') as f:
+    json.dump(results, f, indent=1)
+  return results
+
+
+def _main(argv: Sequence[str]) -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {argv[1:]}')
+  fl = flags.FLAGS
+  config, workdir = fl.config, fl.workdir
+  res = zeroshot_run(config, workdir) if fl.zeroshot_only else run(config, workdir)
+  print(json.dumps({k: v for k, v in res.items() if k != 'train'}, indent=1, default=str))
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Output directory.')
+  flags.DEFINE_bool('zeroshot_only', False, 'Only evaluate zero-shot CLIP (no training).')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(_main)
+
+
+__all__ = ['run', 'zeroshot_run', 'sap_accuracy', 'zeroshot_accuracy', 'fewshot']

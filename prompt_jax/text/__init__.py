@@ -1,0 +1,1 @@
+"""Text utilities for CLIP-based methods (the CLIP BPE tokenizer)."""
