@@ -28,6 +28,7 @@ setup(
         'pillow',
         'matplotlib',
         'safetensors',
+        'regex',  # CLIP BPE tokenizer
     ],
     extras_require={
         'test': [
@@ -39,5 +40,6 @@ setup(
             'ipykernel',
         ],
         'torch': ['torch'],
+        'ftfy': ['ftfy'],  # the CLIP release's text cleaning (optional)
     },
 )

@@ -33,7 +33,10 @@ def base() -> ml_collections.ConfigDict:
       source='vtab', task='cifar100', data_dir=ml_collections.FieldReference(None, field_type=str),
       image_size=224, resize='bilinear', crop_pct=1.0, normalization='minus_one_to_one',
       train_split='train800val200', eval_splits=('test',), val_split='',
-      augment=False, sampler='shuffle', images_per_class=2, cache_train=True))
+      augment=False, sampler='shuffle', images_per_class=2, cache_train=True,
+      # source='folder': 'vtab1k' (<data_dir>/<task>/<split>.txt) or 'fgvc' (VPT json splits);
+      # image_root: FGVC image folder under data_dir (None: the task's default).
+      layout='vtab1k', image_root=ml_collections.FieldReference(None, field_type=str)))
 
   c.train = ml_collections.ConfigDict(dict(
       epochs=100, batch_size=128, eval_batch_size=256, optimizer='sgd', lr=0.1,

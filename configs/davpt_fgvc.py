@@ -8,17 +8,13 @@
 arg as in configs/davpt_vtab.py.
 """
 
-import ml_collections
-
 from configs import common
 from configs import davpt_vtab
 
 
 def get_config(arg: str = 'mae'):
   c = davpt_vtab.davpt_config(arg)
-  c.data.update(source='folder', task='cub', train_split='train', eval_splits=('val', 'test'),
-                val_split='val', augment=True)
-  c.data.layout = 'fgvc'      # VPT-style train/val/test.json under data_dir (prompt_jax/data/folder.py)
-  # None: the per-task default image folder; a str field so --config.data.image_root=x works
-  c.data.image_root = ml_collections.FieldReference(None, field_type=str)
+  # VPT-style train/val/test.json under data_dir (prompt_jax/data/folder.py)
+  c.data.update(source='folder', layout='fgvc', task='cub', train_split='train',
+                eval_splits=('val', 'test'), val_split='val', augment=True)
   return common.finalize(c)

@@ -1,11 +1,12 @@
 r"""SAP on CLIP ViT-B/16, base-to-novel (spec 04): 16 shots, SGD, 20 epochs, batch 4.
 
-  python -c "from configs import sap_b2n; from prompt_jax import b2n; \
-             b2n.run(sap_b2n.get_config(), '/tmp/sap_dtd')"
+  python -m prompt_jax.main --config=configs/sap_b2n.py --workdir=/tmp/sap_dtd \
+      --config.init.checkpoint=/path/ViT-B-16.pt --config.data.split_file=/path/split_zhou_DTD.json \
+      --config.data.data_dir=/path/dtd/images --config.sap.descriptions=/path/dtd.json
 with config.init.checkpoint = OpenAI ViT-B-16.pt (format clip_openai; bpe_simple_vocab_16e6.txt.gz
 next to it or at sap.bpe_path), data.split_file = CoOp split json, data.data_dir = its image folder,
-sap.descriptions = the class-description JSON. Zero-shot CLIP baseline: `b2n.zeroshot_run(config,
-workdir)` (also reported by `b2n.run` under 'zeroshot'). Results: base / novel / hm.
+sap.descriptions = the class-description JSON. Results: base / novel / hm. Zero-shot CLIP baseline
+only: --config.program=clip_zeroshot (program 'b2n' reports it too, under 'zeroshot').
 Optimiser: SGD lr 0.0025 (no batch scaling), momentum .9, wd 5e-4; lr per epoch: epoch 0 = 1e-5
 (with a per-epoch schedule and 1 warm-up epoch the linear warm-up IS the constant warm-up), epoch
 e >= 1 = 0.5·lr·(1 + cos(π·e/20)) (cosine_shift=False: Dassl's cosine over the absolute epoch).
@@ -21,6 +22,7 @@ def get_config(arg: str = ''):
   del arg
   c = common.base()
   c.method = 'sap'
+  c.program = 'b2n'
   c.model.update(variant='B/16', act='quick_gelu', ln_eps=1e-5)
   c.init.update(checkpoint='', format='clip_openai', posemb_resize='bicubic')
   c.data.update(source='fewshot', task='dtd', image_size=224, normalization='clip',

@@ -1,8 +1,8 @@
 """Base-to-novel protocol for CLIP prompt methods (SAP) and the zero-shot CLIP baseline.
 
   results = run(config, workdir)   # {'base': acc, 'novel': acc, 'hm': ..., 'zeroshot': {...}}
-  python -m prompt_jax.b2n --config=configs/sap_b2n.py --workdir=/tmp/sap_dtd \
-      --config.data.split_file=... [--zeroshot_only]
+  python -m prompt_jax.main --config=configs/sap_b2n.py --workdir=/tmp/sap_dtd \
+      --config.data.split_file=...            # config.program='b2n'; 'clip_zeroshot': baseline only
 
 1. Train with the generic trainer on the BASE classes (`config.data.subset='base'`, the few-shot
    train split) into workdir/base (train.export must stay on: the tuned prompts are read back from
@@ -156,27 +156,6 @@ def zeroshot_run(config: Config, workdir: str) -> dict[str, Any]:
   with open(os.path.join(workdir, 'zeroshot.json'), 'w') as f:
     json.dump(results, f, indent=1)
   return results
-
-
-def _main(argv: Sequence[str]) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {argv[1:]}')
-  fl = flags.FLAGS
-  config, workdir = fl.config, fl.workdir
-  res = zeroshot_run(config, workdir) if fl.zeroshot_only else run(config, workdir)
-  print(json.dumps({k: v for k, v in res.items() if k != 'train'}, indent=1, default=str))
-
-
-if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Output directory.')
-  flags.DEFINE_bool('zeroshot_only', False, 'Only evaluate zero-shot CLIP (no training).')
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(_main)
 
 
 __all__ = ['run', 'zeroshot_run', 'sap_accuracy', 'zeroshot_accuracy', 'fewshot']

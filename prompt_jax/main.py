@@ -34,9 +34,21 @@ def _demo(config: ml_collections.ConfigDict, workdir: str) -> Any:
   return demo.run(config, workdir)
 
 
+def _b2n(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  from prompt_jax import b2n  # pylint: disable=g-import-not-at-top
+  return b2n.run(config, workdir)
+
+
+def _clip_zeroshot(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  from prompt_jax import b2n  # pylint: disable=g-import-not-at-top
+  return b2n.zeroshot_run(config, workdir)
+
+
 PROGRAMS: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
-    'train': _train,
-    'demo': _demo,
+    'train': _train,            # train + evaluate one method (results.json, exported prompts)
+    'demo': _demo,              # offline digits demo: pretrain, then linear / VPT-shallow / VPT-deep
+    'b2n': _b2n,                # CLIP base-to-novel: train on base classes, test base + novel + HM
+    'clip_zeroshot': _clip_zeroshot,  # zero-shot CLIP on base and novel classes, no training
 }
 
 

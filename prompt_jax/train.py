@@ -104,7 +104,7 @@ def load_backbone(method: base.Method, cfg: Config, rng: jax.Array) -> dict[str,
   expected = {k: v.shape for k, v in _flat(shapes).items()}
   if not cfg.init.checkpoint:
     logging.warning('config.init.checkpoint is empty: the backbone is randomly initialised')
-    return flax.core.unfreeze(model.init(rng, _dummy_images(cfg))['params'])
+    return flax.core.unfreeze(jax.jit(model.init)(rng, _dummy_images(cfg))['params'])
   flat = checkpoints.load_backbone(cfg, expected)
   return _nest({k: jnp.asarray(v) for k, v in flat.items()})
 
@@ -153,7 +153,7 @@ def build(cfg: Config, workdir: str) -> Setup:
     os.makedirs(workdir, exist_ok=True)
     prepared = _cached(os.path.join(workdir, 'prepared.pkl'), lambda: method.prepare(ctx))
   model = method.model(cfg, source.num_classes, prepared)
-  params = flax.core.unfreeze(model.init(r_model, _dummy_images(cfg))['params'])
+  params = flax.core.unfreeze(jax.jit(model.init)(r_model, _dummy_images(cfg))['params'])
   flat, flat_bb = _flat(params), _flat(backbone_params)
   missing = sorted(set(flat_bb) - set(flat))
   if missing:
@@ -356,6 +356,7 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   t0 = time.time()
   while step < total_steps:
     epoch, skip = divmod(step, steps_per_epoch)
+    step_at_start = step
     for batch in _train_batches(setup, epoch, skip, steps_per_epoch):
       state, metrics = train_step(state, frozen, shard_lib.put_batch(batch, bsh))
       step += 1
@@ -376,6 +377,11 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
         _save(mngr, state, meta)
       if step >= total_steps:
         break
+    if step < total_steps and step % steps_per_epoch:
+      raise RuntimeError(
+          f'split {cfg.data.train_split!r} ran out after {skip + step - step_at_start} batches '
+          f'of epoch {epoch}; the source declared {n_train} examples = {steps_per_epoch} batches '
+          f'of {tcfg.batch_size}. The dataset is smaller than its declared split size.')
     if step % steps_per_epoch == 0:  # epoch finished
       epoch_done = step // steps_per_epoch
       ms = jax.device_get(state['method_state'])

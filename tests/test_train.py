@@ -105,6 +105,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
   assert all(np.isfinite(l).all() for l in jax.tree_util.tree_leaves(state['trainable']))
 
 
+def test_a_split_smaller_than_declared_is_an_error_not_a_hang(tmp_path, monkeypatch):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 32, 32, 3)).astype(np.float32)
+  y = rng.integers(0, 5, 64).astype(np.int32)
+
+  class ShortSource(ArraySource):
+    """Declares 64 training examples (2 batches) but yields one batch."""
+
+    def iterate(self, split, batch_size, **kw):
+      for i, batch in enumerate(super().iterate(split, batch_size, **kw)):
+        if split == 'train800' and i == 1:
+          return
+        yield batch
+
+  src = ShortSource({'train800': (x, y), 'val200': (x, y), 'test': (x, y)}, num_classes=5)
+  monkeypatch.setattr(data_registry, 'get_source', lambda cfg: src)
+  with pytest.raises(RuntimeError, match="'train800' ran out after 1 batches.*declared 64"):
+    train.train_and_evaluate(micro_config('vpt', epochs=2), str(tmp_path))
+
+
 def test_sharded_over_8_devices_matches_one_device(tmp_path):
   cfg = micro_config('vpt', epochs=1, max_steps=3)
   one = train.train_and_evaluate(cfg, str(tmp_path / 'one'))

@@ -66,6 +66,10 @@ class FolderSource(pipeline.TfSource):
 
 def vtab1k_files(data_dir: str, task: str) -> dict[str, tuple[list[str], list[int]]]:
   root = os.path.join(data_dir, task)
+  if not tf.io.gfile.exists(root):
+    other = vtab.FOLDER_NAMES.get(vtab.ALIASES.get(task, task))  # e.g. cifar100 -> cifar/
+    if other and tf.io.gfile.exists(os.path.join(data_dir, other)):
+      root = os.path.join(data_dir, other)
   out = {}
   for split in VTAB1K_SPLITS:
     path = os.path.join(root, f'{split}.txt')

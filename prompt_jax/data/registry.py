@@ -21,15 +21,11 @@ def register(name: str):
 
 
 def get_source(data_config: ml_collections.ConfigDict) -> Source:
-  """Builds the source named by `data_config.source` (e.g. 'digits', 'vtab', 'folder')."""
+  """Builds the source named by `data_config.source` (e.g. 'digits', 'vtab', 'folder', 'fewshot')."""
   # Importing the modules registers their factories.
-  from prompt_jax.data import digits  # pylint: disable=g-import-not-at-top,unused-import
-  try:
-    from prompt_jax.data import vtab, folder  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError as e:  # pragma: no cover - only while those modules are absent
-    if data_config.source in ('vtab', 'folder'):
-      raise
-    del e
+  # pylint: disable=g-import-not-at-top,unused-import
+  from prompt_jax.data import digits, fewshot, folder, vtab
+  # pylint: enable=g-import-not-at-top,unused-import
   name = data_config.source
   if name not in _FACTORIES:
     raise KeyError(f'unknown data source {name!r}; known: {sorted(_FACTORIES)}')

@@ -146,8 +146,12 @@ TASKS: dict[str, Task] = {
     'smallnorb_ele': Task('smallnorb:2.*.*', 9, 'test[:200]', 'test[50%:]',
                           _attr('label_elevation')),
 }
+# Other names a task goes by: the shared "vtab-1k" folder name ('cifar') and the short names of
+# the papers' tables (SHIP / DA-VPT configs).
+ALIASES = {'cifar': 'cifar100', 'flowers102': 'oxford_flowers102', 'pets': 'oxford_iiit_pet',
+           'camelyon': 'patch_camelyon', 'retinopathy': 'diabetic_retinopathy'}
 # Folder names of the shared "vtab-1k" layout that differ from the task name.
-ALIASES = {'cifar': 'cifar100'}
+FOLDER_NAMES = {'cifar100': 'cifar'}
 
 GROUPS: dict[str, tuple[str, ...]] = {
     'natural': ('caltech101', 'cifar100', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn',

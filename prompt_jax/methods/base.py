@@ -54,7 +54,9 @@ class PrepareContext:
 class LossInputs:
   logits: Array                 # [B, C]
   out: dict[str, Array]         # the model's aux outputs (pre_logits, blocks, ...)
-  aux: dict[str, Any]           # the 'aux' collection sown by the prompter (tuples of values)
+  # The 'aux' collection: aux['prompt'][name] is the tuple of values the prompter sowed under
+  # `name` in this forward pass (one entry per `self.sow('aux', name, v)` call).
+  aux: dict[str, Any]
   batch: dict[str, Array]       # image [B,H,W,3], label [B], mask [B]
   method_state: Any
   config: Config

@@ -122,10 +122,10 @@ class DAVPTPrompter(Prompter):
     p = jnp.broadcast_to(p.astype(x.dtype)[None], (x.shape[0],) + p.shape)
     return jnp.concatenate([x[:, :1], p, rest], axis=1)
 
-  def attention(self, layer: int, num_tokens: int):
+  def attention(self, layer: int, num_tokens: int, train: bool = False):
     n = self.count(layer)
     if not self.mask_prompts or n == 0:
-      return super().attention(layer, num_tokens)
+      return super().attention(layer, num_tokens, train)
     mask = np.ones((num_tokens, num_tokens), bool)
     mask[1:1 + n, :1 + n] = False  # prompt queries see image tokens only
     return attn_lib.JOINT, jnp.asarray(mask)
@@ -244,6 +244,10 @@ def cluster_classes(class_means: np.ndarray, seen: np.ndarray, num_proxies: int,
   if c_num < num_proxies:
     return {'num_proxies': c_num, 'class_map': np.arange(c_num, dtype=np.int32),
             'centroids': kmeans._unit(kmeans.layer_norm(class_means)).astype(np.float32)}
+  if seen.sum() < num_proxies:
+    raise ValueError(f'DA-VPT clustering: only {int(seen.sum())} of {c_num} classes have training '
+                     f'images, fewer than davpt.num_proxies={num_proxies}; lower num_proxies or '
+                     'use a training split that covers more classes')
   x = kmeans.layer_norm(class_means[seen])
   init = x[rng.choice(len(x), size=num_proxies, replace=False)]
   assign, cent = kmeans.cosine_kmeans(x, num_proxies, init=init, iters=iters, tol=tol)

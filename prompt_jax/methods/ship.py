@@ -10,9 +10,10 @@ Token layout [CLS, patches (n-1), independent (P), (attribute 10), shared (10)];
 position embedding. Every block uses decoupled attention (0.9 image / 0.1 prompt, two softmaxes);
 prompts issue queries only at the last block. Loss = CE + ship.match_weight * matching loss.
 
-`SHIPPrompter.fast_inference` (eval only): the last block's prompt queries are skipped (their
-outputs never reach the CLS token). The prompt-token MLP at the last block still runs: skipping it
-needs a seam in the shared block (see the SHIP report).
+`SHIPPrompter.fast_inference` (on by default; applies only when train=False): at the last block the
+prompt tokens issue no queries and are dropped right after attention (`AttentionSpec.drop_prompts`),
+so their residual and MLP are skipped; none of that reaches the CLS token, so the logits are
+unchanged. Training always runs the full last block (its prompt outputs feed the matching loss).
 """
 
 from __future__ import annotations
@@ -65,9 +66,23 @@ def prototype_bank(features: np.ndarray, k: int, seed: int = 0, n_init: int = 10
   return km.cluster_centers_.astype(np.float32)
 
 
+def _check_recipe_task(config: base.Config) -> None:
+  """configs/ship_vtab.py:TASK sets per-task hyperparameters; a different data.task is a mistake."""
+  recipe = config.ship.get('recipe_task', '')
+  if not recipe or config.data.source not in ('vtab', 'folder'):
+    return
+  from prompt_jax.data import vtab  # pylint: disable=g-import-not-at-top
+  if vtab.canonical_task(config.data.task) != vtab.canonical_task(recipe):
+    raise ValueError(
+        f'config.data.task={config.data.task!r} but the hyperparameters are those of '
+        f'{recipe!r}: use --config=configs/ship_vtab.py:{config.data.task} (or set '
+        "--config.ship.recipe_task='' to keep them)")
+
+
 def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
   """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone (spec §1, §3)."""
   s = ctx.config.ship
+  _check_recipe_task(ctx.config)
   aff = np.load(s.affinity_path) if s.affinity_path else None
   bank = np.load(s.prototypes_path).astype(np.float32) if s.prototypes_path else None
   if aff is None or bank is None:
@@ -155,12 +170,13 @@ class SHIPPrompter(Prompter):
     parts.append(shared)
     return jnp.concatenate(parts, axis=1)
 
-  def attention(self, layer: int, num_tokens: int):
+  def attention(self, layer: int, num_tokens: int, train: bool = False):
     del num_tokens
     last = layer == self.depth - 1
-    queries = last and not self.fast_inference  # fast path: build it for evaluation only
+    fast = last and self.fast_inference and not train  # training keeps the full last block
     return attn_lib.AttentionSpec(kind='decoupled', num_image_tokens=self.num_image_tokens,
-                                  prompt_weight=self.prompt_weight, prompt_queries=queries), None
+                                  prompt_weight=self.prompt_weight, prompt_queries=last and not fast,
+                                  drop_prompts=fast), None
 
   def observe(self, layer: int, x_in: Array, x_out: Array, info: dict[str, Array],
               train: bool) -> None:
@@ -212,7 +228,7 @@ def section(**kw) -> Any:
   import ml_collections  # pylint: disable=g-import-not-at-top
   d = dict(num_prompts=50, threshold=0.93, num_prototypes=200, max_images=1000, seed=0,
            kmeans_n_init=10, prompt_weight=0.1, bank_weight=0.1, match_weight=0.5,
-           inference_fast=False, affinity_path='', prototypes_path='')
+           inference_fast=True, affinity_path='', prototypes_path='', recipe_task='')
   d.update(kw)
   return ml_collections.ConfigDict(d)
 

@@ -24,12 +24,16 @@ class AttentionSpec:
   prompt_weight: decoupled only: weight of the image->prompt branch (0.1 in SHIP).
   prompt_queries: decoupled only: whether prompt tokens issue queries (joint softmax over all keys);
     False passes the (normed) prompt itself through as its attention output.
+  drop_prompts: decoupled only: the block keeps only the image tokens [:n] after attention, so the
+    prompt tokens' residual and MLP are skipped (exact for CLS when nothing reads the prompt outputs,
+    e.g. SHIP's last block at inference).
   """
 
   kind: str = 'joint'
   num_image_tokens: int = 0
   prompt_weight: float = 0.1
   prompt_queries: bool = False
+  drop_prompts: bool = False
 
 
 JOINT = AttentionSpec()
@@ -39,6 +43,11 @@ def attention_scores(q: Array, k: Array) -> Array:
   """Pre-softmax scores q·kᵀ/sqrt(Dh): [B, Tq, H, Dh] x [B, Tk, H, Dh] -> [B, H, Tq, Tk]."""
   depth = q.shape[-1]
   return jnp.einsum('bqhd,bkhd->bhqk', q / jnp.sqrt(depth).astype(q.dtype), k)
+
+
+def _softmax(logits: Array, dtype: Any) -> Array:
+  """Softmax over the last axis computed in float32 (bf16-safe), cast back to `dtype`."""
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
 
 
 def joint_attention(q: Array, k: Array, v: Array, mask: Array | None = None
@@ -51,7 +60,7 @@ def joint_attention(q: Array, k: Array, v: Array, mask: Array | None = None
   logits = scores
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+  weights = _softmax(logits, v.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, v), scores
 
 
@@ -69,11 +78,11 @@ def decoupled_attention(q: Array, k: Array, v: Array, prompt_in: Array, spec: At
   n = spec.num_image_tokens
   qz, kz, vz, kp, vp = q[:, :n], k[:, :n], v[:, :n], k[:, n:], v[:, n:]
   s_zz = attention_scores(qz, kz)
-  out_z = jnp.einsum('bhqk,bkhd->bqhd', jax.nn.softmax(s_zz, axis=-1), vz)
+  out_z = jnp.einsum('bhqk,bkhd->bqhd', _softmax(s_zz, vz.dtype), vz)
   if k.shape[1] == n:
     return out_z, s_zz[:, :, :1]
   s_zp = attention_scores(qz, kp)
-  out_zp = jnp.einsum('bhqk,bkhd->bqhd', jax.nn.softmax(s_zp, axis=-1), vp)
+  out_zp = jnp.einsum('bhqk,bkhd->bqhd', _softmax(s_zp, vp.dtype), vp)
   out_z = (1.0 - spec.prompt_weight) * out_z + spec.prompt_weight * out_zp
   if spec.prompt_queries:
     out_p, _ = joint_attention(q[:, n:], k, v)

@@ -135,6 +135,8 @@ class Encoder1DBlock(nn.Module):
     y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_0')(x)
     y, info = MultiHeadAttention(self.num_heads, dtype=self.dtype,
                                  name='MultiHeadDotProductAttention_1')(y, spec, mask)
+    if spec.drop_prompts:  # only the image tokens go on (see AttentionSpec.drop_prompts)
+      x, y = x[:, :spec.num_image_tokens], y[:, :spec.num_image_tokens]
     info['attn_out'] = y
     x = x + DropPath(self.drop_path)(y, deterministic)
     y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_2')(x)
@@ -169,7 +171,7 @@ class Encoder(nn.Module):
         x = prompter.insert(i, x, info, train)
       if i == 0 and self.ln_pre:
         x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='ln_pre')(x)
-      spec, mask = (prompter.attention(i, x.shape[1]) if prompter is not None
+      spec, mask = (prompter.attention(i, x.shape[1], train) if prompter is not None
                     else (attn_lib.JOINT, None))
       rate = self.drop_path * i / max(self.depth - 1, 1)
       x_in = x

@@ -1,3 +1,10 @@
+"""SHIP: anchors, matching loss, decoupled attention, fast inference, end-to-end runs."""
+
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -75,7 +82,7 @@ def test_decoupled_attention_matches_numpy_loops(queries):
 class _DecoupledNoPrompts(Prompter):
   n: int = 17
 
-  def attention(self, layer, num_tokens):
+  def attention(self, layer, num_tokens, train=False):
     return attn_lib.AttentionSpec('decoupled', num_image_tokens=self.n), None
 
 
@@ -108,8 +115,15 @@ def test_ship_forward_layout_and_fast_inference_equal_logits():
   logits, out = model.apply({'params': params}, img, train=False)
   # [CLS+16 patches, independent 3, attribute 10 (anchors 2 and 3), shared 10]
   assert [b.shape[1] for b in out['blocks']] == [17 + 3 + 10, 30, 40, 40]
-  fast, _ = _ship_model(True).apply({'params': params}, img, train=False)
+  fast, fast_out = _ship_model(True).apply({'params': params}, img, train=False)
   np.testing.assert_allclose(np.asarray(fast), np.asarray(logits), atol=1e-5)
+  assert fast_out['blocks'][-1].shape[1] == 17  # the last block kept only CLS + patches
+  # fast_inference never changes training: the same sown outputs bit for bit
+  rngs = {'dropout': jax.random.PRNGKey(2)}
+  _, slow_aux = model.apply({'params': params}, img, train=True, rngs=rngs, mutable=['aux'])
+  _, fast_aux = _ship_model(True).apply({'params': params}, img, train=True, rngs=rngs,
+                                        mutable=['aux'])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, slow_aux, fast_aux)
   # the matching loss is sown in training and is finite
   _, mut = model.apply({'params': params}, img, train=True, rngs={'dropout': jax.random.PRNGKey(2)},
                        mutable=['aux'])
@@ -140,3 +154,63 @@ def test_ship_trains_end_to_end_on_digits(pretrained_npz, tmp_path):
   np.testing.assert_array_equal(np.asarray(setup.params['prompt']['bank']), setup.prepared['bank'])
   res = train.train_and_evaluate(c, str(tmp_path / 'r'))
   assert np.isfinite(res['last_train_loss'])
+
+
+def _tiny_ship_overrides(c, npz):
+  c.unlock()
+  c.model.variant = 'Mu/8'
+  c.data.image_size = 32
+  c.init.checkpoint = npz
+  c.train.update(epochs=1, batch_size=16, eval_batch_size=32, warmup_epochs=0)
+  c.ship.update(num_prompts=4, num_prototypes=8, kmeans_n_init=1, max_images=64)
+  c.lock()
+  return c
+
+
+def test_ship_vtab_config_on_mocked_tfds(pretrained_npz, tmp_path, monkeypatch):
+  """configs/ship_vtab.py:dtd through main's program table on TFDS's own mock data."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from configs import ship_vtab  # pylint: disable=g-import-not-at-top
+  from prompt_jax import main  # pylint: disable=g-import-not-at-top
+  from prompt_jax.data import vtab  # pylint: disable=g-import-not-at-top
+  c = _tiny_ship_overrides(ship_vtab.get_config('dtd'), pretrained_npz)
+  assert (c.data.task, c.ship.threshold) == ('dtd', 0.98)
+  monkeypatch.setattr(vtab, 'base_split_sizes',
+                      lambda b: {'train': 10000, 'validation': 500, 'test': 600})
+  monkeypatch.setattr(vtab, 'split_size', lambda split, sizes: 20)  # what the mock yields
+  with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
+    res = main.PROGRAMS[c.program](c, str(tmp_path / 'run'))
+  assert np.isfinite(res['last_train_loss'])
+  assert 0.0 <= res['final']['test'] <= 1.0 and 'val_selected' in res
+  assert os.path.exists(tmp_path / 'run' / 'results.json')
+
+
+def test_ship_task_mismatch_is_an_error(pretrained_npz, tmp_path):
+  from configs import ship_vtab  # pylint: disable=g-import-not-at-top
+  c = _tiny_ship_overrides(ship_vtab.get_config('pets'), pretrained_npz)
+  assert c.data.task == 'oxford_iiit_pet' and c.ship.num_prompts == 4
+  c.unlock()
+  c.data.task = 'svhn'
+  c.lock()
+  with pytest.raises(ValueError, match='ship_vtab.py:svhn'):
+    ship.prepare(base.PrepareContext(config=c, source=None, backbone=None, backbone_params=None,
+                                     workdir=str(tmp_path), features=None))
+
+
+def test_ship_cli_on_digits(pretrained_npz, tmp_path):
+  """`python -m prompt_jax.main --config=configs/ship_vtab.py` on the offline digits task."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run(
+      [sys.executable, '-m', 'prompt_jax.main', '--config=configs/ship_vtab.py:cifar100',
+       f'--workdir={tmp_path}', '--config.data.source=digits', '--config.data.task=downstream',
+       '--config.data.image_size=32', '--config.model.variant=Mu/8',
+       f'--config.init.checkpoint={pretrained_npz}', '--config.train.epochs=2',
+       '--config.train.warmup_epochs=1', '--config.train.batch_size=32',
+       '--config.ship.num_prompts=4', '--config.ship.num_prototypes=16',
+       '--config.ship.kmeans_n_init=1'],
+      cwd=root, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(tmp_path / 'results.json') as f:
+    res = json.load(f)
+  assert 0.0 <= res['final']['test'] <= 1.0
+  assert res['val_selected']['epoch'] >= 1 and 'best_epoch_selected_on_test' in res
