@@ -4,8 +4,15 @@
   python -m benchmarks.run              # S/16 and B/16 at 224px (CPU: tens of minutes)
 
 Prints one JSON table. JAX rows use the trainer's own train step (`train.make_train_step`) built
-from each method's config; PyTorch rows (benchmarks/torch_vit.py) exist for VPT-deep, which is
-also SPT's train-step model. Methods that fail to build are reported as 'skipped: reason'.
+from each method's config. Every row also times an independent PyTorch model of the same train step
+in the same run: benchmarks/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop path /
+AdamW), torch_ship.py SHIPViT (with the anchors and prototype bank the JAX row's prepare() found),
+torch_davpt.py DAVPTViT (with the JAX row's class map and trainable biases). Before timing, the JAX
+params are copied into the PyTorch model and logits / loss of one training-mode forward (drop path
+off) are compared ('check'); trainable parameter counts of both are reported. PyTorch is timed with
+its default thread count (torch_images_per_s, jax_over_torch: the same cores JAX uses) and with 1
+thread (torch_images_per_s_1thread, jax_over_torch_1thread; JAX is not re-timed at 1 thread): on a
+contended 2-core box 2-thread PyTorch can be 5-100x slower. Methods that fail to build: 'skipped: reason'.
 """
 
 import argparse
@@ -18,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common as bench
-from benchmarks import train_step as ts
 
 METHODS = {'vpt_deep': 'vpt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab', 'spt': 'spt_vtab'}
 
@@ -29,18 +35,27 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
   from prompt_jax import optim, train  # pylint: disable=g-import-not-at-top
   from prompt_jax.data import registry  # pylint: disable=g-import-not-at-top
   from prompt_jax.data.source import ArraySource  # pylint: disable=g-import-not-at-top
+  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
   cfg = importlib.import_module(f'configs.{module}').get_config()
   cfg.unlock()
   cfg.model.variant, cfg.data.image_size, cfg.train.batch_size = variant, image, batch
   cfg.model.compute_dtype = dtype
   if 'vpt' in cfg:  # same prompt count as the PyTorch VPT-deep row
     cfg.vpt.num_prompts, cfg.vpt.dropout = 50, 0.0
+  depth = vit.decode_variant(variant)['depth']
+  if 'davpt' in cfg and cfg.davpt.proxy_end >= depth:  # proxy layer 11 -> the last layer (Mu: 3)
+    cfg.davpt.proxy_start = cfg.davpt.proxy_end = depth - 1
   rng = np.random.default_rng(0)
   x = rng.normal(size=(batch, image, image, 3)).astype(np.float32)
   y = rng.integers(0, classes, batch).astype(np.int32)
-  arrays = {s: (x, y) for s in ('train800val200', 'train800', 'val200', 'test', 'train', 'val')}
+  # prepare() (SHIP anchors, DA-VPT class clusters, SPT prototypes) sees 2 images of every class
+  n_prep = 2 * classes
+  x_prep = rng.normal(size=(n_prep, image, image, 3)).astype(np.float32)
+  y_prep = (np.arange(n_prep) % classes).astype(np.int32)
+  arrays = {s: (x_prep, y_prep) for s in ('train800val200', 'train800', 'val200', 'test', 'train',
+                                          'val')}
   for s in (cfg.data.train_split, cfg.data.val_split, *cfg.data.eval_splits):
-    arrays[s] = (x, y)
+    arrays[s] = (x_prep, y_prep)
   src = ArraySource(arrays, num_classes=classes)
   orig = registry.get_source
   registry.get_source = lambda c: src
@@ -69,28 +84,161 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
            'output_bytes': int(ma.output_size_in_bytes)}
   except Exception as e:  # pylint: disable=broad-except
     mem = {'unavailable': str(e)}
-  return run, bench.compiled_flops(compiled), compile_s, train.count_params(trainable), mem
+  ctx = {'setup': setup, 'cfg': cfg, 'x': x, 'y': y,
+         'method_state': state['method_state']}
+  return run, bench.compiled_flops(compiled), compile_s, train.count_params(trainable), mem, ctx
+
+
+# ---------------------------------------------------------------- PyTorch counterparts
+
+
+def _torch_model(name: str, ctx: dict, variant: str, image: int, classes: int):
+  """(model, train-step factory(model, x, y) -> run, description) for method `name`."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_davpt, torch_ship, torch_vit  # pylint: disable=g-import-not-at-top
+  from configs import davpt_vtab  # pylint: disable=g-import-not-at-top
+  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
+  cfg, prepared = ctx['cfg'], ctx['setup'].prepared
+  arch = vit.decode_variant(variant)
+  kw = dict(image=image, patch=arch['patch_size'], d=arch['width'], depth=arch['depth'],
+            heads=arch['num_heads'], mlp=arch['mlp_dim'], classes=classes,
+            drop_path=cfg.model.drop_path)
+  tr = cfg.train
+  torch.manual_seed(0)
+  if name in ('vpt_deep', 'spt'):
+    model = torch_vit.VPTDeepViT(prompts=cfg.vpt.num_prompts, pool=cfg.model.pool, **kw)
+
+    def step(m, x, y):
+      params = [p for p in m.parameters() if p.requires_grad]
+      opt = (torch.optim.SGD(params, lr=0.01, momentum=tr.momentum) if tr.optimizer == 'sgd' else
+             torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.wd, eps=tr.eps))
+
+      def run():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+      return run
+    desc = (f'benchmarks.torch_vit.VPTDeepViT (P={cfg.vpt.num_prompts}, pool={cfg.model.pool}, '
+            f'drop_path={cfg.model.drop_path}, {tr.optimizer})')
+  elif name == 'ship':
+    s = cfg.ship
+    anchors = tuple(int(a) for a in prepared['anchors'])
+    model = torch_ship.SHIPViT(anchors, prepared['bank'], prompts=s.num_prompts,
+                               prompt_weight=s.prompt_weight, bank_weight=s.bank_weight,
+                               match_weight=s.match_weight, **kw)
+    step = lambda m, x, y: torch_ship.train_step(m, x, y, lr=tr.lr, wd=tr.wd)
+    desc = (f'benchmarks.torch_ship.SHIPViT (P={s.num_prompts}, anchors={list(anchors)}, '
+            f'bank={tuple(np.shape(prepared["bank"]))}, drop_path={cfg.model.drop_path}, adamw)')
+  elif name == 'davpt':
+    c = cfg.davpt
+    extras = [e for e, pats in davpt_vtab.EXTRAS.items() if set(pats) <= set(tr.trainable)]
+    model = torch_davpt.DAVPTViT(
+        prepared['class_map'], num_proxies=int(prepared['num_proxies']), num_other=c.num_other,
+        proxy_start=c.proxy_start, proxy_end=c.proxy_end, pool=cfg.model.pool,
+        lambda_patch=c.lambda_patch, lambda_cls=c.lambda_cls, alpha=c.alpha, delta_pos=c.delta_pos,
+        delta_neg=c.delta_neg, scale=c.scale, extra_trainable=extras, **kw)
+    step = lambda m, x, y: torch_davpt.train_step(m, x, y, lr=tr.lr, wd=tr.wd,
+                                                  clip_value=tr.grad_clip_value)
+    desc = (f'benchmarks.torch_davpt.DAVPTViT (P={int(prepared["num_proxies"])}, '
+            f'nP={c.num_other}, proxy layers {c.proxy_start}-{c.proxy_end}, pool={cfg.model.pool}, '
+            f'drop_path={cfg.model.drop_path}, extras={extras}, adamw+clip)')
+  else:
+    raise ValueError(f'no PyTorch counterpart for {name!r}')
+  return model, step, desc
+
+
+def _check(name: str, ctx: dict, model) -> dict:
+  """Copies the JAX params into `model`; compares logits and loss of one training-mode forward with
+  drop path off (JAX: the same model cloned with drop_path=0; PyTorch: eval mode = no drop path)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from prompt_jax.methods import base  # pylint: disable=g-import-not-at-top
+  setup, cfg = ctx['setup'], ctx['cfg']
+  params = jax.tree_util.tree_map(np.asarray, setup.params)
+  model.load_jax(params)
+  jm = setup.model.clone(drop_path=0.0)
+  b = {'image': jnp.asarray(ctx['x']), 'label': jnp.asarray(ctx['y']),
+       'mask': jnp.ones(len(ctx['y']), bool)}
+  (logits, out), mut = jm.apply({'params': setup.params}, b['image'], train=True,
+                                rngs={'dropout': jax.random.PRNGKey(0)}, mutable=['aux'])
+  loss_j, _ = setup.method.loss(base.LossInputs(logits, out, mut.get('aux', {}), b,
+                                                ctx['method_state'], cfg))
+  xt = torch.as_tensor(ctx['x']).permute(0, 3, 1, 2).contiguous()
+  yt = torch.as_tensor(ctx['y']).long()
+  model.eval()
+  with torch.no_grad():
+    if hasattr(model, 'loss'):
+      saved = {k: v.clone() for k, v in model.state_dict().items()}
+      loss_t, logits_t, _ = model.loss(xt, yt)
+      model.load_state_dict(saved)  # DA-VPT's loss updates its statistics buffers
+    else:
+      logits_t = model(xt)
+      loss_t = torch.nn.functional.cross_entropy(logits_t, yt)
+  model.train()
+  lj = np.asarray(logits)
+  return {'logits_max_abs_diff': float(np.abs(lj - logits_t.numpy()).max()),
+          'logits_max_abs': float(np.abs(lj).max()),
+          'loss_jax': float(loss_j), 'loss_torch': float(loss_t),
+          'ok': bool(np.allclose(lj, logits_t.numpy(), atol=1e-4, rtol=1e-4) and
+                     abs(float(loss_j) - float(loss_t)) < 1e-4 * max(1.0, abs(float(loss_j))))}
+
+
+def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_vit  # pylint: disable=g-import-not-at-top
+  model, step, desc = _torch_model(name, ctx, variant, image, classes)
+  row = {'torch_model': desc, 'torch_trainable_params': torch_vit.trainable_count(model),
+         'torch_version': torch.__version__}
+  try:
+    row['check'] = _check(name, ctx, model)
+  except Exception as e:  # pylint: disable=broad-except
+    row['check'] = f'failed: {type(e).__name__}: {e}'[:300]
+  xt = torch.as_tensor(ctx['x']).permute(0, 3, 1, 2).contiguous()
+  yt = torch.as_tensor(ctx['y']).long()
+  run = step(model, xt, yt)
+  try:
+    from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=g-import-not-at-top
+    with FlopCounterMode(display=False) as fc:
+      run()
+    row['torch_step_flops'] = float(fc.get_total_flops())  # matmul / conv / attention only
+  except Exception as e:  # pylint: disable=broad-except
+    row['torch_step_flops'] = f'unavailable: {type(e).__name__}'
+  default = torch.get_num_threads()
+  by_threads = {}
+  try:
+    for n in sorted({default, 1}, reverse=True):
+      torch.set_num_threads(n)
+      by_threads[n] = len(ctx['y']) / bench.time_fn(run, iters=iters)
+  finally:
+    torch.set_num_threads(default)
+  row.update(torch_images_per_s=by_threads[default], torch_threads=default,
+             torch_images_per_s_1thread=by_threads[1])
+  return row
 
 
 def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torch):
-  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
   row = {'method': name, 'model': f'ViT-{variant}', 'batch': batch, 'image': image, 'dtype': dtype}
+  classes = 100
   try:
-    run, flops, compile_s, n_train, mem = _jax_step(module, variant, batch, image, 100, dtype)
+    run, flops, compile_s, n_train, mem, ctx = _jax_step(module, variant, batch, image, classes,
+                                                         dtype)
   except Exception as e:  # pylint: disable=broad-except
     return {**row, 'skipped': f'{type(e).__name__}: {e}'[:300]}
   t = bench.time_fn(run, iters=iters)
   row.update(trainable_params=n_train, jax_images_per_s=batch / t, jax_step_flops=flops,
              jax_flop_utilisation=flops / t / peak, jax_compile_s=compile_s, jax_memory=mem)
-  if with_torch and name in ('vpt_deep', 'spt') and dtype == 'float32':
-    arch = vit.decode_variant(variant)
-    run_t, threads, _ = ts.torch_step(batch, 50, image, patch=arch['patch_size'], d=arch['width'],
-                                      depth=arch['depth'], heads=arch['num_heads'], mlp=arch['mlp_dim'])
-    tt = bench.time_fn(run_t, iters=iters)
-    row.update(torch_images_per_s=batch / tt, jax_over_torch=tt / t, torch_threads=threads,
-               torch_model='benchmarks.torch_vit.VPTDeepViT (P=50)')
-  elif with_torch:
-    row['torch'] = 'skipped: no PyTorch counterpart in this suite yet (benchmarks/torch_ship.py not written)'
+  if not with_torch:
+    return row
+  if dtype != 'float32':
+    row['torch'] = f'skipped: the PyTorch rows are float32 only (JAX ran {dtype})'
+    return row
+  try:
+    tr = _torch_row(name, ctx, variant, image, classes, iters)
+  except Exception as e:  # pylint: disable=broad-except
+    row['torch'] = f'skipped: {type(e).__name__}: {e}'[:300]
+    return row
+  row.update(tr, jax_over_torch=row['jax_images_per_s'] / tr['torch_images_per_s'],
+             jax_over_torch_1thread=row['jax_images_per_s'] / tr['torch_images_per_s_1thread'],
+             trainable_params_match=tr['torch_trainable_params'] == n_train)
   return row
 
 

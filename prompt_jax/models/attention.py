@@ -39,10 +39,21 @@ class AttentionSpec:
 JOINT = AttentionSpec()
 
 
+def _heads_first(x: Array) -> Array:
+  """[B, T, H, Dh] -> [B, H, T, Dh]: batch dims leading, which XLA:CPU's dot runs faster."""
+  return jnp.swapaxes(x, 1, 2)
+
+
 def attention_scores(q: Array, k: Array) -> Array:
   """Pre-softmax scores q·kᵀ/sqrt(Dh): [B, Tq, H, Dh] x [B, Tk, H, Dh] -> [B, H, Tq, Tk]."""
   depth = q.shape[-1]
-  return jnp.einsum('bqhd,bkhd->bhqk', q / jnp.sqrt(depth).astype(q.dtype), k)
+  q = q / jnp.sqrt(depth).astype(q.dtype)
+  return jnp.einsum('bhqd,bhkd->bhqk', _heads_first(q), _heads_first(k))
+
+
+def _weighted_values(weights: Array, v: Array) -> Array:
+  """weights [B, H, Tq, Tk], v [B, Tk, H, Dh] -> [B, Tq, H, Dh]."""
+  return _heads_first(jnp.einsum('bhqk,bhkd->bhqd', weights, _heads_first(v)))
 
 
 def _softmax(logits: Array, dtype: Any) -> Array:
@@ -61,7 +72,7 @@ def joint_attention(q: Array, k: Array, v: Array, mask: Array | None = None
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   weights = _softmax(logits, v.dtype)
-  return jnp.einsum('bhqk,bkhd->bqhd', weights, v), scores
+  return _weighted_values(weights, v), scores
 
 
 def decoupled_attention(q: Array, k: Array, v: Array, prompt_in: Array, spec: AttentionSpec
@@ -78,11 +89,11 @@ def decoupled_attention(q: Array, k: Array, v: Array, prompt_in: Array, spec: At
   n = spec.num_image_tokens
   qz, kz, vz, kp, vp = q[:, :n], k[:, :n], v[:, :n], k[:, n:], v[:, n:]
   s_zz = attention_scores(qz, kz)
-  out_z = jnp.einsum('bhqk,bkhd->bqhd', _softmax(s_zz, vz.dtype), vz)
+  out_z = _weighted_values(_softmax(s_zz, vz.dtype), vz)
   if k.shape[1] == n:
     return out_z, s_zz[:, :, :1]
   s_zp = attention_scores(qz, kp)
-  out_zp = jnp.einsum('bhqk,bkhd->bqhd', _softmax(s_zp, vp.dtype), vp)
+  out_zp = _weighted_values(_softmax(s_zp, vp.dtype), vp)
   out_z = (1.0 - spec.prompt_weight) * out_z + spec.prompt_weight * out_zp
   if spec.prompt_queries:
     out_p, _ = joint_attention(q[:, n:], k, v)
