@@ -26,6 +26,6 @@ def test_demo_runs_offline_and_vpt_deep_beats_chance(tmp_path):
   with open(tmp_path / 'demo_results.json') as f:
     table = json.load(f)
   assert set(table) == {'linear', 'vpt_shallow', 'vpt_deep'}
-  # 5 classes: chance is 0.2. Measured 0.82 (seed 0); asserted with a wide margin.
+  # 5 classes: chance is 0.2. Measured 0.80-0.82 (seed 0); asserted with a wide margin.
   assert table['vpt_deep']['test'] > 0.6
   assert '| vpt_deep |' in out.stdout
