@@ -71,6 +71,13 @@ def test_vtab1k_round_trip(vtab1k_tree):
   np.testing.assert_array_equal(np.concatenate([h['image'] for h in hosts]), train[0]['image'])
 
 
+def test_task_names_find_the_shared_folder_names(vtab1k_tree):
+  root, _ = vtab1k_tree  # the folder is 'cifar'; the TFDS task name 'cifar100' finds it
+  src = registry.get_source(_cfg(data_dir=root, task='cifar100'))
+  assert src.splits['test'] == 5 and src.num_classes == 100
+  assert vtab.canonical_task('pets') == 'oxford_iiit_pet'
+
+
 def test_missing_folder_error(tmp_path):
   with pytest.raises(vtab.DatasetNotFoundError, match='train800.txt'):
     registry.get_source(_cfg(data_dir=str(tmp_path)))
