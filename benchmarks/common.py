@@ -43,3 +43,28 @@ def compiled_flops(compiled) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return float(cost.get('flops', float('nan'))) if cost else float('nan')
+
+
+def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
+  """The trainer's own jitted train step for `setup` (prompt_jax.train.Setup) on one fixed batch.
+
+  Returns (run, compiled, compile_seconds, trainable, state): `run()` does one blocking step.
+  """
+  from prompt_jax import optim, train  # pylint: disable=g-import-not-at-top
+  cfg = setup.config
+  trainable, frozen = train.split_params(setup.params, *train.trainable_patterns(setup.method, cfg))
+  tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
+  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable, 'opt_state': tx.init(trainable),
+           'method_state': setup.method.init_state(setup.prepared, cfg),
+           'rng': jax.random.PRNGKey(0)}
+  b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y), bool)}
+  t = time.perf_counter()
+  compiled = jax.jit(train.make_train_step(setup, tx)).lower(state, frozen, b).compile()
+  compile_s = time.perf_counter() - t
+  holder = {'s': state}
+
+  def run():
+    holder['s'], m = compiled(holder['s'], frozen, b)
+    m['loss'].block_until_ready()
+
+  return run, compiled, compile_s, trainable, state

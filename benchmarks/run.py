@@ -32,7 +32,7 @@ METHODS = {'vpt_deep': 'vpt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab', '
 def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, dtype: str):
   """ts.jax_step generalised to any method config (same construction)."""
   import importlib  # pylint: disable=g-import-not-at-top
-  from prompt_jax import optim, train  # pylint: disable=g-import-not-at-top
+  from prompt_jax import train  # pylint: disable=g-import-not-at-top
   from prompt_jax.data import registry  # pylint: disable=g-import-not-at-top
   from prompt_jax.data.source import ArraySource  # pylint: disable=g-import-not-at-top
   from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
@@ -63,20 +63,7 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
     setup = train.build(cfg, tempfile.mkdtemp(prefix='bench_run_'))  # fresh: prepare() is cached per workdir
   finally:
     registry.get_source = orig
-  trainable, frozen = train.split_params(setup.params, *train.trainable_patterns(setup.method, cfg))
-  tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable, 'opt_state': tx.init(trainable),
-           'method_state': setup.method.init_state(setup.prepared, cfg), 'rng': jax.random.PRNGKey(0)}
-  b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(batch, bool)}
-  t = time.perf_counter()
-  compiled = jax.jit(train.make_train_step(setup, tx)).lower(state, frozen, b).compile()
-  compile_s = time.perf_counter() - t
-  holder = {'s': state}
-
-  def run():
-    holder['s'], m = compiled(holder['s'], frozen, b)
-    m['loss'].block_until_ready()
-
+  run, compiled, compile_s, trainable, state = bench.compile_trainer_step(setup, x, y)
   mem = {}
   try:
     ma = compiled.memory_analysis()

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common as bench
 from configs import vpt_vtab
-from prompt_jax import optim
 from prompt_jax import train
 from prompt_jax.data.source import ArraySource
 
@@ -42,20 +38,7 @@ def jax_step(variant: str, batch: int, prompts: int, image: int, classes: int = 
     setup = train.build(cfg, '/tmp/bench_unused')
   finally:
     registry.get_source = orig
-  trainable, frozen = train.split_params(setup.params, *train.trainable_patterns(setup.method, cfg))
-  tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable, 'opt_state': tx.init(trainable),
-           'method_state': {}, 'rng': jax.random.PRNGKey(0)}
-  b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(batch, bool)}
-  t = time.perf_counter()
-  compiled = jax.jit(train.make_train_step(setup, tx)).lower(state, frozen, b).compile()
-  compile_s = time.perf_counter() - t
-  holder = {'s': state}
-
-  def run():
-    holder['s'], m = compiled(holder['s'], frozen, b)
-    m['loss'].block_until_ready()
-
+  run, compiled, compile_s, trainable, _ = bench.compile_trainer_step(setup, x, y)
   return run, bench.compiled_flops(compiled), compile_s, train.count_params(trainable)
 
 

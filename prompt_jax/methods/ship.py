@@ -19,8 +19,7 @@ unchanged. Training always runs the full last block (its prompt outputs feed the
 from __future__ import annotations
 
 import math
-import os
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

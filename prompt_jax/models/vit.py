@@ -18,7 +18,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from prompt_jax.models import attention as attn_lib
 from prompt_jax.models.prompter import Prompter

@@ -1,0 +1,27 @@
+"""The benchmark suite runs, and its PyTorch counterparts compute what our methods compute.
+
+Timings are printed by the suite, never asserted here. What is asserted: every method row builds,
+the independent PyTorch model (benchmarks/torch_*.py) has the same trainable parameter count, and
+with our parameters copied in its logits and loss (CE + the method's auxiliary loss) match.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quick_suite_rows_and_pytorch_checks():
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--iters=1'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  table = json.loads(out.stdout)
+  rows = {r['method']: r for r in table['rows']}
+  assert set(rows) == {'vpt_deep', 'ship', 'davpt', 'spt'}
+  for name, r in rows.items():
+    assert 'skipped' not in r, (name, r.get('skipped'))
+    assert r['jax_images_per_s'] > 0 and r['jax_step_flops'] > 0
+    assert r['trainable_params_match'], (name, r['trainable_params'], r['torch_trainable_params'])
+    assert r['check']['ok'], (name, r['check'])
