@@ -81,7 +81,6 @@ def _check_recipe_task(config: base.Config) -> None:
 def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
   """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone (spec §1, §3)."""
   s = ctx.config.ship
-  _check_recipe_task(ctx.config)
   aff = np.load(s.affinity_path) if s.affinity_path else None
   bank = np.load(s.prototypes_path).astype(np.float32) if s.prototypes_path else None
   if aff is None or bank is None:
@@ -191,6 +190,7 @@ def num_image_tokens(config: base.Config) -> int:
 
 
 def build_prompter(config: base.Config, prepared: Any) -> SHIPPrompter:
+  _check_recipe_task(config)  # here, not in prepare: prepare's result may come from the cache
   arch = vit.decode_variant(config.model.variant)
   s = config.ship
   return SHIPPrompter(width=arch['width'], depth=arch['depth'],

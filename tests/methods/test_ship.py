@@ -185,7 +185,7 @@ def test_ship_vtab_config_on_mocked_tfds(pretrained_npz, tmp_path, monkeypatch):
   assert os.path.exists(tmp_path / 'run' / 'results.json')
 
 
-def test_ship_task_mismatch_is_an_error(pretrained_npz, tmp_path):
+def test_ship_task_mismatch_is_an_error(pretrained_npz):
   from configs import ship_vtab  # pylint: disable=g-import-not-at-top
   c = _tiny_ship_overrides(ship_vtab.get_config('pets'), pretrained_npz)
   assert c.data.task == 'oxford_iiit_pet' and c.ship.num_prompts == 4
@@ -193,8 +193,7 @@ def test_ship_task_mismatch_is_an_error(pretrained_npz, tmp_path):
   c.data.task = 'svhn'
   c.lock()
   with pytest.raises(ValueError, match='ship_vtab.py:svhn'):
-    ship.prepare(base.PrepareContext(config=c, source=None, backbone=None, backbone_params=None,
-                                     workdir=str(tmp_path), features=None))
+    ship.build_prompter(c, {'anchors': (0,), 'bank': np.zeros((8, 64), np.float32)})
 
 
 def test_ship_cli_on_digits(pretrained_npz, tmp_path):
