@@ -50,16 +50,16 @@ def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
 
   Returns (run, compiled, compile_seconds, trainable, state): `run()` does one blocking step.
   """
-  from prompt_jax import optim, train  # pylint: disable=g-import-not-at-top
+  from prompt_jax import optim, steps, tree  # pylint: disable=g-import-not-at-top
   cfg = setup.config
-  trainable, frozen = train.split_params(setup.params, *train.trainable_patterns(setup.method, cfg))
+  trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
   state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable, 'opt_state': tx.init(trainable),
            'method_state': setup.method.init_state(setup.prepared, cfg),
            'rng': jax.random.PRNGKey(0)}
   b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y), bool)}
   t = time.perf_counter()
-  compiled = jax.jit(train.make_train_step(setup, tx)).lower(state, frozen, b).compile()
+  compiled = jax.jit(steps.make_train_step(setup.model, setup.method, cfg, tx)).lower(state, frozen, b).compile()
   compile_s = time.perf_counter() - t
   holder = {'s': state}
 

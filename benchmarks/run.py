@@ -3,7 +3,7 @@
   python -m benchmarks.run --quick      # Mu/8 at 32px, ~1 minute on 2 CPU cores
   python -m benchmarks.run              # S/16 and B/16 at 224px (CPU: tens of minutes)
 
-Prints one JSON table. JAX rows use the trainer's own train step (`train.make_train_step`) built
+Prints one JSON table. JAX rows use the trainer's own train step (`steps.make_train_step`) built
 from each method's config. Every row also times an independent PyTorch model of the same train step
 in the same run: benchmarks/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop path /
 AdamW), torch_ship.py SHIPViT (with the anchors and prototype bank the JAX row's prepare() found),
@@ -32,7 +32,7 @@ METHODS = {'vpt_deep': 'vpt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab', '
 def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, dtype: str):
   """ts.jax_step generalised to any method config (same construction)."""
   import importlib  # pylint: disable=g-import-not-at-top
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  from prompt_jax import train, tree  # pylint: disable=g-import-not-at-top
   from prompt_jax.data import registry  # pylint: disable=g-import-not-at-top
   from prompt_jax.data.source import ArraySource  # pylint: disable=g-import-not-at-top
   from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
@@ -73,7 +73,7 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
     mem = {'unavailable': str(e)}
   ctx = {'setup': setup, 'cfg': cfg, 'x': x, 'y': y,
          'method_state': state['method_state']}
-  return run, bench.compiled_flops(compiled), compile_s, train.count_params(trainable), mem, ctx
+  return run, bench.compiled_flops(compiled), compile_s, tree.count(trainable), mem, ctx
 
 
 # ---------------------------------------------------------------- PyTorch counterparts

@@ -16,6 +16,7 @@ import numpy as np
 from benchmarks import common as bench
 from configs import vpt_vtab
 from prompt_jax import train
+from prompt_jax import tree
 from prompt_jax.data.source import ArraySource
 
 
@@ -39,7 +40,7 @@ def jax_step(variant: str, batch: int, prompts: int, image: int, classes: int = 
   finally:
     registry.get_source = orig
   run, compiled, compile_s, trainable, _ = bench.compile_trainer_step(setup, x, y)
-  return run, bench.compiled_flops(compiled), compile_s, train.count_params(trainable)
+  return run, bench.compiled_flops(compiled), compile_s, tree.count(trainable)
 
 
 def torch_step(batch: int, prompts: int, image: int, classes: int = 100, **arch):

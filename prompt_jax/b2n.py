@@ -21,13 +21,13 @@ import os
 from typing import Any, Sequence
 
 from absl import logging
-import flax
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from prompt_jax import backbone as backbone_lib
+from prompt_jax import tree
 from prompt_jax.data import fewshot
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import sap
@@ -42,32 +42,14 @@ def with_subset(config: Config, subset: str) -> Config:
   return c
 
 
-def _flat(tree):
-  return traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
-
-
-def backbone_params(config: Config) -> dict[str, Any]:
-  """The trainer's backbone params: the checkpoint, or (no checkpoint) the same seeded init the
-  trainer uses (`train.build`'s first rng split; jitted here, same values)."""
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
-  rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
-  if config.init.checkpoint:
-    return train.load_backbone(sap.SAP, config, rng)
-  model = sap.build_backbone(config)
-  s = config.data.image_size
-  return flax.core.unfreeze(jax.jit(model.init)(rng, jnp.zeros((1, s, s, 3)))['params'])
-
-
 def tuned_params(config: Config, workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
   """(backbone params, backbone + tuned prompts) of a finished run in `workdir` (read from the
   exported workdir/tuned; SAP's only non-backbone frozen param, text_cache, is rebuilt later)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  backbone = backbone_params(config)
+  backbone = backbone_lib.load(sap.SAP, config)
   tuned = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(workdir, 'tuned',
                                                                           'params')))
-  flat = _flat(backbone)
-  flat.update({k: jnp.asarray(v) for k, v in _flat(tuned).items()})
-  return backbone, traverse_util.unflatten_dict(flat, sep='/')
+  return backbone, tree.merge(jax.tree_util.tree_map(jnp.asarray, tuned), backbone)
 
 
 def _accuracy(predict, source: Any, split: str, batch_size: int) -> float:
@@ -148,7 +130,7 @@ def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any
 
 def zeroshot_run(config: Config, workdir: str) -> dict[str, Any]:
   """Only the zero-shot CLIP baseline (base / novel / hm), no training."""
-  params = backbone_params(config)
+  params = backbone_lib.load(sap.SAP, config)
   srcs = sources(config)
   zs = {s: zeroshot_accuracy(config, params, src) for s, src in srcs.items()}
   results = {'zeroshot': harmonic(zs['base'], zs['novel'])}

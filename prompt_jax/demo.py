@@ -11,13 +11,14 @@ import json
 import os
 from typing import Any
 
-from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
+from prompt_jax import checkpointing
 from prompt_jax import train
+from prompt_jax import tree
 
 # name -> (method, overrides)
 RUNS = {
@@ -43,7 +44,7 @@ def _override(cfg: ml_collections.ConfigDict, updates: dict[str, Any]) -> ml_col
 
 def save_npz(params: Any, path: str) -> str:
   """Writes params with the original ViT .npz key layout ('/'-joined, float32)."""
-  flat = traverse_util.flatten_dict(jax.device_get(params), sep='/')
+  flat = tree.flat(jax.device_get(params))
   np.savez(path, **{k: np.asarray(v, np.float32) for k, v in flat.items()})
   return path
 
@@ -64,10 +65,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> str:
   run_dir = os.path.join(workdir, 'pretrain')
   res = train.train_and_evaluate(cfg, run_dir)
   logging.info('pretraining val accuracy %.3f', res['val'])
-  mngr = train.checkpoint_manager(run_dir, 1)
-  step = mngr.latest_step()
-  restored = mngr.restore(step, args=train.ocp.args.Composite(state=train.ocp.args.StandardRestore()))
-  return save_npz(restored['state']['trainable'], path)
+  return save_npz(checkpointing.restore_state(run_dir)['trainable'], path)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

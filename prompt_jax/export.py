@@ -15,24 +15,21 @@ import os
 import pickle
 from typing import Any
 
-import flax
-from flax import traverse_util
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-
-def _flat(tree):
-  return traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
+from prompt_jax import backbone as backbone_lib
+from prompt_jax import tree
+from prompt_jax.methods import base
 
 
 def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.ConfigDict,
                  prepared: Any) -> str:
   """Writes the tuned subtree; returns `path`."""
   path = os.path.abspath(path)
-  tuned = {**{k: v for k, v in _flat(frozen).items() if k.startswith('prompt/')},
-           **_flat(trainable)}
-  nested = traverse_util.unflatten_dict(tuned, sep='/')
+  tuned = {**{k: v for k, v in tree.flat(frozen).items() if k.startswith('prompt/')},
+           **tree.flat(trainable)}
+  nested = tree.nest(tuned)
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(os.path.join(path, 'params'), nested, force=True)
   ckptr.wait_until_finished()
@@ -54,8 +51,6 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
   backbone_ckpt: path of the original weights ('' to use the seeded random init recorded in the
   config, for tests). Returns (model, params, config).
   """
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
-  from prompt_jax.methods import base  # pylint: disable=g-import-not-at-top
   tuned_ckpt = os.path.abspath(tuned_ckpt)
   with open(os.path.join(tuned_ckpt, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -67,9 +62,7 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
   if backbone_format:
     config.init.format = backbone_format
   method = base.get(config.method)
-  rng_backbone = jax.random.split(jax.random.PRNGKey(config.seed))[0]
-  backbone = train.load_backbone(method, config, rng_backbone)
+  backbone = backbone_lib.load(method, config)
   tuned = ocp.StandardCheckpointer().restore(os.path.join(tuned_ckpt, 'params'))
   model = method.model(config, meta['num_classes'], prepared)
-  params = {**_flat(backbone), **_flat(tuned)}
-  return model, traverse_util.unflatten_dict(params, sep='/'), config
+  return model, tree.merge(tuned, backbone), config

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from prompt_jax.methods import base
+from prompt_jax import tree
 
 
 def peak_lr(cfg: ml_collections.ConfigDict) -> float:
@@ -56,7 +56,7 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax
 
 def decay_masks(params: Any) -> tuple[Any, Any]:
   """(mask for `wd`, mask for `wd_head`) as pytrees of bools matching `params`."""
-  paths = base.tree_paths(params)
+  paths = tree.paths(params)
   leaves, treedef = jax.tree_util.tree_flatten(params)
   is_head_kernel = [p == 'head/kernel' for p in paths]
   body = [l.ndim >= 2 and not h for l, h in zip(leaves, is_head_kernel)]

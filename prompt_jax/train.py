@@ -14,26 +14,25 @@ import dataclasses
 import json
 import os
 import pickle
-import re
 import time
 from typing import Any, Iterator
 
 from absl import logging
 from clu import metric_writers
-from clu import metrics as clu_metrics
 from clu import periodic_actions
-import flax
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from prompt_jax import checkpoints
+from prompt_jax import backbone as backbone_lib
+from prompt_jax import checkpointing
 from prompt_jax import features as features_lib
 from prompt_jax import optim
 from prompt_jax import sharding as shard_lib
+from prompt_jax import steps as steps_lib
+from prompt_jax import tree
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import base
 
@@ -42,71 +41,6 @@ Config = ml_collections.ConfigDict
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when a training loss is NaN/inf; the last good checkpoint is kept."""
-
-
-EvalMetrics = clu_metrics.Collection.create(accuracy=clu_metrics.Accuracy,
-                                            loss=clu_metrics.Average.from_output('loss'))
-
-
-# ---------------------------------------------------------------- params: split / merge / load
-
-
-def _flat(tree: Any) -> dict[str, Any]:
-  return traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-  return traverse_util.unflatten_dict(flat, sep='/')
-
-
-def trainable_patterns(method: base.Method, cfg: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
-  train_re = tuple(cfg.train.trainable) or method.trainable
-  frozen_re = tuple(cfg.train.frozen) or method.frozen
-  return train_re, frozen_re
-
-
-def split_params(params: Any, train_re: tuple[str, ...], frozen_re: tuple[str, ...]
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-  """(trainable, frozen) nested dicts; a path is trainable if it matches a train regex and no
-  frozen regex."""
-  flat = _flat(params)
-  is_train = {k: any(re.search(r, k) for r in train_re) and not any(re.search(r, k) for r in frozen_re)
-              for k in flat}
-  if not any(is_train.values()):
-    raise ValueError(f'no parameter matches the trainable patterns {train_re}')
-  return (_nest({k: v for k, v in flat.items() if is_train[k]}),
-          _nest({k: v for k, v in flat.items() if not is_train[k]}))
-
-
-def merge_params(trainable: Any, frozen: Any) -> dict[str, Any]:
-  return _nest({**_flat(frozen), **_flat(trainable)})
-
-
-def count_params(tree: Any) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def _dummy_images(cfg: Config) -> jnp.ndarray:
-  s = cfg.data.image_size
-  return jnp.zeros((1, s, s, 3), jnp.float32)
-
-
-def backbone_model(method: base.Method, cfg: Config):
-  return (method.build_backbone(cfg) if method.build_backbone is not None
-          else base.build_vit(cfg, 0, None))
-
-
-def load_backbone(method: base.Method, cfg: Config, rng: jax.Array) -> dict[str, Any]:
-  """The prompt-free backbone's nested params: loaded from `config.init.checkpoint` (validated), or
-  a seeded random init when no checkpoint is given (tests, demos)."""
-  model = backbone_model(method, cfg)
-  shapes = jax.eval_shape(lambda: model.init(rng, _dummy_images(cfg)))['params']
-  expected = {k: v.shape for k, v in _flat(shapes).items()}
-  if not cfg.init.checkpoint:
-    logging.warning('config.init.checkpoint is empty: the backbone is randomly initialised')
-    return flax.core.unfreeze(jax.jit(model.init)(rng, _dummy_images(cfg))['params'])
-  flat = checkpoints.load_backbone(cfg, expected)
-  return _nest({k: jnp.asarray(v) for k, v in flat.items()})
 
 
 @dataclasses.dataclass
@@ -138,10 +72,8 @@ def build(cfg: Config, workdir: str) -> Setup:
   """Data source, method, backbone weights, prepared method state, the model and its params."""
   method = base.get(cfg.method)
   source = data_registry.get_source(cfg.data)
-  rng = jax.random.PRNGKey(cfg.seed)
-  r_backbone, r_model = jax.random.split(rng)
-  backbone_params = load_backbone(method, cfg, r_backbone)
-  bb_model = backbone_model(method, cfg)
+  backbone_params = backbone_lib.load(method, cfg)
+  bb_model = backbone_lib.backbone_model(method, cfg)
 
   def feats(split: str, select, **kw):
     return features_lib.extract(bb_model, backbone_params, source, split, select=select, **kw)
@@ -153,92 +85,12 @@ def build(cfg: Config, workdir: str) -> Setup:
     os.makedirs(workdir, exist_ok=True)
     prepared = _cached(os.path.join(workdir, 'prepared.pkl'), lambda: method.prepare(ctx))
   model = method.model(cfg, source.num_classes, prepared)
-  params = flax.core.unfreeze(jax.jit(model.init)(r_model, _dummy_images(cfg))['params'])
-  flat, flat_bb = _flat(params), _flat(backbone_params)
-  missing = sorted(set(flat_bb) - set(flat))
-  if missing:
-    raise ValueError(f'the model has no place for backbone params {missing[:10]}')
-  flat.update(flat_bb)
-  params = method.init_params(_nest(flat), prepared, cfg)
+  params = backbone_lib.init_with(model, cfg, backbone_params)
+  params = method.init_params(params, prepared, cfg)
   if cfg.prompt_init.name != 'default':
     initializer = base.get_initializer(cfg.prompt_init.name)
     params = initializer(params, ctx, method.prompt_slots(cfg, prepared), cfg)
   return Setup(cfg, method, source, model, params, prepared, ctx)
-
-
-# ---------------------------------------------------------------- steps
-
-
-def make_train_step(setup: Setup, tx) -> Any:
-  model, method, cfg = setup.model, setup.method, setup.config
-
-  def train_step(state: dict[str, Any], frozen: Any, batch: dict[str, jax.Array]):
-    rng = jax.random.fold_in(state['rng'], state['step'])
-
-    def loss_fn(trainable):
-      params = merge_params(trainable, frozen)
-      (logits, out), mut = model.apply({'params': params}, batch['image'], train=True,
-                                       rngs={'dropout': rng}, mutable=['aux'])
-      inputs = base.LossInputs(logits, out, mut.get('aux', {}), batch, state['method_state'], cfg)
-      loss, metrics = method.loss(inputs)
-      stopped = base.LossInputs(*(jax.lax.stop_gradient(x) for x in
-                                  (logits, out, mut.get('aux', {}), batch, state['method_state'])),
-                                cfg)
-      return loss, (metrics, method.update_state(state['method_state'], stopped), logits)
-
-    (loss, (metrics, method_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['trainable'])
-    updates, opt_state = tx.update(grads, state['opt_state'], state['trainable'])
-    trainable = jax.tree_util.tree_map(lambda p, u: p + u, state['trainable'], updates)
-    correct = (logits.argmax(-1) == batch['label']) & batch['mask']
-    metrics = dict(metrics, loss=loss,
-                   accuracy=correct.sum() / jnp.maximum(batch['mask'].sum(), 1),
-                   grad_norm=jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grads))))
-    new_state = dict(state, step=state['step'] + 1, trainable=trainable, opt_state=opt_state,
-                     method_state=method_state)
-    return new_state, metrics
-
-  return train_step
-
-
-def make_eval_step(setup: Setup) -> Any:
-  model = setup.model
-
-  def eval_step(trainable, frozen, batch):
-    logits, _ = model.apply({'params': merge_params(trainable, frozen)}, batch['image'], train=False)
-    logits = logits.astype(jnp.float32)
-    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch['label'][:, None], axis=-1)[:, 0]
-    return EvalMetrics.single_from_model_output(logits=logits, labels=batch['label'], loss=ce,
-                                                mask=batch['mask'])
-
-  return eval_step
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, 'checkpoints')),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-      item_names=('state', 'meta'))
-
-
-def _save(mngr: ocp.CheckpointManager, state: Any, meta: dict[str, Any]) -> None:
-  step = int(jax.device_get(state['step']))
-  if mngr.latest_step() == step:
-    return
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          meta=ocp.args.JsonSave(meta)))
-
-
-def _restore(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  got = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-  return got['state'], got['meta']
 
 
 # ---------------------------------------------------------------- evaluation
@@ -308,8 +160,7 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   if tcfg.max_steps > 0:
     total_steps = min(total_steps, tcfg.max_steps)
 
-  train_re, frozen_re = trainable_patterns(setup.method, cfg)
-  trainable, frozen = split_params(setup.params, train_re, frozen_re)
+  trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, schedule = optim.make_optimizer(tcfg, trainable, steps_per_epoch)
   state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
            'opt_state': tx.init(trainable),
@@ -322,22 +173,22 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   frozen_sh = shard_lib.frozen_shardings(mesh, frozen)
   state = jax.device_put(state, state_sh)
   frozen = jax.device_put(frozen, frozen_sh)
-  train_step = jax.jit(make_train_step(setup, tx), in_shardings=(state_sh, frozen_sh, bsh),
+  train_step = jax.jit(steps_lib.make_train_step(setup.model, setup.method, cfg, tx), in_shardings=(state_sh, frozen_sh, bsh),
                        out_shardings=(state_sh, rep), donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(setup))
+  eval_step = jax.jit(steps_lib.make_eval_step(setup.model))
 
-  mngr = checkpoint_manager(workdir, tcfg.keep_checkpoints)
+  mngr = checkpointing.manager(workdir, tcfg.keep_checkpoints)
   meta: dict[str, Any] = {'history': []}
-  restored = _restore(mngr, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
+  restored = checkpointing.restore(mngr, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
   if restored is not None:
     state = jax.device_put(restored[0], state_sh)
     meta = restored[1]
     logging.info('resumed from step %d', int(state['step']))
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  n_train_params = count_params(trainable)
+  n_train_params = tree.count(trainable)
   writer.write_hparams({'method': cfg.method, 'trainable_params': n_train_params,
-                        'frozen_params': count_params(frozen)})
+                        'frozen_params': tree.count(frozen)})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   eval_splits = tuple(cfg.data.eval_splits)
 
@@ -374,7 +225,7 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
         scalars['lr'] = float(schedule(step - 1))
         writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
       if step % tcfg.checkpoint_every_steps == 0:
-        _save(mngr, state, meta)
+        checkpointing.save(mngr, state, meta)
       if step >= total_steps:
         break
     if step < total_steps and step % steps_per_epoch:
@@ -390,10 +241,10 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
         state = dict(state, method_state=jax.device_put(new_ms, rep))
       if epoch_done % tcfg.eval_every_epochs == 0 and step < total_steps:
         run_eval(epoch_done)
-        _save(mngr, state, meta)
+        checkpointing.save(mngr, state, meta)
   if not meta['history'] or meta['history'][-1]['step'] != step:
     run_eval(-(-step // steps_per_epoch))
-  _save(mngr, state, meta)
+  checkpointing.save(mngr, state, meta)
   mngr.wait_until_finished()
   mngr.close()
 

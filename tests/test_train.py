@@ -8,10 +8,10 @@ import sys
 from flax import traverse_util
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from conftest import micro_config
+from prompt_jax import checkpointing
 from prompt_jax import export
 from prompt_jax import train
 from prompt_jax.data import registry as data_registry
@@ -22,12 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _final_state(workdir, like=None):
   """The last checkpointed train state; `like` (a state) gives the target shardings."""
-  mngr = train.checkpoint_manager(workdir, 2)
-  target = None if like is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-  got = mngr.restore(mngr.latest_step(),
-                     args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  mngr.close()
-  return got['state']
+  return checkpointing.restore_state(workdir, like)
 
 
 def test_only_prompts_and_head_train_and_backbone_is_bit_identical(tmp_path, pretrained_npz):

@@ -231,7 +231,7 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *,
 
 def _loader(fmt: str):
   def fn(path, expected, config):
-    return load(path, fmt, expected, posemb_resize=config.init.get('posemb_resize', 'linear'))
+    return load(path, fmt, expected, posemb_resize=config.init.posemb_resize)
   return fn
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from prompt_jax import checkpoints
 from prompt_jax.checkpoints import errors
 from prompt_jax.checkpoints import posemb as posemb_lib
 from prompt_jax.checkpoints import state_dict
@@ -109,7 +110,7 @@ def _load_npz(path: str, heads: int) -> dict[str, np.ndarray]:
   return {k: v for k, v in raw.items() if not _NPZ_IGNORED.match(k)}
 
 
-FORMATS: dict[str, Callable[[str, int], dict[str, np.ndarray]]] = {
+READERS: dict[str, Callable[[str, int], dict[str, np.ndarray]]] = {
     'npz': _load_npz,
     'timm': lambda path, heads: from_timm(_unwrap(state_dict.read(path), 'model', path), heads),
     'mae': lambda path, heads: from_timm(_unwrap(state_dict.read(path), 'model', path), heads),
@@ -123,10 +124,10 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *, num_he
   """Reads `path` in format `fmt` into our flat names, resizes the position embedding to the
   model's, and validates against `expected` {flat key: shape} (the backbone part of the model).
   Returns float32 arrays."""
-  if fmt not in FORMATS:
-    raise errors.CheckpointError(f'unknown checkpoint format {fmt!r}; known: {sorted(FORMATS)}')
+  if fmt not in READERS:
+    raise errors.CheckpointError(f'unknown checkpoint format {fmt!r}; known: {sorted(READERS)}')
   try:
-    params = FORMATS[fmt](path, num_heads)
+    params = READERS[fmt](path, num_heads)
   except (OSError, ValueError, KeyError, EOFError) as e:
     if isinstance(e, (errors.CheckpointError, FileNotFoundError)):
       raise
@@ -136,3 +137,14 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *, num_he
                                               method=posemb_resize)
   errors.validate(params, expected, source=f'{path} ({fmt})')
   return {k: np.asarray(v, np.float32) for k, v in params.items()}
+
+
+def _registered_loader(fmt: str) -> checkpoints.Loader:
+  def load_fn(path, expected, config):
+    heads = expected['Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel'][1]
+    return load(path, fmt, expected, num_heads=heads, posemb_resize=config.init.posemb_resize)
+  return load_fn
+
+
+for _fmt in READERS:
+  checkpoints.register_format(_fmt)(_registered_loader(_fmt))

@@ -19,8 +19,12 @@ A method is a `Method` record of pure functions, registered by name (`config.met
                                     which backbone level feeds each leading row of a prompt tensor
                                     (deep VPT 'prompt/prompts' [12,P,D] -> (0..11)); used by prompt
                                     initialisers such as SPT (`config.prompt_init.name`).
-  trainable / frozen: regexes over '/'-joined param paths; frozen wins. `config.train.trainable`
-                      and `config.train.frozen` override them when non-empty.
+  trainable / frozen: regexes over '/'-joined param paths (trainable may be a function of the
+                      config); frozen wins. `config.train.trainable` / `config.train.frozen`
+                      override them when non-empty (`Method.trainable_patterns`).
+
+Methods are found by name through `METHODS` (prompt_jax/registry.py): a new method is one file in
+prompt_jax/methods/ that calls `register`.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from prompt_jax import backbone
+from prompt_jax import registry
 
 Array = Any
 Config = ml_collections.ConfigDict
@@ -77,17 +83,6 @@ def cross_entropy_loss(inputs: LossInputs) -> tuple[Array, dict[str, Array]]:
   return loss, {'ce': loss}
 
 
-def build_vit(config: Config, num_classes: int, prompter: nn.Module | None) -> nn.Module:
-  """The ViT of `config.model` with `prompter` attached (imports here avoid a cycle)."""
-  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
-  m = config.model
-  return vit.VisionTransformer(
-      **vit.decode_variant(m.variant), num_classes=num_classes, prompt=prompter,
-      drop_path=m.drop_path, act=m.act, ln_eps=m.ln_eps, pool=m.pool, head_init=m.head_init,
-      head_init_std=m.head_init_std, head_bias_init=m.head_bias_init,
-      dtype=jnp.dtype(m.compute_dtype))
-
-
 def _identity(x, *args, **kwargs):
   del args, kwargs
   return x
@@ -108,53 +103,43 @@ class Method:
   update_state: Callable[[Any, LossInputs], Any] = _identity
   epoch_end: Callable[[Any, int, Config], Any] = _identity
   prompt_slots: Callable[[Config, Any], dict[str, tuple[int, ...]]] = lambda config, prepared: {}
-  trainable: tuple[str, ...] = (r'^prompt/', r'^head/')
+  # Regexes, or a function config -> regexes (e.g. DA-VPT's config-chosen extra biases).
+  trainable: tuple[str, ...] | Callable[[Config], tuple[str, ...]] = (r'^prompt/', r'^head/')
   frozen: tuple[str, ...] = ()
 
   def model(self, config: Config, num_classes: int, prepared: Any) -> nn.Module:
     if self.build_model is not None:
       return self.build_model(config, num_classes, prepared)
-    return build_vit(config, num_classes, self.build_prompter(config, prepared))
+    return backbone.build_vit(config, num_classes, self.build_prompter(config, prepared))
+
+  def trainable_patterns(self, config: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(train regexes, frozen regexes): `config.train.trainable` / `.frozen` when non-empty,
+    else the method's (`trainable` may be a function of the config)."""
+    own = self.trainable(config) if callable(self.trainable) else self.trainable
+    return (tuple(config.train.trainable) or tuple(own),
+            tuple(config.train.frozen) or tuple(self.frozen))
 
 
-_METHODS: dict[str, Method] = {}
+METHODS: registry.Registry[Method] = registry.Registry('method', 'prompt_jax.methods')
+# Prompt initialisers: name -> fn(params, ctx: PrepareContext, slots, config) -> params.
+# 'default' keeps the method's own init; SPT registers 'spt'.
+INITIALIZERS: registry.Registry[Callable[..., Any]] = registry.Registry(
+    'prompt initialiser', 'prompt_jax.methods')
 
 
 def register(method: Method) -> Method:
-  if method.name in _METHODS:
-    raise ValueError(f'method {method.name!r} registered twice')
-  _METHODS[method.name] = method
-  return method
+  """Registers `method` under `method.name` (`config.method`)."""
+  return METHODS.register(method.name)(method)
 
 
 def get(name: str) -> Method:
   """The method registered as `name` ('vpt', 'linear', 'full', 'ship', 'davpt', 'spt', 'sap')."""
-  import prompt_jax.methods  # pylint: disable=g-import-not-at-top,unused-import  (registers all)
-  if name not in _METHODS:
-    raise KeyError(f'unknown method {name!r}; known: {sorted(_METHODS)}')
-  return _METHODS[name]
-
-
-# Prompt initialisers: name -> fn(params, ctx: PrepareContext, slots, config) -> params.
-# 'default' keeps the method's own init; SPT registers 'spt'.
-_INITIALIZERS: dict[str, Callable[..., Any]] = {}
+  return METHODS.get(name)
 
 
 def register_initializer(name: str):
-  def wrap(fn):
-    _INITIALIZERS[name] = fn
-    return fn
-  return wrap
+  return INITIALIZERS.register(name)
 
 
 def get_initializer(name: str) -> Callable[..., Any]:
-  import prompt_jax.methods  # pylint: disable=g-import-not-at-top,unused-import
-  if name not in _INITIALIZERS:
-    raise KeyError(f'unknown prompt initialiser {name!r}; known: {sorted(_INITIALIZERS)}')
-  return _INITIALIZERS[name]
-
-
-def tree_paths(tree: Any) -> list[str]:
-  """'/'-joined paths of a params pytree's leaves, in flatten order."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return ['/'.join(str(getattr(k, 'key', k)) for k in path) for path, _ in leaves]
+  return INITIALIZERS.get(name)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
+from prompt_jax import tree
 from prompt_jax.methods import base
 from prompt_jax.methods import davpt
 from prompt_jax.models import vit
@@ -159,14 +160,13 @@ def test_state_accumulates_and_remaps():
 
 def test_trainable_set_and_configs():
   from configs import davpt_vtab  # pylint: disable=g-import-not-at-top
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
   c = davpt_vtab.get_config('mae,k_bias+norm1+cls+mask')
   assert c.model.pool == 'norm_mean' and c.init.format == 'mae' and c.davpt.mask_prompts
   cfg = _cfg()
   model = base.get('davpt').model(cfg, 5, None)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
-  tr, _ = train.split_params(params, tuple(c.train.trainable), ())
-  paths = base.tree_paths(tr)
+  tr, _ = tree.split(params, tuple(c.train.trainable), ())
+  paths = tree.paths(tr)
   blk = 'Transformer/encoderblock_0/'
   for want in ['prompt/proxy', 'head/kernel', 'cls', blk + 'LayerNorm_0/scale',
                blk + 'MultiHeadDotProductAttention_1/key/bias', blk + 'LayerNorm_2/bias',

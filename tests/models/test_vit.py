@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
+from prompt_jax import backbone
 from prompt_jax import train
+from prompt_jax import tree
 from prompt_jax.methods import base
 from prompt_jax.models import attention
 from prompt_jax.models import vit
@@ -26,7 +28,7 @@ def test_unknown_variant_is_named():
 def test_vit_b16_has_the_released_parameter_count():
   model = vit.VisionTransformer(**vit.decode_variant('B/16'), num_classes=1000)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
-  assert train.count_params(shapes['params']) == 86_567_656
+  assert tree.count(shapes['params']) == 86_567_656
 
 
 def test_gelu_variants_differ_and_exact_is_default():
@@ -34,7 +36,7 @@ def test_gelu_variants_differ_and_exact_is_default():
   exact = vit.activation('gelu')(x)
   tanh = vit.activation('gelu_tanh')(x)
   assert not np.allclose(exact, tanh, atol=1e-5) and np.allclose(exact, tanh, atol=1e-2)
-  assert base.build_vit(micro_config(), 5, None).act == 'gelu'
+  assert backbone.build_vit(micro_config(), 5, None).act == 'gelu'
 
 
 def test_joint_attention_matches_numpy_softmax():
@@ -55,11 +57,11 @@ def test_baseline_trainable_sets(method):
   cfg = micro_config(method)
   model = base.get(method).model(cfg, 5, None)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
-  tr, fr = train.split_params(params, *train.trainable_patterns(base.get(method), cfg))
+  tr, fr = tree.split(params, *base.get(method).trainable_patterns(cfg))
   if method == 'linear':
-    assert train.count_params(tr) == 64 * 5 + 5
+    assert tree.count(tr) == 64 * 5 + 5
   else:
-    assert train.count_params(tr) == train.count_params(params) and not fr
+    assert tree.count(tr) == tree.count(params) and not fr
 
 
 def test_bfloat16_compute_trains(tmp_path):

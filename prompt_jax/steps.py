@@ -1,0 +1,71 @@
+"""The jitted steps: one training update of the trainable subtree, and one evaluation batch."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from clu import metrics as clu_metrics
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from prompt_jax import tree
+from prompt_jax.methods import base
+
+Config = ml_collections.ConfigDict
+
+EvalMetrics = clu_metrics.Collection.create(accuracy=clu_metrics.Accuracy,
+                                            loss=clu_metrics.Average.from_output('loss'))
+
+
+
+def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
+                    tx: optax.GradientTransformation) -> Callable[..., Any]:
+  """train_step(state, frozen, batch) -> (state, metrics): one update of the trainable subtree.
+
+  state: {'step', 'trainable', 'opt_state', 'method_state', 'rng'}; frozen: the frozen params;
+  batch: {'image' [B,H,W,3], 'label' [B], 'mask' [B]}. Dropout rng = fold_in(state rng, step).
+  """
+
+  def train_step(state: dict[str, Any], frozen: Any, batch: dict[str, jax.Array]):
+    rng = jax.random.fold_in(state['rng'], state['step'])
+
+    def loss_fn(trainable):
+      params = tree.merge(trainable, frozen)
+      (logits, out), mut = model.apply({'params': params}, batch['image'], train=True,
+                                       rngs={'dropout': rng}, mutable=['aux'])
+      inputs = base.LossInputs(logits, out, mut.get('aux', {}), batch, state['method_state'], cfg)
+      loss, metrics = method.loss(inputs)
+      stopped = base.LossInputs(*(jax.lax.stop_gradient(x) for x in
+                                  (logits, out, mut.get('aux', {}), batch, state['method_state'])),
+                                cfg)
+      return loss, (metrics, method.update_state(state['method_state'], stopped), logits)
+
+    (loss, (metrics, method_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['trainable'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['trainable'])
+    trainable = jax.tree_util.tree_map(lambda p, u: p + u, state['trainable'], updates)
+    correct = (logits.argmax(-1) == batch['label']) & batch['mask']
+    metrics = dict(metrics, loss=loss,
+                   accuracy=correct.sum() / jnp.maximum(batch['mask'].sum(), 1),
+                   grad_norm=jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grads))))
+    new_state = dict(state, step=state['step'] + 1, trainable=trainable, opt_state=opt_state,
+                     method_state=method_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module) -> Callable[..., Any]:
+  """eval_step(trainable, frozen, batch) -> EvalMetrics (accuracy, loss; padded rows masked)."""
+
+  def eval_step(trainable, frozen, batch):
+    logits, _ = model.apply({'params': tree.merge(trainable, frozen)}, batch['image'], train=False)
+    logits = logits.astype(jnp.float32)
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch['label'][:, None], axis=-1)[:, 0]
+    return EvalMetrics.single_from_model_output(logits=logits, labels=batch['label'], loss=ce,
+                                                mask=batch['mask'])
+
+  return eval_step
