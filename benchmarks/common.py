@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -50,16 +51,18 @@ def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
 
   Returns (run, compiled, compile_seconds, trainable, state): `run()` does one blocking step.
   """
-  from prompt_jax import optim, steps, tree  # pylint: disable=g-import-not-at-top
+  from prompt_jax import optim, steps, tree
   cfg = setup.config
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable, 'opt_state': tx.init(trainable),
+  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
+           'opt_state': tx.init(trainable),
            'method_state': setup.method.init_state(setup.prepared, cfg),
            'rng': jax.random.PRNGKey(0)}
   b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y), bool)}
   t = time.perf_counter()
-  compiled = jax.jit(steps.make_train_step(setup.model, setup.method, cfg, tx)).lower(state, frozen, b).compile()
+  step = steps.make_train_step(setup.model, setup.method, cfg, tx)
+  compiled = jax.jit(step).lower(state, frozen, b).compile()
   compile_s = time.perf_counter() - t
   holder = {'s': state}
 

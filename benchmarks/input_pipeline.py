@@ -19,9 +19,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-from PIL import Image  # pylint: disable=g-import-not-at-top,wrong-import-position
+import ml_collections
+import numpy as np
+from PIL import Image
 
 
 def _rate(src, split, batch_size, **kw) -> float:
@@ -40,8 +40,8 @@ def _cfg(**kw):
 
 
 def bench_tfds(n, image_size, batch_size) -> dict:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from prompt_jax.data import registry, vtab  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+  from prompt_jax.data import registry, vtab
   vtab.base_split_sizes = lambda b: {'train': 50000, 'test': 10000}
   with tfds.testing.mock_data(num_examples=n, policy=tfds.testing.MockPolicy.USE_CODE):
     src = registry.get_source(_cfg(source='vtab', task='cifar100', image_size=image_size))
@@ -50,7 +50,7 @@ def bench_tfds(n, image_size, batch_size) -> dict:
 
 
 def bench_folder(n, image_size, batch_size) -> dict:
-  from prompt_jax.data import registry  # pylint: disable=g-import-not-at-top
+  from prompt_jax.data import registry
   with tempfile.TemporaryDirectory() as root:
     rng = np.random.default_rng(0)
     lines = []

@@ -5,14 +5,16 @@
 
 Prints one JSON table. JAX rows use the trainer's own train step (`steps.make_train_step`) built
 from each method's config. Every row also times an independent PyTorch model of the same train step
-in the same run: benchmarks/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop path /
+in the same run: tests/torch_reference/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop
+path /
 AdamW), torch_ship.py SHIPViT (with the anchors and prototype bank the JAX row's prepare() found),
 torch_davpt.py DAVPTViT (with the JAX row's class map and trainable biases). Before timing, the JAX
 params are copied into the PyTorch model and logits / loss of one training-mode forward (drop path
 off) are compared ('check'); trainable parameter counts of both are reported. PyTorch is timed with
 its default thread count (torch_images_per_s, jax_over_torch: the same cores JAX uses) and with 1
 thread (torch_images_per_s_1thread, jax_over_torch_1thread; JAX is not re-timed at 1 thread): on a
-contended 2-core box 2-thread PyTorch can be 5-100x slower. Methods that fail to build: 'skipped: reason'.
+contended 2-core box 2-thread PyTorch can be 5-100x slower. Methods that fail to build:
+'skipped: reason'.
 """
 
 import argparse
@@ -31,12 +33,12 @@ METHODS = {'vpt_deep': 'vpt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab', '
 
 def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, dtype: str):
   """ts.jax_step generalised to any method config (same construction)."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  from prompt_jax import train, tree  # pylint: disable=g-import-not-at-top
-  from prompt_jax.data import registry  # pylint: disable=g-import-not-at-top
-  from prompt_jax.data.source import ArraySource  # pylint: disable=g-import-not-at-top
-  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
-  cfg = importlib.import_module(f'configs.{module}').get_config()
+  import importlib
+  from prompt_jax import train, tree
+  from prompt_jax.data import registry
+  from prompt_jax.data.source import ArraySource
+  from prompt_jax.models import vit
+  cfg = importlib.import_module(f'prompt_jax.configs.{module}').get_config()
   cfg.unlock()
   cfg.model.variant, cfg.data.image_size, cfg.train.batch_size = variant, image, batch
   cfg.model.compute_dtype = dtype
@@ -60,16 +62,18 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
   orig = registry.get_source
   registry.get_source = lambda c: src
   try:
-    setup = train.build(cfg, tempfile.mkdtemp(prefix='bench_run_'))  # fresh: prepare() is cached per workdir
+    # a fresh workdir: prepare() is cached per workdir
+    setup = train.build(cfg, tempfile.mkdtemp(prefix='bench_run_'))
   finally:
     registry.get_source = orig
   run, compiled, compile_s, trainable, state = bench.compile_trainer_step(setup, x, y)
   mem = {}
   try:
     ma = compiled.memory_analysis()
-    mem = {'temp_bytes': int(ma.temp_size_in_bytes), 'argument_bytes': int(ma.argument_size_in_bytes),
+    mem = {'temp_bytes': int(ma.temp_size_in_bytes),
+           'argument_bytes': int(ma.argument_size_in_bytes),
            'output_bytes': int(ma.output_size_in_bytes)}
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     mem = {'unavailable': str(e)}
   ctx = {'setup': setup, 'cfg': cfg, 'x': x, 'y': y,
          'method_state': state['method_state']}
@@ -81,10 +85,9 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
 
 def _torch_model(name: str, ctx: dict, variant: str, image: int, classes: int):
   """(model, train-step factory(model, x, y) -> run, description) for method `name`."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from benchmarks import torch_davpt, torch_ship, torch_vit  # pylint: disable=g-import-not-at-top
-  from configs import davpt_vtab  # pylint: disable=g-import-not-at-top
-  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
+  import torch
+  from tests.torch_reference import torch_davpt, torch_ship, torch_vit
+  from prompt_jax.models import vit
   cfg, prepared = ctx['cfg'], ctx['setup'].prepared
   arch = vit.decode_variant(variant)
   kw = dict(image=image, patch=arch['patch_size'], d=arch['width'], depth=arch['depth'],
@@ -105,7 +108,8 @@ def _torch_model(name: str, ctx: dict, variant: str, image: int, classes: int):
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()
       return run
-    desc = (f'benchmarks.torch_vit.VPTDeepViT (P={cfg.vpt.num_prompts}, pool={cfg.model.pool}, '
+    desc = (f'tests.torch_reference.torch_vit.VPTDeepViT (P={cfg.vpt.num_prompts}, '
+            f'pool={cfg.model.pool}, '
             f'drop_path={cfg.model.drop_path}, {tr.optimizer})')
   elif name == 'ship':
     s = cfg.ship
@@ -114,11 +118,12 @@ def _torch_model(name: str, ctx: dict, variant: str, image: int, classes: int):
                                prompt_weight=s.prompt_weight, bank_weight=s.bank_weight,
                                match_weight=s.match_weight, **kw)
     step = lambda m, x, y: torch_ship.train_step(m, x, y, lr=tr.lr, wd=tr.wd)
-    desc = (f'benchmarks.torch_ship.SHIPViT (P={s.num_prompts}, anchors={list(anchors)}, '
+    desc = (f'tests.torch_reference.torch_ship.SHIPViT (P={s.num_prompts}, '
+            f'anchors={list(anchors)}, '
             f'bank={tuple(np.shape(prepared["bank"]))}, drop_path={cfg.model.drop_path}, adamw)')
   elif name == 'davpt':
     c = cfg.davpt
-    extras = [e for e, pats in davpt_vtab.EXTRAS.items() if set(pats) <= set(tr.trainable)]
+    extras = [e for e in ('k_bias', 'norm1', 'cls') if c[f'train_{e}']]
     model = torch_davpt.DAVPTViT(
         prepared['class_map'], num_proxies=int(prepared['num_proxies']), num_other=c.num_other,
         proxy_start=c.proxy_start, proxy_end=c.proxy_end, pool=cfg.model.pool,
@@ -126,7 +131,7 @@ def _torch_model(name: str, ctx: dict, variant: str, image: int, classes: int):
         delta_neg=c.delta_neg, scale=c.scale, extra_trainable=extras, **kw)
     step = lambda m, x, y: torch_davpt.train_step(m, x, y, lr=tr.lr, wd=tr.wd,
                                                   clip_value=tr.grad_clip_value)
-    desc = (f'benchmarks.torch_davpt.DAVPTViT (P={int(prepared["num_proxies"])}, '
+    desc = (f'tests.torch_reference.torch_davpt.DAVPTViT (P={int(prepared["num_proxies"])}, '
             f'nP={c.num_other}, proxy layers {c.proxy_start}-{c.proxy_end}, pool={cfg.model.pool}, '
             f'drop_path={cfg.model.drop_path}, extras={extras}, adamw+clip)')
   else:
@@ -137,8 +142,8 @@ def _torch_model(name: str, ctx: dict, variant: str, image: int, classes: int):
 def _check(name: str, ctx: dict, model) -> dict:
   """Copies the JAX params into `model`; compares logits and loss of one training-mode forward with
   drop path off (JAX: the same model cloned with drop_path=0; PyTorch: eval mode = no drop path)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from prompt_jax.methods import base  # pylint: disable=g-import-not-at-top
+  import torch
+  from prompt_jax.methods import base
   setup, cfg = ctx['setup'], ctx['cfg']
   params = jax.tree_util.tree_map(np.asarray, setup.params)
   model.load_jax(params)
@@ -170,24 +175,24 @@ def _check(name: str, ctx: dict, model) -> dict:
 
 
 def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int) -> dict:
-  import torch  # pylint: disable=g-import-not-at-top
-  from benchmarks import torch_vit  # pylint: disable=g-import-not-at-top
+  import torch
+  from tests.torch_reference import torch_vit
   model, step, desc = _torch_model(name, ctx, variant, image, classes)
   row = {'torch_model': desc, 'torch_trainable_params': torch_vit.trainable_count(model),
          'torch_version': torch.__version__}
   try:
     row['check'] = _check(name, ctx, model)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     row['check'] = f'failed: {type(e).__name__}: {e}'[:300]
   xt = torch.as_tensor(ctx['x']).permute(0, 3, 1, 2).contiguous()
   yt = torch.as_tensor(ctx['y']).long()
   run = step(model, xt, yt)
   try:
-    from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=g-import-not-at-top
+    from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc:
       run()
     row['torch_step_flops'] = float(fc.get_total_flops())  # matmul / conv / attention only
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     row['torch_step_flops'] = f'unavailable: {type(e).__name__}'
   default = torch.get_num_threads()
   by_threads = {}
@@ -208,7 +213,7 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
   try:
     run, flops, compile_s, n_train, mem, ctx = _jax_step(module, variant, batch, image, classes,
                                                          dtype)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     return {**row, 'skipped': f'{type(e).__name__}: {e}'[:300]}
   t = bench.time_fn(run, iters=iters)
   row.update(trainable_params=n_train, jax_images_per_s=batch / t, jax_step_flops=flops,
@@ -220,7 +225,7 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
     return row
   try:
     tr = _torch_row(name, ctx, variant, image, classes, iters)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     row['torch'] = f'skipped: {type(e).__name__}: {e}'[:300]
     return row
   row.update(tr, jax_over_torch=row['jax_images_per_s'] / tr['torch_images_per_s'],

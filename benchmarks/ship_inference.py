@@ -1,4 +1,5 @@
-"""SHIP cost on CPU: inference images/s of SHIP (training-form and fast path) vs plain ViT vs VPT-deep
+"""SHIP cost on CPU: inference images/s of SHIP (training-form and fast path) vs plain ViT vs
+VPT-deep
 with the same number of prompt tokens, train-step images/s SHIP vs VPT-deep, and SHIP train-step
 compile time. Random weights (timing only).
 
@@ -54,7 +55,7 @@ def main():
   params['ship_fast'] = params['ship']
   for name, m in models.items():
     f = jax.jit(lambda p, x, m=m: m.apply({'params': p}, x, train=False)[0])
-    secs = bench.time_fn(lambda: f(params[name], img).block_until_ready(), warmup=1,
+    secs = bench.time_fn(lambda f=f, p=params[name]: f(p, img).block_until_ready(), warmup=1,
                          iters=a.iters)
     res[f'infer_img_s_{name}'] = a.batch / secs
   for name in ('ship', 'vpt_deep'):
@@ -64,7 +65,7 @@ def main():
     opt = optax.adamw(1e-3)
     opt_state = opt.init(train_p)
 
-    def step(tp, os_, rng, m=m, frozen=frozen):
+    def step(tp, os_, rng, m=m, frozen=frozen, opt=opt):
       def loss_fn(tp):
         logits, _ = m.apply({'params': {**frozen, **tp}}, img, train=True,
                             rngs={'dropout': rng}, mutable=['aux'])[0]
@@ -79,7 +80,8 @@ def main():
     compiled = jax.jit(step).lower(train_p, opt_state, jax.random.PRNGKey(0)).compile()
     res[f'train_compile_s_{name}'] = time.perf_counter() - t0
     secs = bench.time_fn(
-        lambda: jax.block_until_ready(compiled(train_p, opt_state, jax.random.PRNGKey(0))),
+        lambda c=compiled, tp=train_p, os_=opt_state: jax.block_until_ready(
+            c(tp, os_, jax.random.PRNGKey(0))),
         warmup=1, iters=a.iters)
     res[f'train_img_s_{name}'] = a.batch / secs
   print(json.dumps(res, indent=1))

@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from benchmarks import common as bench
-from configs import vpt_vtab
+from prompt_jax.configs import vpt_vtab
 from prompt_jax import train
 from prompt_jax import tree
 from prompt_jax.data.source import ArraySource
@@ -32,7 +32,7 @@ def jax_step(variant: str, batch: int, prompts: int, image: int, classes: int = 
   x = rng.normal(size=(batch, image, image, 3)).astype(np.float32)
   y = rng.integers(0, classes, batch).astype(np.int32)
   src = ArraySource({'train800val200': (x, y), 'test': (x, y)}, num_classes=classes)
-  from prompt_jax.data import registry  # pylint: disable=g-import-not-at-top
+  from prompt_jax.data import registry
   orig = registry.get_source
   registry.get_source = lambda c: src
   try:
@@ -44,8 +44,8 @@ def jax_step(variant: str, batch: int, prompts: int, image: int, classes: int = 
 
 
 def torch_step(batch: int, prompts: int, image: int, classes: int = 100, **arch):
-  import torch  # pylint: disable=g-import-not-at-top
-  from benchmarks.torch_vit import VPTDeepViT  # pylint: disable=g-import-not-at-top
+  import torch
+  from tests.torch_reference.torch_vit import VPTDeepViT
   torch.manual_seed(0)
   model = VPTDeepViT(image=image, prompts=prompts, classes=classes, **arch)
   opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
@@ -69,7 +69,7 @@ def main() -> None:
   ap.add_argument('--image', type=int, default=224)
   ap.add_argument('--iters', type=int, default=5)
   args = ap.parse_args()
-  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
+  from prompt_jax.models import vit
   arch = vit.decode_variant(args.variant)
   run_j, flops, compile_s, n_train = jax_step(args.variant, args.batch, args.prompts, args.image)
   t_jax = bench.time_fn(run_j, iters=args.iters)

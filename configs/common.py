@@ -1,64 +1,224 @@
-"""Fields shared by every config. Method configs call `base()` and add their own section.
+"""Every config key, declared once with its default. Config files call `base()`, add the section of
+their method (`vpt()`, `ship()`, `davpt()`, `sap()`) and change values; nothing else adds keys.
 
 `finalize(config)` locks the dict, so an unknown key (in a file or a `--config.x=y` override) is an
-error instead of being silently dropped.
+error instead of being silently dropped. Config files are data: they import this module (and the
+light task metadata it uses), never the library's models or methods.
+
+Config arguments (`--config=configs/ship_vtab.py:ARG`) are `key=value` pairs separated by commas
+(`parse_arg`); a bare first token is the task: `ship_vtab.py:cifar100` is
+`ship_vtab.py:task=cifar100`.
+Every VTAB config accepts `task=`: a config with a per-task recipe table (SHIP) applies that task's
+row, and records it in `recipe_task` so that a different `--config.data.task` is an error.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import ml_collections
 
-VTAB_TASKS = (
-    'caltech101', 'cifar100', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397',
-    'patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy',
-    'clevr_count', 'clevr_dist', 'dmlab', 'kitti', 'dsprites_loc', 'dsprites_ori',
-    'smallnorb_azi', 'smallnorb_ele')
+from prompt_jax.data import tasks
+
+ConfigDict = ml_collections.ConfigDict
+
+def _opt_str(default: str | None = None) -> ml_collections.FieldReference:
+  return ml_collections.FieldReference(default, field_type=str)
 
 
-def base() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.program = 'train'  # prompt_jax.main.PROGRAMS: 'train', 'demo', ...
-  c.method = 'vpt'
+def base() -> ConfigDict:
+  """The fields every config has."""
+  c = ConfigDict()
+  c.program = 'train'   # prompt_jax.main.PROGRAMS: 'train', 'demo', 'b2n', 'clip_zeroshot'
+  c.method = 'vpt'      # a registered method: vpt, linear, full, ship, davpt, spt, sap
   c.seed = 0
+  c.recipe_task = ''    # the task whose per-task recipe row this config holds ('' = none)
 
-  c.model = ml_collections.ConfigDict(dict(
-      variant='B/16', drop_path=0.0, act='gelu', ln_eps=1e-6, pool='cls',
-      head_init='kaiming_fan_out', head_init_std=0.02, head_bias_init=-math.log(99.0),
-      compute_dtype='float32'))
+  c.model = ConfigDict(dict(
+      variant='B/16',             # ViT: Mu/Ti/S/B/L/H + '/patch'; CLIP (sap): B/32, B/16, L/14
+      drop_path=0.0,              # linear over depth; backbone dropout is always off
+      act='gelu',                 # 'gelu' (exact erf, the PyTorch seeds), 'gelu_tanh', 'quick_gelu'
+      ln_eps=1e-6,
+      pool='cls',                 # 'cls'; MAE heads: 'norm_mean' (DA-VPT), 'mean_norm' (SPT/timm)
+      head_init='kaiming_fan_out',  # 'kaiming_fan_out' (VPT), 'trunc_normal', 'zeros'
+      head_init_std=0.02,
+      head_bias_init=-math.log(99.0),
+      compute_dtype='float32'))   # 'float32' or 'bfloat16'
 
-  # Backbone weights. format: npz (original ViT / augreg), timm, mae, mocov3 (see checkpoints/).
-  c.init = ml_collections.ConfigDict(dict(checkpoint='', format='npz', posemb_resize='linear'))
+  # Backbone weights: checkpoint path (local or gs://), format npz | timm | mae | mocov3 |
+  # clip_openai | clip_hf, position-embedding resize 'linear' (original) | 'bicubic' (timm).
+  c.init = ConfigDict(dict(checkpoint='', format='npz', posemb_resize='linear'))
 
-  c.data = ml_collections.ConfigDict(dict(
-      source='vtab', task='cifar100', data_dir=ml_collections.FieldReference(None, field_type=str),
-      image_size=224, resize='bilinear', crop_pct=1.0, normalization='minus_one_to_one',
-      train_split='train800val200', eval_splits=('test',), val_split='',
-      augment=False, sampler='shuffle', images_per_class=2, cache_train=True,
-      # source='folder': 'vtab1k' (<data_dir>/<task>/<split>.txt) or 'fgvc' (VPT json splits);
-      # image_root: FGVC image folder under data_dir (None: the task's default).
-      layout='vtab1k', image_root=ml_collections.FieldReference(None, field_type=str)))
+  c.data = ConfigDict(dict(
+      source='vtab',              # vtab | folder | fewshot | digits
+      task='cifar100',
+      data_dir=_opt_str(),        # TFDS data_dir / image folder root (None: TFDS default)
+      tfds_version=_opt_str(),    # override the pinned TFDS version, e.g. '3.2.0'
+      image_size=224,
+      resize='bilinear',          # 'bilinear' | 'bicubic'
+      crop_pct=1.0,               # < 1: resize to size/crop_pct, centre-crop (aspect not kept)
+      normalization='minus_one_to_one',  # minus_one_to_one | half | imagenet | clip | zero_one
+      train_split='train800val200',  # train800val200 | train800 | train1000 (official VTAB)
+      eval_splits=('test',),
+      val_split='',               # the split that selects the epoch for "val-selected" results
+      augment=False,              # random-resized-crop + flip (FGVC, SAP)
+      sampler='shuffle',          # 'shuffle' | 'class_balanced' (DA-VPT)
+      images_per_class=2,         # class_balanced: images of one class per batch
+      cache_train=True,           # keep the decoded training split in memory between epochs
+      layout='vtab1k',            # folder: 'vtab1k' (<data_dir>/<task>/<split>.txt) | 'fgvc'
+      image_root=_opt_str(),      # folder/fgvc: image folder under data_dir (None: the task's)
+      split_file='',              # fewshot: CoOp split json ('' = TFDS)
+      shots=16,                   # fewshot: images per class
+      fewshot_seed=1,             # fewshot: which shots
+      subset='all'))              # fewshot: 'all' | 'base' | 'novel' classes
 
-  c.train = ml_collections.ConfigDict(dict(
-      epochs=100, batch_size=128, eval_batch_size=256, optimizer='sgd', lr=0.1,
-      lr_scale_by_batch=True, momentum=0.9, b1=0.9, b2=0.999, eps=1e-8,
-      wd=1e-4, wd_head=-1.0, warmup_epochs=10, warmup_init=0.0, min_lr=0.0,
-      schedule_per='epoch', cosine_shift=True, grad_clip_norm=0.0, grad_clip_value=0.0,
-      trainable=(), frozen=(), eval_every_epochs=10, checkpoint_every_steps=200,
-      keep_checkpoints=2, log_every_steps=20, max_steps=-1, export=True))
+  c.train = ConfigDict(dict(
+      epochs=100, batch_size=128, eval_batch_size=256,
+      optimizer='sgd',            # 'sgd' (coupled L2, torch.optim.SGD) | 'adamw' (decoupled)
+      lr=0.1, lr_scale_by_batch=True,  # peak lr = lr·batch/256 when scaled (VPT)
+      momentum=0.9, b1=0.9, b2=0.999, eps=1e-8,
+      wd=1e-4, wd_head=-1.0,      # wd_head < 0: = wd; biases and 1-D params never decay
+      warmup_epochs=10, warmup_init=0.0, min_lr=0.0,
+      schedule_per='epoch',       # 'epoch' (VPT, SHIP) | 'step' (DA-VPT, SPT)
+      cosine_shift=True,          # cosine over the post-warm-up span (VPT) or absolute (timm)
+      grad_clip_norm=0.0, grad_clip_value=0.0,
+      trainable=(), frozen=(),    # regexes over param paths; override the method's when non-empty
+      eval_every_epochs=10, checkpoint_every_steps=200, keep_checkpoints=2, log_every_steps=20,
+      max_steps=-1, export=True))
 
   # Devices: data-parallel mesh; `fsdp` > 1 shards the frozen backbone over that many devices.
-  c.mesh = ml_collections.ConfigDict(dict(fsdp=1, distributed=False))
+  c.mesh = ConfigDict(dict(fsdp=1, distributed=False))
 
-  c.prompt_init = ml_collections.ConfigDict(dict(name='default'))
+  # Prompt initialiser for any prompt method: 'default' (the method's own) or 'spt' (prototypes of
+  # the downstream tokens; strategy random | mean_pooling | max_pooling | kmeans; `fraction` of the
+  # training images; seeded; features extracted `batch_size` images at a time).
+  c.prompt_init = ConfigDict(dict(name='default', strategy='kmeans', fraction=0.3, seed=0,
+                                  batch_size=64))
   return c
 
 
-def vpt_section(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1
-                ) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(num_prompts=num_prompts, deep=deep, dropout=dropout,
-                                        project_dim=0))
+def vpt(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1,
+        project_dim: int = 0) -> ConfigDict:
+  """`config.vpt` (VPT and SPT): prompt count, deep/shallow, prompt dropout, optional projection."""
+  return ConfigDict(dict(num_prompts=num_prompts, deep=deep, dropout=dropout,
+                         project_dim=project_dim))
 
 
-def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def ship(**over: Any) -> ConfigDict:
+  """`config.ship` (spec 02)."""
+  c = ConfigDict(dict(
+      num_prompts=50,          # independent prompts per hierarchy (P)
+      threshold=0.93,          # affinity threshold of the greedy hierarchy
+      num_prototypes=200, max_images=1000,  # prototype bank: k-means of <= max_images features
+      seed=42,                 # KMeans(random_state=42), as the release
+      kmeans_n_init=10,        # scikit-learn's default before 1.4 (1 after)
+      prompt_weight=0.1,       # image->prompt branch of the decoupled attention
+      bank_weight=0.1,         # prototype share of the attribute prompt
+      match_weight=0.5,        # prompt matching loss weight
+      fast_inference=True,     # eval: skip the last block's prompt queries / residual / MLP
+      affinity_path='', prototypes_path=''))  # the release's shipped .npy files (optional)
+  c.update(over)
+  return c
+
+
+def davpt(**over: Any) -> ConfigDict:
+  """`config.davpt` (spec 03)."""
+  c = ConfigDict(dict(
+      num_proxies=10, num_other=5,     # P proxy prompts (class clusters), nP other prompts
+      proxy_start=11, proxy_end=11,    # proxy layers, inclusive
+      lambda_patch=0.01, lambda_cls=0.01, alpha=32.0, delta_pos=0.1, delta_neg=-0.1, scale=5.0,
+      loss='proxy_anchor',             # 'proxy_anchor' | 'proxy_nca'
+      prompt_norm='l2',                # 'l2' | 'layer' | 'none'
+      patch_anchor='input_mean',       # 'input_mean' (executed) | 'attn_out' (the configs' intent)
+      mask_prompts=False,              # prompt queries see image tokens only
+      train_k_bias=False, train_norm1=False, train_cls=False,  # extra trainable params
+      init_div8=False,
+      dynamic_kmeans=10,               # remap classes from this epoch (0: never)
+      cluster_images_per_class=10,     # images per class for the initial class means
+      kmeans_iters=20, kmeans_tol=1e-4, dropout=0.0))
+  c.update(over)
+  return c
+
+
+def sap(**over: Any) -> ConfigDict:
+  """`config.sap` (spec 04; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
+  c = ConfigDict(dict(
+      n_ctx_text=4, n_ctx_vision=4, depth=9, ctx_init='a photo of a',
+      text_prompts='train',    # 'train' | 'frozen' (cached text features)
+      descriptions='',         # JSON {class name: [description, ...]}
+      bpe_path='',             # bpe_simple_vocab_16e6.txt.gz (default: next to init.checkpoint)
+      template='a photo of a {classname}, which has {description}.',
+      zs_template='a photo of a {classname}.', normalize_desc=False,
+      text_weight=25.0, image_weight=10.0, max_descriptions=-1, encode_batch=256,
+      classnames=()))          # used when the data source has no class names
+  c.update(over)
+  return c
+
+
+def b2n(eval_split: str = 'test') -> ConfigDict:
+  """`config.b2n`: the split on which base and novel classes are scored."""
+  return ConfigDict(dict(eval_split=eval_split))
+
+
+def demo(**over: Any) -> ConfigDict:
+  """`config.demo`: the offline digits demo's pretraining and runs."""
+  c = ConfigDict(dict(pretrain_epochs=40, pretrain_lr=2e-3,
+                      runs=('linear', 'vpt_shallow', 'vpt_deep')))
+  c.update(over)
+  return c
+
+
+def _parse_value(text: str, default: Any) -> Any:
+  if isinstance(default, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'expected a boolean, got {text!r}')
+    return text.lower() in ('true', '1')
+  if default is None or isinstance(default, str):
+    return text
+  return type(default)(text)
+
+
+def parse_arg(arg: str | None, **fields: Any) -> ConfigDict:
+  """'cifar100,backbone=mae' -> ConfigDict(task='cifar100', backbone='mae', ...other defaults).
+
+  `fields` declares the accepted keys with their defaults (and types); a bare first token sets the
+  first field. Unknown keys are an error listing the known ones.
+  """
+  out = dict(fields)
+  names = list(fields)
+  for i, token in enumerate(t.strip() for t in (arg or '').split(',')):
+    if not token:
+      continue
+    key, eq, value = token.partition('=')
+    if not eq:
+      if i or not names:
+        raise ValueError(f'config argument {token!r}: write key=value (known keys: {names})')
+      key, value = names[0], token
+    if key not in fields:
+      raise ValueError(f'unknown config argument {key!r}; known: {names}')
+    out[key] = _parse_value(value, fields[key])
+  return ConfigDict(out)
+
+
+def apply_recipe(c: ConfigDict, task: str, table: dict[str, dict[str, Any]]) -> None:
+  """Sets data.task and `c.recipe_task`, and writes the task's row of `table` ({task: {dotted
+  key: value}}) into the config. A task without a row is an error listing those with one."""
+  task = tasks.canonical_task(task)
+  if task not in table:
+    raise ValueError(f'no recipe for task {task!r}; this config has recipes for {sorted(table)}')
+  c.data.task = task
+  c.recipe_task = task
+  for dotted, value in table[task].items():
+    node = c
+    *parents, leaf = dotted.split('.')
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f'recipe key {dotted!r} is not a config field')
+    node[leaf] = value
+
+
+def finalize(c: ConfigDict) -> ConfigDict:
   c.lock()
   return c

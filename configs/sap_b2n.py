@@ -1,7 +1,8 @@
 r"""SAP on CLIP ViT-B/16, base-to-novel (spec 04): 16 shots, SGD, 20 epochs, batch 4.
 
-  python -m prompt_jax.main --config=configs/sap_b2n.py --workdir=/tmp/sap_dtd \
-      --config.init.checkpoint=/path/ViT-B-16.pt --config.data.split_file=/path/split_zhou_DTD.json \
+  python -m prompt_jax.main --config=configs/sap_b2n.py:task=dtd --workdir=/tmp/sap_dtd \
+      --config.init.checkpoint=/path/ViT-B-16.pt \
+      --config.data.split_file=/path/split_zhou_DTD.json \
       --config.data.data_dir=/path/dtd/images --config.sap.descriptions=/path/dtd.json
 with config.init.checkpoint = OpenAI ViT-B-16.pt (format clip_openai; bpe_simple_vocab_16e6.txt.gz
 next to it or at sap.bpe_path), data.split_file = CoOp split json, data.data_dir = its image folder,
@@ -14,24 +15,21 @@ RRC + flip at 224, bicubic, CLIP normalisation. ImageNet: the release keeps the 
 descriptions per class (--config.sap.max_descriptions=3).
 """
 
-from configs import common
-from prompt_jax.methods import sap
+from prompt_jax.configs import common
 
 
-def get_config(arg: str = ''):
-  del arg
+def get_config(arg: str | None = None):
+  a = common.parse_arg(arg, task='dtd')
   c = common.base()
   c.method = 'sap'
   c.program = 'b2n'
   c.model.update(variant='B/16', act='quick_gelu', ln_eps=1e-5)
   c.init.update(checkpoint='', format='clip_openai', posemb_resize='bicubic')
-  c.data.update(source='fewshot', task='dtd', image_size=224, normalization='clip',
-                train_split='train', eval_splits=('test',), val_split='', augment=True)
-  c.data.split_file = ''
-  c.data.shots = 16
-  c.data.fewshot_seed = 1
-  c.data.subset = 'base'
-  c.sap = sap.sap_section()
+  c.data.update(source='fewshot', task=a.task, image_size=224, normalization='clip',
+                train_split='train', eval_splits=('test',), val_split='', augment=True,
+                split_file='', shots=16, fewshot_seed=1, subset='base')
+  c.sap = common.sap()
+  c.b2n = common.b2n(eval_split='test')
   c.train.update(epochs=20, batch_size=4, eval_batch_size=100, optimizer='sgd', lr=0.0025,
                  lr_scale_by_batch=False, momentum=0.9, wd=5e-4, wd_head=-1.0,
                  warmup_epochs=1, warmup_init=1e-5, schedule_per='epoch', cosine_shift=False,

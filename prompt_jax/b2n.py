@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from absl import logging
 import jax
@@ -45,7 +46,7 @@ def with_subset(config: Config, subset: str) -> Config:
 def tuned_params(config: Config, workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
   """(backbone params, backbone + tuned prompts) of a finished run in `workdir` (read from the
   exported workdir/tuned; SAP's only non-backbone frozen param, text_cache, is rebuilt later)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp
   backbone = backbone_lib.load(sap.SAP, config)
   tuned = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(workdir, 'tuned',
                                                                           'params')))
@@ -105,7 +106,7 @@ def sources(config: Config, subsets: Sequence[str] = ('base', 'novel')) -> dict[
 
 def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any]:
   """Trains on base classes, evaluates base and novel (and zero-shot CLIP); writes b2n.json."""
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  from prompt_jax import train
   base_cfg = with_subset(config, 'base')
   base_cfg.train.export = True
   run_dir = os.path.join(workdir, 'base')

@@ -26,7 +26,8 @@ from prompt_jax.models import vit
 Config = ml_collections.ConfigDict
 
 
-def build_vit(config: Config, num_classes: int, prompter: nn.Module | None) -> vit.VisionTransformer:
+def build_vit(config: Config, num_classes: int, prompter: nn.Module | None
+              ) -> vit.VisionTransformer:
   """The ViT of `config.model` with `prompter` attached (num_classes 0: no head)."""
   m = config.model
   return vit.VisionTransformer(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -29,7 +30,8 @@ def extract(model: nn.Module, params: Any, source: Any, split: str, *,
   chunks, labels, seen = [], [], 0
   for batch in source.iterate(split, batch_size):
     keep = batch['mask']
-    chunks.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[keep], fwd(params, batch['image'])))
+    feats = jax.tree_util.tree_map(np.asarray, fwd(params, batch['image']))
+    chunks.append(jax.tree_util.tree_map(lambda a, k=keep: a[k], feats))
     labels.append(batch['label'][keep])
     seen += int(keep.sum())
     if max_examples is not None and seen >= max_examples:

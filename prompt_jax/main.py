@@ -3,14 +3,17 @@ r"""Entry point.
   python -m prompt_jax.main --config=configs/ship_vtab.py --workdir=/tmp/run \
       --config.data.task=cifar100 --config.init.checkpoint=/data/ViT-B_16.npz
 
-`--config.a.b=v` overrides a field; configs are locked, so an unknown key is an error.
+`--config.a.b=v` overrides a field; configs are locked, so an unknown key is an error. The config
+path is looked up from the working directory, then among the installed package's configs.
 `config.program` picks what runs (PROGRAMS below); the default trains and evaluates one method.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+import sys
+from typing import Any
+from collections.abc import Callable
 
 from absl import app
 from absl import flags
@@ -25,28 +28,28 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  from prompt_jax import train
   return train.train_and_evaluate(config, workdir)
 
 
 def _demo(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import demo  # pylint: disable=g-import-not-at-top
+  from prompt_jax import demo
   return demo.run(config, workdir)
 
 
 def _b2n(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import b2n  # pylint: disable=g-import-not-at-top
+  from prompt_jax import b2n
   return b2n.run(config, workdir)
 
 
 def _clip_zeroshot(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import b2n  # pylint: disable=g-import-not-at-top
+  from prompt_jax import b2n
   return b2n.zeroshot_run(config, workdir)
 
 
 PROGRAMS: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
     'train': _train,            # train + evaluate one method (results.json, exported prompts)
-    'demo': _demo,              # offline digits demo: pretrain, then linear / VPT-shallow / VPT-deep
+    'demo': _demo,              # offline digits demo: pretrain, then linear / VPT shallow / deep
     'b2n': _b2n,                # CLIP base-to-novel: train on base classes, test base + novel + HM
     'clip_zeroshot': _clip_zeroshot,  # zero-shot CLIP on base and novel classes, no training
 }
@@ -65,5 +68,16 @@ def main(argv: list[str]) -> None:
     print(json.dumps({k: v for k, v in result.items() if k != 'history'}, indent=1, default=str))
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """Console entry point (`prompt-jax`): resolves `--config=configs/x.py` against the installed
+  package when it is not found from the working directory, then runs `main`."""
+  from prompt_jax import config_files
+  try:
+    sys.argv = config_files.resolve_argv(sys.argv)
+  except FileNotFoundError as e:
+    sys.exit(f'error: {e}')
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -27,7 +27,8 @@ def peak_lr(cfg: ml_collections.ConfigDict) -> float:
 def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
   """Linear warm-up from `warmup_init` then cosine to `min_lr`.
 
-  schedule_per='epoch': the lr changes once per epoch (VPT, SHIP); 'step': every update (DA-VPT, SPT).
+  schedule_per='epoch': the lr changes once per epoch (VPT, SHIP); 'step': every update (DA-VPT,
+  SPT).
   cosine_shift=True: cosine runs over the post-warm-up span (VPT); False: over the absolute position
   in [0, total] with warm-up overriding its start (timm / DA-VPT).
   """

@@ -6,7 +6,7 @@ Each workdir holds `results.json`, written once per finished run:
   {"task": "cifar100", "method": "vpt", "val200": 0.71, "test": 0.70, ...}
 Accuracies are top-1 fractions in [0, 1]; extra keys are ignored. Several runs of the same
 (method, task) (e.g. seeds) are averaged. The table has one row per method: per-task top-1 (%),
-the Natural / Specialized / Structured group means and their average (`vtab.group_means`).
+the Natural / Specialized / Structured group means and their average (`tasks_lib.group_means`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from prompt_jax.data import vtab
+from prompt_jax.data import tasks as tasks_lib
 
 GROUP_COLUMNS = ('natural', 'specialized', 'structured', 'mean')
 
@@ -33,19 +33,19 @@ def load_results(workdirs: list[str], metric: str = 'test') -> dict[str, dict[st
       r = json.load(f)
     if metric not in r:
       raise KeyError(f'{path} has no {metric!r}; keys: {sorted(r)}')
-    runs[r.get('method', 'unknown')][vtab.ALIASES.get(r['task'], r['task'])].append(
+    runs[r.get('method', 'unknown')][tasks_lib.ALIASES.get(r['task'], r['task'])].append(
         float(r[metric]))
   return {m: {t: float(np.mean(v)) for t, v in ts.items()} for m, ts in runs.items()}
 
 
 def table_rows(results: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
   """-> (header, rows) with percentages to 2 decimals; '' where a task/group is missing."""
-  tasks = [t for g in vtab.GROUPS.values() for t in g
+  tasks = [t for g in tasks_lib.GROUPS.values() for t in g
            if any(t in r for r in results.values())]
   header = ['method'] + tasks + list(GROUP_COLUMNS)
   rows = []
   for method, acc in sorted(results.items()):
-    g = vtab.group_means(acc)
+    g = tasks_lib.group_means(acc)
     cells = [acc.get(t) for t in tasks] + [g.get(c) for c in GROUP_COLUMNS]
     rows.append([method] + ['' if v is None else f'{100 * v:.2f}' for v in cells])
   return header, rows
@@ -63,11 +63,11 @@ def csv(header: list[str], rows: list[list[str]]) -> str:
 
 def bar_chart(results: dict[str, dict[str, float]], path: str) -> None:
   """Group means per method as grouped bars (PNG)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
   methods = sorted(results)
-  means = [vtab.group_means(results[m]) for m in methods]
+  means = [tasks_lib.group_means(results[m]) for m in methods]
   fig, ax = plt.subplots(figsize=(7, 3.5))
   width = 0.8 / max(len(methods), 1)
   x = np.arange(len(GROUP_COLUMNS))

@@ -1,5 +1,6 @@
 """Device mesh and shardings: batch over all devices, trainable state replicated, frozen backbone
-replicated or (mesh.fsdp > 1) split over the 'fsdp' axis along each tensor's largest divisible dim."""
+replicated or (mesh.fsdp > 1) split over the 'fsdp' axis along each tensor's largest divisible
+dim."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ DATA_AXES = ('data', 'fsdp')
 
 
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
-  """Multi-host: `jax.distributed.initialize()` (coordinator from the environment / TPU metadata)."""
+  """Multi-host: `jax.distributed.initialize()` (coordinator from the environment or TPU metadata)
+  when `mesh.distributed` is set."""
   if cfg.distributed and jax.process_count() == 1:
     jax.distributed.initialize()
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from clu import metrics as clu_metrics
 import flax.linen as nn
@@ -50,7 +51,7 @@ def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
     correct = (logits.argmax(-1) == batch['label']) & batch['mask']
     metrics = dict(metrics, loss=loss,
                    accuracy=correct.sum() / jnp.maximum(batch['mask'].sum(), 1),
-                   grad_norm=jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grads))))
+                   grad_norm=optax.global_norm(grads))
     new_state = dict(state, step=state['step'] + 1, trainable=trainable, opt_state=opt_state,
                      method_state=method_state)
     return new_state, metrics

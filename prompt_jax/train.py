@@ -15,7 +15,8 @@ import json
 import os
 import pickle
 import time
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from absl import logging
 from clu import metric_writers
@@ -33,6 +34,7 @@ from prompt_jax import optim
 from prompt_jax import sharding as shard_lib
 from prompt_jax import steps as steps_lib
 from prompt_jax import tree
+from prompt_jax import validation
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import base
 
@@ -70,6 +72,7 @@ def _cached(path: str, fn):
 
 def build(cfg: Config, workdir: str) -> Setup:
   """Data source, method, backbone weights, prepared method state, the model and its params."""
+  validation.check(cfg)
   method = base.get(cfg.method)
   source = data_registry.get_source(cfg.data)
   backbone_params = backbone_lib.load(method, cfg)
@@ -112,8 +115,8 @@ def evaluate(setup: Setup, eval_fn, state: Any, frozen: Any, split: str, batch_s
 
 def summarize(history: list[dict[str, Any]], eval_splits: tuple[str, ...], val_split: str
               ) -> dict[str, Any]:
-  """final (last eval), val_selected (test at the best val epoch) and best_epoch (max test: selection
-  on test, as several papers report; labelled so)."""
+  """final (last eval), val_selected (test at the best val epoch) and best_epoch (max test:
+  selection on test, as several papers report; labelled so)."""
   res: dict[str, Any] = {'final': history[-1] if history else {}}
   test_splits = [s for s in eval_splits if s != val_split]
   if val_split and history:
@@ -173,13 +176,15 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   frozen_sh = shard_lib.frozen_shardings(mesh, frozen)
   state = jax.device_put(state, state_sh)
   frozen = jax.device_put(frozen, frozen_sh)
-  train_step = jax.jit(steps_lib.make_train_step(setup.model, setup.method, cfg, tx), in_shardings=(state_sh, frozen_sh, bsh),
+  train_step = jax.jit(steps_lib.make_train_step(setup.model, setup.method, cfg, tx),
+                       in_shardings=(state_sh, frozen_sh, bsh),
                        out_shardings=(state_sh, rep), donate_argnums=(0,))
   eval_step = jax.jit(steps_lib.make_eval_step(setup.model))
 
   mngr = checkpointing.manager(workdir, tcfg.keep_checkpoints)
   meta: dict[str, Any] = {'history': []}
-  restored = checkpointing.restore(mngr, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+  restored = checkpointing.restore(mngr, abstract)
   if restored is not None:
     state = jax.device_put(restored[0], state_sh)
     meta = restored[1]
@@ -260,7 +265,7 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=1)
     if tcfg.export:
-      from prompt_jax import export  # pylint: disable=g-import-not-at-top
+      from prompt_jax import export
       export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(state['trainable']),
                           jax.device_get(frozen), cfg, setup.prepared)
   writer.flush()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import flax
 from flax import traverse_util
@@ -29,7 +30,8 @@ def paths(tree: Any) -> list[str]:
 
 def is_trainable(path: str, train_re: Sequence[str], frozen_re: Sequence[str]) -> bool:
   """A path trains when it matches a train regex and no frozen regex (frozen wins)."""
-  return any(re.search(r, path) for r in train_re) and not any(re.search(r, path) for r in frozen_re)
+  return (any(re.search(r, path) for r in train_re)
+          and not any(re.search(r, path) for r in frozen_re))
 
 
 def split(params: Any, train_re: Sequence[str], frozen_re: Sequence[str]

@@ -11,8 +11,8 @@ TINY = dict(embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_l
 
 def hf_model(seed: int = 0, **over):
   """A tiny random transformers CLIPModel matching `TINY` (QuickGELU, eos = vocab_size - 1)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from transformers import CLIPConfig, CLIPModel  # pylint: disable=g-import-not-at-top
+  import torch
+  from transformers import CLIPConfig, CLIPModel
   t = dict(TINY, **over)
   torch.manual_seed(seed)
   text = dict(vocab_size=t['vocab_size'], hidden_size=t['text_width'],

@@ -11,7 +11,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 def micro_config(method: str = 'vpt', **train):
   """A locked config: Mu/8 ViT at 32px on digits 'downstream', a few quick epochs."""
-  from configs import demo  # pylint: disable=g-import-not-at-top
+  from prompt_jax.configs import demo
   c = demo.get_config()
   c.unlock()
   c.program = 'train'
@@ -25,8 +25,8 @@ def micro_config(method: str = 'vpt', **train):
 @pytest.fixture(scope='session')
 def pretrained_npz(tmp_path_factory):
   """A micro ViT pretrained on digits 0-4 in the original .npz format (runs once per session)."""
-  from configs import demo as demo_cfg  # pylint: disable=g-import-not-at-top
-  from prompt_jax import demo  # pylint: disable=g-import-not-at-top
+  from prompt_jax.configs import demo as demo_cfg
+  from prompt_jax import demo
   c = demo_cfg.get_config()
   c.unlock()
   c.demo.pretrain_epochs = 10

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
+from prompt_jax.configs import common
 from prompt_jax import optim
 
 

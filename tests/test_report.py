@@ -5,6 +5,7 @@ import json
 import pytest
 
 from prompt_jax import report
+from prompt_jax.data import tasks
 from prompt_jax.data import vtab
 
 
@@ -19,7 +20,7 @@ def test_report_known_answer(tmp_path, capsys):
   dirs = []
   for t in vtab.TASKS:
     acc = {'natural': 0.5, 'specialized': 0.8, 'structured': 0.2}[
-        next(g for g, ts in vtab.GROUPS.items() if t in ts)]
+        next(g for g, ts in tasks.GROUPS.items() if t in ts)]
     dirs.append(_write(tmp_path, f'vpt_{t}', task=t, method='vpt', val200=0.0, test=acc))
   dirs.append(_write(tmp_path, 'lin_cifar', task='cifar', method='linear', test=0.25))
   dirs.append(_write(tmp_path, 'lin_cifar_s2', task='cifar100', method='linear', test=0.35))

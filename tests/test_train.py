@@ -127,7 +127,8 @@ def test_sharded_over_8_devices_matches_one_device(tmp_path):
       'import sys, json; sys.path.insert(0, "tests"); import jax;'
       'assert jax.device_count() == 8, jax.devices();'
       'from conftest import micro_config; from prompt_jax import train;'
-      'cfg = micro_config("vpt", epochs=1, max_steps=3); cfg.unlock(); cfg.mesh.fsdp = int(sys.argv[2]);'
+      'cfg = micro_config("vpt", epochs=1, max_steps=3); cfg.unlock();'
+      'cfg.mesh.fsdp = int(sys.argv[2]);'
       'r = train.train_and_evaluate(cfg, sys.argv[1]); print(json.dumps(r["last_train_loss"]))')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -186,7 +187,7 @@ def read_openai(path: str) -> dict[str, np.ndarray]:
     if 'TorchScript' not in str(e):
       raise
     try:
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch
     except ImportError as e2:
       raise ImportError(f'{path} is a TorchScript archive (the OpenAI CLIP release); reading it '
                         'needs torch (pip install torch), or convert it once to .npz') from e2
@@ -203,7 +204,7 @@ def read_hf(path: str) -> dict[str, np.ndarray]:
     path = os.path.join(path, 'model.safetensors')
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint file not found: {path}')
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file
   return load_file(path)
 
 

@@ -25,7 +25,7 @@ def resize_posemb(posemb: np.ndarray, num_tokens: int, *, method: str = 'linear'
     zoom = (g_new / g_old, g_new / g_old, 1)
     grid = scipy.ndimage.zoom(grid, zoom, order=1)
   elif method == 'bicubic':
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
     grid = np.asarray(jax.image.resize(grid, (g_new, g_new, grid.shape[-1]), 'bicubic'))
   else:
     raise ValueError(f'unknown posemb_resize {method!r}; known: linear, bicubic')

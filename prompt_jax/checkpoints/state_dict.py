@@ -1,6 +1,7 @@
 """Reads PyTorch-style state dicts into {name: numpy array} without requiring torch.
 
-Supported containers: the zip format written by `torch.save` (PyTorch >= 1.6: `archive/data.pkl` plus
+Supported containers: the zip format written by `torch.save` (PyTorch >= 1.6: `archive/data.pkl`
+plus
 raw storages, read here with a restricted unpickler), `.npz`, and `.safetensors` (numpy API). The
 legacy (pre-1.6, non-zip) torch format and TorchScript archives need torch; the error says so.
 """
@@ -12,7 +13,8 @@ import collections
 import os
 import pickle
 import zipfile
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -36,7 +38,7 @@ class _Dtype:
 
 def _np_dtype(d):
   if isinstance(d, str) and d == 'bfloat16':
-    import ml_dtypes  # pylint: disable=g-import-not-at-top
+    import ml_dtypes
     return np.dtype(ml_dtypes.bfloat16)
   return np.dtype(d)
 
@@ -111,7 +113,7 @@ def _read_torch_zip(path: str) -> Any:
 
 def _torch_load(path: str) -> Any:
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
   except ImportError as e:
     raise ImportError(f'{path} is a legacy (non-zip) torch file; reading it needs torch: '
                       'pip install torch==2.13.0') from e
@@ -134,8 +136,8 @@ def _localize(path: str) -> str:
   """Remote paths (gs://, s3://, ...) are copied to a local temporary file once."""
   if '://' not in path:
     return path
-  import tempfile  # pylint: disable=g-import-not-at-top
-  from etils import epath  # pylint: disable=g-import-not-at-top
+  import tempfile
+  from etils import epath
   remote = epath.Path(path)
   if not remote.exists():
     raise FileNotFoundError(f'checkpoint file not found: {path}')
@@ -154,7 +156,7 @@ def read(path: str) -> Any:
     with np.load(path, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    from safetensors.numpy import load_file
     return load_file(path)
   if zipfile.is_zipfile(path):
     return _read_torch_zip(path)

@@ -3,7 +3,8 @@
 Formats (`config.init.format`):
   npz     original ViT / augreg `.npz` (already our names; `pre_logits/*` and `head/*` are dropped:
           the prompt-tuning seeds classify CLS after encoder_norm with a new head).
-  timm    a timm-style state dict (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.i.*`, `norm`).
+  timm    a timm-style state dict (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.i.*`,
+          `norm`).
   mae     timm-style inside key 'model' (`mae_pretrain_vit_base.pth`).
   mocov3  timm-style inside key 'state_dict' with `module.` / `module.base_encoder.` prefixes
           (`linear-vit-b-300ep.pth.tar`).
@@ -13,7 +14,8 @@ Every load is validated against the model: missing, unexpected and mis-shaped ke
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -87,8 +89,8 @@ def _unwrap(obj: Any, key: str, path: str) -> Mapping[str, np.ndarray]:
     return obj[key]
   if isinstance(obj, Mapping) and all(isinstance(v, np.ndarray) for v in obj.values()):
     return obj
-  raise errors.CheckpointError(f'{path}: expected a state dict under key {key!r}; '
-                               f'found keys {sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj)}')
+  found = sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj)
+  raise errors.CheckpointError(f'{path}: expected a state dict under key {key!r}; found {found}')
 
 
 def _strip_prefixes(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

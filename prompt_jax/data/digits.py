@@ -22,7 +22,7 @@ from prompt_jax.data.source import ArraySource
 
 @functools.lru_cache(maxsize=4)
 def _images(image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  from sklearn.datasets import load_digits
   d = load_digits()
   x = (d.images / 16.0).astype(np.float32)[..., None]
   x = np.asarray(jax.image.resize(x, (len(x), image_size, image_size, 1), 'bilinear'))

@@ -1,6 +1,6 @@
 """Few-shot CLIP data (CoOp protocol): k-shot sampling, base/novel classes, CoOp split files, TFDS.
 
-Data source 'fewshot' (`config.data`): 
+Data source 'fewshot' (`config.data`):
   task        dataset name (a key of TFDS_NAMES, or any name with `split_file`)
   split_file  CoOp split JSON {"train": [[relative image path, label, classname], ...], "val": ...,
               "test": ...}; images under `data_dir` (the CoOp image folder). Empty: read TFDS.
@@ -25,7 +25,8 @@ import io
 import json
 import math
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -109,7 +110,7 @@ def read_split_json(path: str) -> tuple[dict[str, tuple[list[str], np.ndarray]],
 
 
 def _decode(item: Any) -> Any:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3:
     return Image.fromarray(item)
   if isinstance(item, (bytes, np.bytes_)):
@@ -121,7 +122,7 @@ def random_resized_crop(img: Any, size: int, rng: np.random.Generator,
                         scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Any:
   """torchvision's RandomResizedCrop sampling (10 tries, then a centre crop), bicubic."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   w, h = img.size
   area = w * h
   for _ in range(10):
@@ -138,7 +139,7 @@ def random_resized_crop(img: Any, size: int, rng: np.random.Generator,
 
 def resize_center_crop(img: Any, size: int) -> Any:
   """Bicubic resize of the short side to `size`, then a centre crop (CLIP's eval transform)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   w, h = img.size
   s = size / min(w, h)
   img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
@@ -237,7 +238,7 @@ def folder_items(split_file: str, image_dir: str):
 
 def tfds_items(task: str, data_dir: str | None):
   """Encoded images + labels of a CoOp dataset from TFDS (see TFDS_NAMES; not CoOp's splits)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
   if task in FOLDER_ONLY:
     raise ValueError(f'{task} is not in TFDS in CoOp form; give data.split_file (CoOp json)')
   name = TFDS_NAMES.get(task, task)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from prompt_jax.data import pipeline
 from prompt_jax.data import registry
+from prompt_jax.data import tasks
 from prompt_jax.data import vtab
 
 VTAB1K_SPLITS = ('train800', 'val200', 'train800val200', 'test')
@@ -67,7 +68,7 @@ class FolderSource(pipeline.TfSource):
 def vtab1k_files(data_dir: str, task: str) -> dict[str, tuple[list[str], list[int]]]:
   root = os.path.join(data_dir, task)
   if not tf.io.gfile.exists(root):
-    other = vtab.FOLDER_NAMES.get(vtab.ALIASES.get(task, task))  # e.g. cifar100 -> cifar/
+    other = tasks.FOLDER_NAMES.get(tasks.ALIASES.get(task, task))  # e.g. cifar100 -> cifar/
     if other and tf.io.gfile.exists(os.path.join(data_dir, other)):
       root = os.path.join(data_dir, other)
   out = {}
@@ -106,7 +107,7 @@ def _factory(cfg: ml_collections.ConfigDict) -> FolderSource:
     raise ValueError('config.data.data_dir must point at the image folders')
   if layout == 'vtab1k':
     files = vtab1k_files(cfg.data_dir, cfg.task)
-    num_classes = vtab.TASKS[vtab.canonical_task(cfg.task)].num_classes
+    num_classes = tasks.NUM_CLASSES[tasks.canonical_task(cfg.task)]
   elif layout == 'fgvc':
     root = cfg.get('image_root', None)
     root = FGVC_IMAGE_ROOT.get(cfg.task, '') if root is None else root

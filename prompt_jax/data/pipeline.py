@@ -11,7 +11,7 @@ contiguous rows (`source.host_rows`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -32,7 +32,7 @@ class ImageOptions:
   normalization: str = 'minus_one_to_one'
 
   @classmethod
-  def from_config(cls, cfg) -> 'ImageOptions':
+  def from_config(cls, cfg) -> ImageOptions:
     return cls(image_size=int(cfg.image_size), resize=cfg.get('resize', 'bilinear'),
                crop_pct=float(cfg.get('crop_pct', 1.0)),
                normalization=cfg.get('normalization', 'minus_one_to_one'))

@@ -22,10 +22,11 @@ MANUAL = {
 
 def tfds_names(tasks: list[str]) -> dict[str, str]:
   """Task names (or 'vtab' for all 19) -> {task: pinned TFDS name}."""
-  from prompt_jax.data import vtab  # pylint: disable=g-import-not-at-top
+  from prompt_jax.data import vtab
   if tasks == ['vtab']:
     tasks = list(vtab.TASKS)
-  return {vtab.canonical_task(t): vtab.TASKS[vtab.canonical_task(t)].tfds_name for t in tasks}
+  canonical = [vtab.tasks.canonical_task(t) for t in tasks]
+  return {t: vtab.TASKS[t].tfds_name for t in canonical}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--tasks', required=True, help="'vtab' or a comma list of task names")
   p.add_argument('--data_dir', required=True)
   args = p.parse_args(argv)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
   names = tfds_names([t.strip() for t in args.tasks.split(',') if t.strip()])
   failed, done = {}, set()
   for task, name in names.items():
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
       tfds.builder(name, data_dir=args.data_dir).download_and_prepare()
       done.add(name)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       failed[task] = f'{type(e).__name__}: {e}'
   for task, err in failed.items():
     print(f'FAILED {task} ({names[task]}): {err}')

@@ -19,7 +19,7 @@ MEAN_STD = {
 
 
 def normalize(images01, mode: str):
-  """images01: [..., 3] in [0, 1] (numpy or tf/jax array) -> normalised float32 of the same shape."""
+  """images01: [..., 3] in [0, 1] (numpy or tf/jax array) -> normalised float32, same shape."""
   if mode not in MEAN_STD:
     raise KeyError(f'unknown normalisation {mode!r}; known: {sorted(MEAN_STD)}')
   mean, std = MEAN_STD[mode]
@@ -33,7 +33,7 @@ def resize_crop(image, image_size: int, resize: str = 'bilinear', crop_pct: floa
   crop_pct == 1.0: plain resize to S×S (VTAB: no aspect keep, no crop).
   crop_pct < 1.0: resize to round(S / crop_pct) square, then centre-crop S×S (SHIP / DA-VPT).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   if resize not in ('bilinear', 'bicubic'):
     raise ValueError(f"resize must be 'bilinear' or 'bicubic', got {resize!r}")
   image = tf.cast(image, tf.float32)

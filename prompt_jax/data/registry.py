@@ -1,10 +1,11 @@
 """Name -> data-source factory (`config.data.source`). A factory takes the `config.data`
-ConfigDict and returns a Source; each source module registers its own (e.g. `@SOURCES.register('vtab')`
-in data/vtab.py), found through the registry helper without a hand-kept list."""
+ConfigDict and returns a Source; each source module registers its own (e.g.
+`@SOURCES.register('vtab')` in data/vtab.py), found through the registry helper without a
+hand-kept list."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import ml_collections
 

@@ -13,7 +13,8 @@ Multi-host: each process receives the rows `process_index::process_count` of eve
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Protocol
+from typing import Protocol
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Source(Protocol):
 
 
 def epoch_order(n: int, shuffle_seed: int | None) -> np.ndarray:
-  """Deterministic example order for one pass: identity, or a permutation seeded by `shuffle_seed`."""
+  """Deterministic order for one pass: identity, or a permutation seeded by `shuffle_seed`."""
   if shuffle_seed is None:
     return np.arange(n)
   return np.random.default_rng(shuffle_seed).permutation(n)
@@ -42,7 +43,7 @@ def epoch_order(n: int, shuffle_seed: int | None) -> np.ndarray:
 
 def batch_indices(n: int, batch_size: int, *, shuffle_seed: int | None, drop_remainder: bool
                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Yields (indices[batch_size], mask[batch_size]); the last partial batch is padded with index 0."""
+  """Yields (indices[batch_size], mask[batch_size]); a last partial batch is padded with index 0."""
   order = epoch_order(n, shuffle_seed)
   stop = (n // batch_size) * batch_size if drop_remainder else n
   for start in range(0, stop, batch_size):

@@ -13,15 +13,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import ml_collections
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from prompt_jax.data import pipeline
 from prompt_jax.data import registry
+from prompt_jax.data import tasks
 
 SPLIT_NAMES = ('train800', 'val200', 'train800val200', 'train1000', 'test')
 LabelFn = Callable[[Mapping[str, tf.Tensor]], tf.Tensor]
@@ -92,7 +92,6 @@ class Task:
   """One VTAB-1k task. val200/test are split strings or functions of the TFDS train size."""
 
   tfds_name: str  # name[/config]:version (pinned)
-  num_classes: int
   val200: str | Callable[[int], str]
   test: str | Callable[[int], str]
   label_fn: LabelFn = label_identity
@@ -120,68 +119,34 @@ def _train_from(pct: int, pct2: int = 0) -> Callable[[int], str]:
 
 
 TASKS: dict[str, Task] = {
-    'caltech101': Task('caltech101:3.*.*', 102, _train_at(90), 'test'),
-    'cifar100': Task('cifar100:3.*.*', 100, _train_at(90), 'test'),
-    'dtd': Task('dtd:3.*.*', 47, 'validation[:200]', 'test'),
-    'oxford_flowers102': Task('oxford_flowers102:2.*.*', 102, 'validation[:200]', 'test'),
+    'caltech101': Task('caltech101:3.*.*', _train_at(90), 'test'),
+    'cifar100': Task('cifar100:3.*.*', _train_at(90), 'test'),
+    'dtd': Task('dtd:3.*.*', 'validation[:200]', 'test'),
+    'oxford_flowers102': Task('oxford_flowers102:2.*.*', 'validation[:200]', 'test'),
     # VTAB/VPT pinned 3.*.*; TFDS 4.9 only builds 4.0.0 (override with config.data.tfds_version).
-    'oxford_iiit_pet': Task('oxford_iiit_pet:4.*.*', 37, _train_at(80), 'test'),
-    'svhn': Task('svhn_cropped:3.*.*', 10, _train_at(90), 'test'),
-    'sun397': Task('sun397/tfds:4.*.*', 397, 'validation[:200]', 'test'),
-    'patch_camelyon': Task('patch_camelyon:2.*.*', 2, 'validation[:200]', 'test'),
-    'eurosat': Task('eurosat/rgb:2.*.*', 10, _train_at(60), _train_from(60, 20)),
-    'resisc45': Task('resisc45:3.*.*', 45, _train_at(60), _train_from(60, 20)),
-    'diabetic_retinopathy': Task('diabetic_retinopathy_detection/btgraham-300:3.*.*', 5,
+    'oxford_iiit_pet': Task('oxford_iiit_pet:4.*.*', _train_at(80), 'test'),
+    'svhn': Task('svhn_cropped:3.*.*', _train_at(90), 'test'),
+    'sun397': Task('sun397/tfds:4.*.*', 'validation[:200]', 'test'),
+    'patch_camelyon': Task('patch_camelyon:2.*.*', 'validation[:200]', 'test'),
+    'eurosat': Task('eurosat/rgb:2.*.*', _train_at(60), _train_from(60, 20)),
+    'resisc45': Task('resisc45:3.*.*', _train_at(60), _train_from(60, 20)),
+    'diabetic_retinopathy': Task('diabetic_retinopathy_detection/btgraham-300:3.*.*',
                                  'validation[:200]', 'test'),
-    'dmlab': Task('dmlab:2.0.1', 6, 'validation[:200]', 'test'),
-    'kitti': Task('kitti:3.2.0', 4, 'validation[:200]', 'test', label_kitti_dist),  # VTAB: 3.1.0
-    'clevr_count': Task('clevr:3.*.*', 8, _train_at(90), 'validation', label_clevr_count),
-    'clevr_dist': Task('clevr:3.*.*', 6, _train_at(90), 'validation', label_clevr_dist),
-    'dsprites_loc': Task('dsprites:2.*.*', 16, _train_at(80), _train_from(90),
+    'dmlab': Task('dmlab:2.0.1', 'validation[:200]', 'test'),
+    'kitti': Task('kitti:3.2.0', 'validation[:200]', 'test', label_kitti_dist),  # VTAB: 3.1.0
+    'clevr_count': Task('clevr:3.*.*', _train_at(90), 'validation', label_clevr_count),
+    'clevr_dist': Task('clevr:3.*.*', _train_at(90), 'validation', label_clevr_dist),
+    'dsprites_loc': Task('dsprites:2.*.*', _train_at(80), _train_from(90),
                          label_dsprites_loc, image_scale=255.0),
-    'dsprites_ori': Task('dsprites:2.*.*', 16, _train_at(80), _train_from(90),
+    'dsprites_ori': Task('dsprites:2.*.*', _train_at(80), _train_from(90),
                          label_dsprites_ori, image_scale=255.0),
-    'smallnorb_azi': Task('smallnorb:2.*.*', 18, 'test[:200]', 'test[50%:]',
+    'smallnorb_azi': Task('smallnorb:2.*.*', 'test[:200]', 'test[50%:]',
                           _attr('label_azimuth')),
-    'smallnorb_ele': Task('smallnorb:2.*.*', 9, 'test[:200]', 'test[50%:]',
+    'smallnorb_ele': Task('smallnorb:2.*.*', 'test[:200]', 'test[50%:]',
                           _attr('label_elevation')),
 }
-# Other names a task goes by: the shared "vtab-1k" folder name ('cifar') and the short names of
-# the papers' tables (SHIP / DA-VPT configs).
-ALIASES = {'cifar': 'cifar100', 'flowers102': 'oxford_flowers102', 'pets': 'oxford_iiit_pet',
-           'camelyon': 'patch_camelyon', 'retinopathy': 'diabetic_retinopathy'}
-# Folder names of the shared "vtab-1k" layout that differ from the task name.
-FOLDER_NAMES = {'cifar100': 'cifar'}
-
-GROUPS: dict[str, tuple[str, ...]] = {
-    'natural': ('caltech101', 'cifar100', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn',
-                'sun397'),
-    'specialized': ('patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy'),
-    'structured': ('clevr_count', 'clevr_dist', 'dmlab', 'kitti', 'dsprites_loc', 'dsprites_ori',
-                   'smallnorb_azi', 'smallnorb_ele'),
-}
-
-
-def canonical_task(name: str) -> str:
-  name = ALIASES.get(name, name)
-  if name not in TASKS:
-    raise KeyError(f'unknown VTAB task {name!r}; known: {sorted(TASKS)}')
-  return name
-
-
-def group_means(acc_by_task: Mapping[str, float]) -> dict[str, float]:
-  """{task: top-1} -> {'natural', 'specialized', 'structured': mean over the group's tasks present,
-  'mean': average of the three group means (only when all three groups are complete)}."""
-  acc = {canonical_task(k): float(v) for k, v in acc_by_task.items() if ALIASES.get(k, k) in TASKS}
-  out, complete = {}, True
-  for group, tasks in GROUPS.items():
-    have = [acc[t] for t in tasks if t in acc]
-    complete &= len(have) == len(tasks)
-    if have:
-      out[group] = float(np.mean(have))
-  if complete:
-    out['mean'] = float(np.mean([out[g] for g in GROUPS]))
-  return out
+# Metadata (classes, groups, aliases) lives in data/tasks.py.
+assert set(TASKS) == set(tasks.VTAB_TASKS)
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -223,7 +188,7 @@ class VtabSource(pipeline.TfSource):
 
   def __init__(self, task: str, data_dir: str | None, opts: pipeline.ImageOptions, *,
                tfds_version: str | None = None, **kw):
-    self.task_name = canonical_task(task)
+    self.task_name = tasks.canonical_task(task)
     t = TASKS[self.task_name]
     name = t.tfds_name if not tfds_version else f"{t.tfds_name.split(':')[0]}:{tfds_version}"
     self.tfds_name = name
@@ -245,7 +210,7 @@ class VtabSource(pipeline.TfSource):
         return {'image': tf.cast(ex['image'], tf.float32) * scale, 'label': t.label_fn(ex)}
       return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    super().__init__(read, splits, t.num_classes, opts, **kw)
+    super().__init__(read, splits, tasks.NUM_CLASSES[self.task_name], opts, **kw)
 
 
 def source_kwargs(cfg: ml_collections.ConfigDict) -> dict:

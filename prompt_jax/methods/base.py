@@ -3,16 +3,16 @@
 A method is a `Method` record of pure functions, registered by name (`config.method`):
 
   prepare(ctx) -> prepared          host side, once, before the model is built (SHIP anchors and
-                                    prototype bank, SPT prototypes, DA-VPT class clusters); numpy/python
-                                    values, cached by the trainer in the workdir (`prepared.pkl`).
+                                    prototype bank, SPT prototypes, DA-VPT class clusters); numpy /
+                                    python values, cached by the trainer in the workdir.
   build_backbone(config) -> nn.Module  the prompt-free backbone (default: the ViT of config.model)
   build_model(config, num_classes, prepared) -> nn.Module
                                     apply(variables, images, train) -> (logits [B, C], out dict)
   init_params(params, prepared, config) -> params
-                                    overwrite freshly initialised (non-backbone) params, e.g. SPT prompts.
+                                    overwrite fresh (non-backbone) params, e.g. SPT prompts.
   loss(inputs: LossInputs) -> (scalar loss, metrics dict of scalars)
   init_state(prepared, config) -> method_state
-                                    a pytree carried through train steps and checkpointed (DA-VPT map).
+                                    a pytree carried through train steps, checkpointed (DA-VPT map).
   update_state(method_state, inputs) -> method_state     inside the jitted step (accumulate stats).
   epoch_end(method_state, epoch, config) -> method_state host side, between epochs (DA-VPT remap).
   prompt_slots(config, prepared) -> {param path: levels}
@@ -30,7 +30,8 @@ prompt_jax/methods/ that calls `register`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp

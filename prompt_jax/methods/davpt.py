@@ -7,11 +7,13 @@ cluster); the other layers carry `num_other` prompts (may be 0). Loss:
   L = CE + (1/|Lp|) Σ_{l∈Lp} [λ_patch·L_patch^l + λ_cls·L_cls^l]
 
 with the proxy-anchor loss between anchors and the proxy prompts, positives = samples whose class
-maps to the proxy's cluster (metric label m(y), held in the method state and remapped between epochs).
+maps to the proxy's cluster (metric label m(y), held in the method state and remapped between
+epochs).
 
 Anchors at a proxy layer: CLS anchor = the full query of CLS ([B, H·Dh]); patch anchor
 `patch_anchor='input_mean'` (default; what the release executes) = mean of the block-input image
-tokens (pre-LN), or 'attn_out' (what its configs ask for) = attention output at the prompt slot of m(y).
+tokens (pre-LN), or 'attn_out' (what its configs ask for) = attention output at the prompt slot of
+m(y).
 
 Differences from the release (deliberate): unknown config keys are errors (locked configs) and a
 missing anchor/proxy is an error, never a silent zero loss.
@@ -26,7 +28,6 @@ from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from prompt_jax.methods import base
@@ -38,28 +39,26 @@ from prompt_jax.models.prompter import Prompter
 Array = Any
 
 # Always trainable beyond prompts + head: biases of v, proj (out), fc2 and norm2. "Bias of norm2" is
-# read as the LayerNorm_2 bias only (its scale stays frozen). Configs extend with TRAIN_K_BIAS etc.
+# read as the LayerNorm_2 bias only (its scale stays frozen). davpt.train_k_bias / train_norm1 /
+# train_cls add the others (`trainable`).
 TRAINABLE = (r'^prompt/', r'^head/', r'MultiHeadDotProductAttention_1/value/bias$',
              r'MultiHeadDotProductAttention_1/out/bias$', r'MlpBlock_3/Dense_1/bias$',
              r'LayerNorm_2/bias$')
-TRAIN_K_BIAS = (r'MultiHeadDotProductAttention_1/key/bias$',)
-TRAIN_NORM1 = (r'/LayerNorm_0/',)
-TRAIN_CLS = (r'^cls$',)
+EXTRA_TRAINABLE = {
+    'train_k_bias': (r'MultiHeadDotProductAttention_1/key/bias$',),
+    'train_norm1': (r'/LayerNorm_0/',),
+    'train_cls': (r'^cls$',),
+}
 
 
-def section(**kw) -> ml_collections.ConfigDict:
-  """Default `config.davpt` section."""
-  d = dict(num_proxies=10, num_other=5, proxy_start=11, proxy_end=11, lambda_patch=0.01,
-           lambda_cls=0.01, alpha=32.0, delta_pos=0.1, delta_neg=-0.1, scale=5.0,
-           loss='proxy_anchor', prompt_norm='l2', patch_anchor='input_mean', mask_prompts=False,
-           init_div8=False, dynamic_kmeans=10, images_per_class=10, kmeans_iters=20,
-           kmeans_tol=1e-4, dropout=0.0)
-  d.update(kw)
-  return ml_collections.ConfigDict(d)
+def trainable(config: base.Config) -> tuple[str, ...]:
+  """TRAINABLE plus the extras switched on in `config.davpt`."""
+  extra = [p for flag, pats in EXTRA_TRAINABLE.items() if config.davpt[flag] for p in pats]
+  return TRAINABLE + tuple(extra)
 
 
 def xavier_uniform_3d(div8: bool):
-  """torch xavier_uniform_ over a 3-D [L, n, D] tensor: fan_in = n·D, fan_out = L·D (optionally /8)."""
+  """torch xavier_uniform_ over a 3-D [L, n, D] tensor: fan_in = n·D, fan_out = L·D (opt. /8)."""
   def init(key, shape, dtype=jnp.float32):
     l, n, d = shape
     bound = math.sqrt(6.0 / (n * d + l * d)) / (8.0 if div8 else 1.0)
@@ -282,7 +281,7 @@ def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
   means = np.zeros((num_classes, feats.shape[1]))
   seen = np.zeros(num_classes, bool)
   for k in range(num_classes):
-    rows = feats[labels == k][:c.images_per_class]
+    rows = feats[labels == k][:c.cluster_images_per_class]
     if len(rows):
       means[k], seen[k] = rows.mean(0), True
   out = cluster_classes(means, seen, c.num_proxies, seed=cfg.seed, iters=c.kmeans_iters,
@@ -357,4 +356,4 @@ def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...
 
 DAVPT = base.register(base.Method(
     name='davpt', build_prompter=build_prompter, prepare=prepare, loss=loss, init_state=init_state,
-    update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=TRAINABLE))
+    update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=trainable))

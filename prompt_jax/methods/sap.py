@@ -31,7 +31,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -39,7 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from prompt_jax.data import fewshot  # pylint: disable=unused-import  (registers data 'fewshot')
+from prompt_jax.data import fewshot  # (registers data 'fewshot')
 from prompt_jax.methods import base
 from prompt_jax.models import clip as clip_lib
 from prompt_jax.models.prompter import Prompter
@@ -48,24 +49,6 @@ from prompt_jax.text import tokenizer as tok_lib
 Array = Any
 TEMPLATE = 'a photo of a {classname}, which has {description}.'
 ZS_TEMPLATE = 'a photo of a {classname}.'
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def sap_section(**over) -> ml_collections.ConfigDict:
-  """`config.sap` defaults (ViT-B/16, IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
-  c = ml_collections.ConfigDict(dict(
-      arch=ml_collections.ConfigDict(clip_lib.clip_kwargs('B/16')),
-      n_ctx_text=4, n_ctx_vision=4, depth=9, ctx_init='a photo of a',
-      text_prompts='train',  # 'train' | 'frozen' (cached text features)
-      descriptions='',       # JSON {class name: [description, ...]}
-      bpe_path='',           # bpe_simple_vocab_16e6.txt.gz (default: next to init.checkpoint)
-      template=TEMPLATE, zs_template=ZS_TEMPLATE, normalize_desc=False,
-      text_weight=25.0, image_weight=10.0, max_descriptions=-1, encode_batch=256,
-      classnames=()))        # used when the data source has no `classnames`
-  c.update(over)
-  return c
 
 
 # ----------------------------------------------------------------------------- descriptions
@@ -246,7 +229,8 @@ class SAPModel(clip_lib.CLIP):
 
 
 def build_clip(config: base.Config, **kw) -> clip_lib.CLIP:
-  return clip_lib.CLIP(**config.sap.arch.to_dict(), dtype=jnp.dtype(config.model.compute_dtype),
+  return clip_lib.CLIP(**clip_lib.clip_kwargs(config.model.variant),
+                       dtype=jnp.dtype(config.model.compute_dtype),
                        **kw)
 
 
@@ -255,7 +239,7 @@ def build_backbone(config: base.Config) -> clip_lib.CLIP:
 
 
 def build_model(config: base.Config, num_classes: int, prepared: Any) -> SAPModel:
-  s, arch = config.sap, config.sap.arch
+  s, arch = config.sap, ml_collections.ConfigDict(clip_lib.clip_kwargs(config.model.variant))
   if num_classes not in (0, prepared['num_classes']):  # 0: from `prepared` (export.load_tuned)
     raise ValueError(f'the data has {num_classes} classes but the descriptions cover '
                      f'{prepared["num_classes"]}')
@@ -274,7 +258,8 @@ def build_model(config: base.Config, num_classes: int, prepared: Any) -> SAPMode
 
 def tokenizer_for(config: base.Config) -> tok_lib.Tokenizer:
   path = tok_lib.find_vocab(config.sap.bpe_path, config.init.checkpoint)
-  return tok_lib.Tokenizer.from_file(path, context_length=config.sap.arch.context_length)
+  context = clip_lib.clip_kwargs(config.model.variant)['context_length']
+  return tok_lib.Tokenizer.from_file(path, context_length=context)
 
 
 def encode_texts(model: clip_lib.CLIP, params: Any, ids: np.ndarray, batch: int = 256,
@@ -366,5 +351,5 @@ def harmonic_mean(base_acc: float, novel_acc: float) -> float:
   return 0.0 if base_acc + novel_acc == 0 else 2 * base_acc * novel_acc / (base_acc + novel_acc)
 
 
-__all__ = ['SAPModel', 'description_feature', 'harmonic_mean', 'prepare_classes', 'sap_section',
+__all__ = ['SAPModel', 'description_feature', 'harmonic_mean', 'prepare_classes',
            'fewshot']

@@ -1,7 +1,8 @@
 """SHIP: semantic hierarchical prompt tuning (spec 02).
 
 Host side (`prepare`): per-layer CLS features of the frozen backbone on the training split ->
-12x12 mean-cosine affinity -> greedy anchors (`greedy_anchors`); k-means prototype bank (scikit-learn
+12x12 mean-cosine affinity -> greedy anchors (`greedy_anchors`); k-means prototype bank
+(scikit-learn
 KMeans, `random_state=config.ship.seed`, `n_init=config.ship.kmeans_n_init`) of last-layer CLS
 features of up to 1000 training images. Precomputed `ship.affinity_path` / `ship.prototypes_path`
 (.npy) replace the computation.
@@ -10,7 +11,7 @@ Token layout [CLS, patches (n-1), independent (P), (attribute 10), shared (10)];
 position embedding. Every block uses decoupled attention (0.9 image / 0.1 prompt, two softmaxes);
 prompts issue queries only at the last block. Loss = CE + ship.match_weight * matching loss.
 
-`SHIPPrompter.fast_inference` (on by default; applies only when train=False): at the last block the
+`ship.fast_inference` (on by default; applies only when train=False): at the last block the
 prompt tokens issue no queries and are dropped right after attention (`AttentionSpec.drop_prompts`),
 so their residual and MLP are skipped; none of that reaches the CLS token, so the logits are
 unchanged. Training always runs the full last block (its prompt outputs feed the matching loss).
@@ -58,28 +59,15 @@ def greedy_anchors(aff: np.ndarray, threshold: float) -> tuple[int, ...]:
 
 def prototype_bank(features: np.ndarray, k: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
   """K-means (scikit-learn, fixed seed) centres of features [N, D] -> [min(k, N), D] float32."""
-  from sklearn.cluster import KMeans  # pylint: disable=g-import-not-at-top
+  from sklearn.cluster import KMeans
   f = np.asarray(features, np.float32)
   k = min(k, len(f))
   km = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(f)
   return km.cluster_centers_.astype(np.float32)
 
 
-def _check_recipe_task(config: base.Config) -> None:
-  """configs/ship_vtab.py:TASK sets per-task hyperparameters; a different data.task is a mistake."""
-  recipe = config.ship.get('recipe_task', '')
-  if not recipe or config.data.source not in ('vtab', 'folder'):
-    return
-  from prompt_jax.data import vtab  # pylint: disable=g-import-not-at-top
-  if vtab.canonical_task(config.data.task) != vtab.canonical_task(recipe):
-    raise ValueError(
-        f'config.data.task={config.data.task!r} but the hyperparameters are those of '
-        f'{recipe!r}: use --config=configs/ship_vtab.py:{config.data.task} (or set '
-        "--config.ship.recipe_task='' to keep them)")
-
-
 def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
-  """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone (spec §1, §3)."""
+  """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone (§1, §3)."""
   s = ctx.config.ship
   aff = np.load(s.affinity_path) if s.affinity_path else None
   bank = np.load(s.prototypes_path).astype(np.float32) if s.prototypes_path else None
@@ -151,7 +139,8 @@ class SHIPPrompter(Prompter):
     z = topk_tokens(x, prev_info['cls_scores'], self.num_image_tokens)
     bank = jax.lax.stop_gradient(self.bank).astype(x.dtype)
     w = jax.nn.softmax(jnp.einsum('bkd,md->bkm', _unit(z), _unit(bank)), axis=-1)
-    return self.bank_weight * (w @ bank) + (1 - self.bank_weight) * self.attribute[slot].astype(x.dtype)
+    own = self.attribute[slot].astype(x.dtype)
+    return self.bank_weight * (w @ bank) + (1 - self.bank_weight) * own
 
   def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
     del train
@@ -173,7 +162,8 @@ class SHIPPrompter(Prompter):
     last = layer == self.depth - 1
     fast = last and self.fast_inference and not train  # training keeps the full last block
     return attn_lib.AttentionSpec(kind='decoupled', num_image_tokens=self.num_image_tokens,
-                                  prompt_weight=self.prompt_weight, prompt_queries=last and not fast,
+                                  prompt_weight=self.prompt_weight,
+                                  prompt_queries=last and not fast,
                                   drop_prompts=fast), None
 
   def observe(self, layer: int, x_in: Array, x_out: Array, info: dict[str, Array],
@@ -190,7 +180,6 @@ def num_image_tokens(config: base.Config) -> int:
 
 
 def build_prompter(config: base.Config, prepared: Any) -> SHIPPrompter:
-  _check_recipe_task(config)  # here, not in prepare: prepare's result may come from the cache
   arch = vit.decode_variant(config.model.variant)
   s = config.ship
   return SHIPPrompter(width=arch['width'], depth=arch['depth'],
@@ -198,7 +187,7 @@ def build_prompter(config: base.Config, prepared: Any) -> SHIPPrompter:
                       num_prompts=s.num_prompts, num_image_tokens=num_image_tokens(config),
                       num_prototypes=int(np.asarray(prepared['bank']).shape[0]),
                       prompt_weight=s.prompt_weight, bank_weight=s.bank_weight,
-                      fast_inference=s.inference_fast)
+                      fast_inference=s.fast_inference)
 
 
 def init_params(params: Any, prepared: Any, config: base.Config) -> Any:
@@ -221,15 +210,6 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
                      aux['ship_scores'][-1].astype(jnp.float32), n)
   total = ce + inputs.config.ship.match_weight * lm
   return total, {**metrics, 'match': lm, 'loss': total}
-
-
-def section(**kw) -> Any:
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  d = dict(num_prompts=50, threshold=0.93, num_prototypes=200, max_images=1000, seed=0,
-           kmeans_n_init=10, prompt_weight=0.1, bank_weight=0.1, match_weight=0.5,
-           inference_fast=True, affinity_path='', prototypes_path='', recipe_task='')
-  d.update(kw)
-  return ml_collections.ConfigDict(d)
 
 
 SHIP = base.register(base.Method(name='ship', build_prompter=build_prompter, prepare=prepare,

@@ -7,7 +7,8 @@ Two entry points:
     (computed in `prepare`, written in `init_params`), so `prompt_init.name` stays 'default'.
 
 Levels come from the frozen prompt-free backbone on the training images: level 0 = patch-embedding
-output (before CLS / position embedding), level i >= 1 = output of block i-1 without CLS; [N, N_p, D].
+output (before CLS / position embedding), level i >= 1 = output of block i-1 without CLS;
+[N, N_p, D].
 Strategies (`config.prompt_init.strategy`):
   'random'        P random real tokens out of all N·N_p;
   'mean_pooling' / 'max_pooling'  w = N_p // (P-1): P-1 contiguous raster windows plus the remainder
@@ -16,7 +17,8 @@ Strategies (`config.prompt_init.strategy`):
                   ceil(fraction·N) training images (the paper's main method; the release reads
                   precomputed centres).
 `fraction` limits the images used by every strategy (kmeans default 0.3). Everything is seeded by
-`prompt_init.seed`; results are cached in the workdir as spt_<strategy>_P<P>_L<level>_s<seed>_f<f>.npz
+`prompt_init.seed`; results are cached in the workdir as
+spt_<strategy>_P<P>_L<level>_s<seed>_f<f>.npz
 holding the prototypes and the seed.
 """
 
@@ -29,7 +31,6 @@ from typing import Any
 from absl import logging
 from flax import traverse_util
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from prompt_jax.methods import base
@@ -38,13 +39,6 @@ from prompt_jax.methods import vpt
 
 Array = Any
 STRATEGIES = ('random', 'mean_pooling', 'max_pooling', 'kmeans')
-
-
-def section(**kw) -> ml_collections.ConfigDict:
-  """Fields to merge into `config.prompt_init` (name stays the caller's choice)."""
-  d = dict(strategy='kmeans', fraction=0.3, seed=0, batch_size=64)
-  d.update(kw)
-  return ml_collections.ConfigDict(d)
 
 
 def level_tokens(out: dict[str, Array], level: int) -> Array:
@@ -88,17 +82,17 @@ def prototypes(tokens: np.ndarray, num_prompts: int, strategy: str, seed: int) -
 
 def level_prototypes(ctx: base.PrepareContext, level: int, num_prompts: int) -> np.ndarray:
   """[P, D] prototypes of one level (cached in the workdir)."""
-  pi, d = ctx.config.prompt_init, section()
-  strategy = pi.get('strategy', d.strategy)
-  fraction, seed = float(pi.get('fraction', d.fraction)), int(pi.get('seed', d.seed))
-  path = os.path.join(ctx.workdir, f'spt_{strategy}_P{num_prompts}_L{level}_s{seed}_f{fraction}.npz')
+  pi = ctx.config.prompt_init
+  strategy, fraction, seed = pi.strategy, float(pi.fraction), int(pi.seed)
+  name = f'spt_{strategy}_P{num_prompts}_L{level}_s{seed}_f{fraction}.npz'
+  path = os.path.join(ctx.workdir, name)
   if os.path.exists(path):
     return np.load(path)['prototypes']
   split = ctx.config.data.train_split
   n = ctx.source.splits[split]
   keep = max(1, math.ceil(fraction * n))
   tokens, _ = ctx.features(split, lambda l, o: level_tokens(o, level),
-                           batch_size=int(pi.get('batch_size', d.batch_size)), max_examples=keep)
+                           batch_size=int(pi.batch_size), max_examples=keep)
   protos = prototypes(tokens, num_prompts, strategy, seed + 1000 * level)
   os.makedirs(ctx.workdir, exist_ok=True)
   np.savez(path, prototypes=protos, seed=seed, level=level, strategy=strategy, fraction=fraction,
@@ -152,7 +146,7 @@ def spt_initializer(params: Any, ctx: base.PrepareContext, slots: dict[str, tupl
 
 
 def _vpt_shapes(config: base.Config) -> dict[str, tuple[int, ...]]:
-  from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
+  from prompt_jax.models import vit
   arch = vit.decode_variant(config.model.variant)
   v = config.vpt
   if v.project_dim:

@@ -1,4 +1,4 @@
-"""Attention variants behind one seam: standard joint softmax (with masks) and SHIP's decoupled form.
+"""Attention variants behind one seam: standard joint softmax (with masks), SHIP's decoupled form.
 
 Shapes: q, k, v are [B, T, H, Dh]; scores are [B, H, Tq, Tk]; outputs are [B, T, H, Dh] (before the
 output projection). `AttentionSpec` is static (hashable) so the choice is fixed at compile time.
@@ -25,7 +25,8 @@ class AttentionSpec:
   prompt_queries: decoupled only: whether prompt tokens issue queries (joint softmax over all keys);
     False passes the (normed) prompt itself through as its attention output.
   drop_prompts: decoupled only: the block keeps only the image tokens [:n] after attention, so the
-    prompt tokens' residual and MLP are skipped (exact for CLS when nothing reads the prompt outputs,
+    prompt tokens' residual and MLP are skipped (exact for CLS when nothing reads the prompt
+    outputs,
     e.g. SHIP's last block at inference).
   """
 
@@ -83,7 +84,8 @@ def decoupled_attention(q: Array, k: Array, v: Array, prompt_in: Array, spec: At
     z' = (1-w)·softmax(Q_z K_zᵀ/√d) V_z + w·softmax(Q_z K_pᵀ/√d) V_p   (two separate softmaxes)
     p' = joint softmax over [K_z; K_p] if spec.prompt_queries else prompt_in (the normed prompt).
   prompt_in: [B, T-n, H, Dh], the block's normed input at prompt positions split into heads.
-  Returns (out [B, T, H, Dh], CLS-row-only scores [B, H, 1, T] pre-softmax; other rows are not formed).
+  Returns (out [B, T, H, Dh], CLS-row-only scores [B, H, 1, T] pre-softmax; other rows are not
+  formed).
   With no prompt tokens this is exactly the joint attention of the image tokens.
   """
   n = spec.num_image_tokens

@@ -3,17 +3,20 @@
 Param tree (ViT-B/16):
   visual/{conv1/kernel [16,16,3,768] HWIO (no bias), class_embedding [768],
           positional_embedding [197,768], ln_pre, resblocks_{i}/{LayerNorm_0,
-          MultiHeadDotProductAttention_1/{query,key,value,out}, LayerNorm_2, MlpBlock_3/Dense_{0,1}},
+          MultiHeadDotProductAttention_1/{query,key,value,out}, LayerNorm_2,
+          MlpBlock_3/Dense_{0,1}},
           ln_post, proj [768,512]}
   text/{token_embedding/embedding [49408,512], positional_embedding [77,512],
         resblocks_{i}/..., ln_final, text_projection [512,512]}
   logit_scale []
 Blocks are `vit.Encoder1DBlock` (q/k/v kernels [D,H,Dh]); loaders in prompt_jax/checkpoints/clip.py.
 
-Prompts plug in through `Prompter.insert(i, x, None, train)` (the `attention`/`observe` hooks are not
+Prompts plug in through `Prompter.insert(i, x, None, train)` (the `attention`/`observe` hooks are
+not
 called here). Vision: insert(0) runs after the position embedding and before ln_pre, insert(i ≥ 1)
 before block i. Text: insert(0) runs on the token embeddings BEFORE the position embedding (CoOp /
-IVLP), insert(i ≥ 1) before block i. Every tower call takes `use_prompts` so the same parameters also
+IVLP), insert(i ≥ 1) before block i. Every tower call takes `use_prompts` so the same parameters
+also
 give the frozen zero-shot features.
 """
 
@@ -31,24 +34,30 @@ from prompt_jax.models.prompter import Prompter
 
 Array = Any
 
-# name -> (embed_dim, image_size, patch, vision width, vision layers, vision heads)
-CONFIGS = {
-    'B/32': (512, 224, 32, 768, 12, 12),
-    'B/16': (512, 224, 16, 768, 12, 12),
-    'L/14': (768, 224, 14, 1024, 24, 16),
-}
 TEXT = dict(context_length=77, vocab_size=49408, text_width=512, text_layers=12, text_heads=8)
 TEXT_L14 = dict(TEXT, text_width=768, text_heads=12)
 
 
+def _variant(embed_dim: int, image_size: int, patch_size: int, vision_width: int,
+             vision_layers: int, vision_heads: int, text: dict[str, int] = TEXT) -> dict[str, int]:
+  return dict(embed_dim=embed_dim, image_size=image_size, patch_size=patch_size,
+              vision_width=vision_width, vision_layers=vision_layers, vision_heads=vision_heads,
+              **text)
+
+
+# `config.model.variant` -> CLIP constructor kwargs (OpenAI's releases).
+VARIANTS: dict[str, dict[str, int]] = {
+    'B/32': _variant(512, 224, 32, 768, 12, 12),
+    'B/16': _variant(512, 224, 16, 768, 12, 12),
+    'L/14': _variant(768, 224, 14, 1024, 24, 16, TEXT_L14),
+}
+
+
 def clip_kwargs(variant: str) -> dict[str, int]:
   """'B/16' -> the CLIP constructor kwargs of OpenAI's ViT-B/16 release."""
-  if variant not in CONFIGS:
-    raise ValueError(f'unknown CLIP variant {variant!r}; known: {sorted(CONFIGS)}')
-  e, size, p, w, layers, heads = CONFIGS[variant]
-  text = TEXT_L14 if variant == 'L/14' else TEXT
-  return dict(embed_dim=e, image_size=size, patch_size=p, vision_width=w, vision_layers=layers,
-              vision_heads=heads, **text)
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown CLIP variant {variant!r}; known: {sorted(VARIANTS)}')
+  return dict(VARIANTS[variant])
 
 
 def causal_mask(t: int) -> np.ndarray:

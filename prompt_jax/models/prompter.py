@@ -5,7 +5,8 @@ top-level `prompt/` subtree (what the trainer trains). Create parameters in `set
 encoder calls its methods once per block. The encoder calls, for block i = 0..depth-1:
 
   x = prompter.insert(i, x, prev_info, train)       # edit tokens [B, T, D] (add/replace prompts)
-  spec, mask = prompter.attention(i, T, train)      # static AttentionSpec + optional bool mask [T, T]
+  spec, mask = prompter.attention(i, T, train)      # static AttentionSpec + optional bool mask [T,
+  T]
   x_out, info = block(x, spec, mask)
   prompter.observe(i, x_in, x_out, info, train)     # sow what the method's loss needs
 

@@ -7,13 +7,15 @@ LayerNorm_2, MlpBlock_3/{Dense_0, Dense_1}}, Transformer/encoder_norm, head/{ker
 plus `prompt/...` when a prompter is attached. Flattened with '/' these are the .npz keys.
 
 Prompt methods plug in through a `Prompter` (see `prompt_jax/models/prompter.py`): before each block
-it edits the token sequence, it picks that block's attention variant/mask, and after each block it may
+it edits the token sequence, it picks that block's attention variant/mask, and after each block it
+may
 record (sow) what its loss needs.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -38,7 +40,8 @@ def decode_variant(variant: str) -> dict[str, int]:
   """'B/16' -> dict(width=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=16)."""
   name, _, patch = variant.partition('/')
   if name not in VARIANTS or not patch.isdigit():
-    raise ValueError(f'unknown ViT variant {variant!r}; expected e.g. B/16, one of {list(VARIANTS)} '
+    raise ValueError(f'unknown ViT variant {variant!r}; expected e.g. B/16, one of '
+                     f'{list(VARIANTS)} '
                      'with a patch size')
   width, depth, mlp_dim, heads = VARIANTS[name]
   return dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=heads, patch_size=int(patch))
@@ -130,7 +133,8 @@ class Encoder1DBlock(nn.Module):
   def __call__(self, x: Array, spec: attn_lib.AttentionSpec = attn_lib.JOINT,
                mask: Array | None = None, deterministic: bool = True
                ) -> tuple[Array, dict[str, Array]]:
-    """x: [B, T, D] -> ([B, T, D], info {'q': [B,T,H,Dh], 'cls_scores': [B,H,T], 'attn_out': [B,T,D]})."""
+    """x: [B, T, D] -> ([B, T, D], info {'q': [B,T,H,Dh], 'cls_scores': [B,H,T],
+    'attn_out': [B,T,D]})."""
     y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_0')(x)
     y, info = MultiHeadAttention(self.num_heads, dtype=self.dtype,
                                  name='MultiHeadDotProductAttention_1')(y, spec, mask)

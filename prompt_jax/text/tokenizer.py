@@ -23,7 +23,7 @@ import html
 import os
 import re
 import unicodedata
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ FALLBACK_PATTERN = re.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+""",
     re.IGNORECASE)
 try:  # the `regex` package has Unicode classes (the release's exact pattern)
-  import regex  # pylint: disable=g-import-not-at-top
+  import regex
   _PATTERN = regex.compile(
       r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
       regex.IGNORECASE)
@@ -43,7 +43,7 @@ except ImportError:  # stdlib: letters = [^\W\d_]; differs only on rare non-deci
   _PATTERN = FALLBACK_PATTERN
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def byte_symbols() -> dict[int, str]:
   """Byte -> printable unicode char, in vocabulary order: first the 188 printable Latin-1 bytes
   ('!'..'~', '¡'..'¬', '®'..'ÿ') mapping to themselves, then the other 68 bytes in byte order
@@ -63,7 +63,7 @@ def byte_symbols() -> dict[int, str]:
 def clean(text: str) -> str:
   """The release's basic + whitespace cleaning, lower-cased (see the module docstring for ftfy)."""
   try:
-    import ftfy  # pylint: disable=g-import-not-at-top
+    import ftfy
     text = ftfy.fix_text(text)
   except ImportError:
     text = unicodedata.normalize('NFC', text)
@@ -110,7 +110,7 @@ class Tokenizer:
     self._cache = {SOT: SOT, EOT: EOT}
 
   @classmethod
-  def from_file(cls, path: str, context_length: int = 77) -> 'Tokenizer':
+  def from_file(cls, path: str, context_length: int = 77) -> Tokenizer:
     return cls(read_merges(path), context_length)
 
   def bpe(self, word: str) -> str:

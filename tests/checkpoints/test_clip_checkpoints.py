@@ -42,7 +42,7 @@ def test_torch_save_state_dict_and_registry(weights, tmp_path):
 
 
 def test_hf_directory(weights, tmp_path):
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file
   expected, sd = weights
   save_file(sd, str(tmp_path / 'model.safetensors'))
   flat = clip_ckpt.load(str(tmp_path), 'clip_hf', expected)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
+from prompt_jax.data import tasks
 from prompt_jax.data import vtab
 
 
@@ -75,7 +76,7 @@ def test_task_names_find_the_shared_folder_names(vtab1k_tree):
   root, _ = vtab1k_tree  # the folder is 'cifar'; the TFDS task name 'cifar100' finds it
   src = registry.get_source(_cfg(data_dir=root, task='cifar100'))
   assert src.splits['test'] == 5 and src.num_classes == 100
-  assert vtab.canonical_task('pets') == 'oxford_iiit_pet'
+  assert tasks.canonical_task('pets') == 'oxford_iiit_pet'
 
 
 def test_missing_folder_error(tmp_path):

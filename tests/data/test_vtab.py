@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
 from prompt_jax.data import registry
+from prompt_jax.data import tasks
 from prompt_jax.data import vtab
 
 # A plausible TFDS train size per dataset, so nX slices are known answers.
@@ -63,7 +64,7 @@ def mocked(monkeypatch):
 
 def test_all_19_tasks_registered():
   assert len(vtab.TASKS) == 19
-  assert sorted(t for g in vtab.GROUPS.values() for t in g) == sorted(vtab.TASKS)
+  assert sorted(t for g in tasks.GROUPS.values() for t in g) == sorted(vtab.TASKS)
 
 
 @pytest.mark.parametrize('task', sorted(EXPECTED))
@@ -152,19 +153,19 @@ def test_dsprites_and_smallnorb_labels():
 
 
 def test_group_means_known_answer():
-  acc = {t: 0.5 for t in vtab.GROUPS['natural']}
-  acc.update({t: 0.8 for t in vtab.GROUPS['specialized']})
-  acc.update({t: 0.2 for t in vtab.GROUPS['structured']})
+  acc = {t: 0.5 for t in tasks.GROUPS['natural']}
+  acc.update({t: 0.8 for t in tasks.GROUPS['specialized']})
+  acc.update({t: 0.2 for t in tasks.GROUPS['structured']})
   acc['cifar100'] = 1.2  # natural: (6 * 0.5 + 1.2) / 7 = 0.6
-  g = vtab.group_means(acc)
+  g = tasks.group_means(acc)
   assert g['natural'] == pytest.approx(0.6) and g['specialized'] == pytest.approx(0.8)
   assert g['structured'] == pytest.approx(0.2) and g['mean'] == pytest.approx(1.6 / 3)
-  partial = vtab.group_means({'cifar': 0.4, 'dtd': 0.6, 'eurosat': 0.9})
+  partial = tasks.group_means({'cifar': 0.4, 'dtd': 0.6, 'eurosat': 0.9})
   assert partial == pytest.approx({'natural': 0.5, 'specialized': 0.9})
 
 
 def test_prepare_task_names():
-  from prompt_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from prompt_jax.data import prepare
   names = prepare.tfds_names(['vtab'])
   assert len(names) == 19 and len(set(names.values())) == 16  # clevr, dsprites, smallnorb shared
   assert prepare.tfds_names(['cifar']) == {'cifar100': 'cifar100:3.*.*'}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
+from prompt_jax.configs import common
 from prompt_jax import tree
 from prompt_jax.methods import base
 from prompt_jax.methods import davpt
@@ -54,7 +55,8 @@ def test_proxy_anchor_matches_numpy_loops_and_fd_gradient():
     zp, zm = z.copy(), z.copy()
     zp[i, j] += eps
     zm[i, j] -= eps
-    fd = (numpy_proxy_anchor(zp, p, y, 2.0, r=1.0) - numpy_proxy_anchor(zm, p, y, 2.0, r=1.0)) / (2 * eps)
+    fd = (numpy_proxy_anchor(zp, p, y, 2.0, r=1.0)
+          - numpy_proxy_anchor(zm, p, y, 2.0, r=1.0)) / (2 * eps)
     np.testing.assert_allclose(float(g[i, j]), fd, rtol=2e-3, atol=1e-5)
 
 
@@ -105,7 +107,7 @@ def test_mask_prompt_queries_see_only_image_tokens():
 def _cfg(**davpt_kw):
   c = micro_config('davpt')
   c.unlock()
-  c.davpt = davpt.section(num_proxies=3, num_other=2, proxy_start=2, proxy_end=3, **davpt_kw)
+  c.davpt = common.davpt(num_proxies=3, num_other=2, proxy_start=2, proxy_end=3, **davpt_kw)
   c.lock()
   return c
 
@@ -159,13 +161,15 @@ def test_state_accumulates_and_remaps():
 
 
 def test_trainable_set_and_configs():
-  from configs import davpt_vtab  # pylint: disable=g-import-not-at-top
-  c = davpt_vtab.get_config('mae,k_bias+norm1+cls+mask')
-  assert c.model.pool == 'norm_mean' and c.init.format == 'mae' and c.davpt.mask_prompts
+  from prompt_jax.configs import davpt_vtab
+  c = davpt_vtab.get_config('task=dtd,backbone=mae')
+  assert c.model.pool == 'norm_mean' and c.init.format == 'mae' and c.data.task == 'dtd'
+  c.unlock()
+  c.davpt.update(train_k_bias=True, train_norm1=True, train_cls=True)
   cfg = _cfg()
   model = base.get('davpt').model(cfg, 5, None)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
-  tr, _ = tree.split(params, tuple(c.train.trainable), ())
+  tr, _ = tree.split(params, *base.get('davpt').trainable_patterns(c))
   paths = tree.paths(tr)
   blk = 'Transformer/encoderblock_0/'
   for want in ['prompt/proxy', 'head/kernel', 'cls', blk + 'LayerNorm_0/scale',
@@ -179,16 +183,15 @@ def test_trainable_set_and_configs():
 
 
 def test_prepare_and_short_training_run(pretrained_npz, tmp_path):
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  from prompt_jax import train
   c = micro_config('davpt', epochs=3, optimizer='adamw', lr=3e-3, lr_scale_by_batch=False,
                    schedule_per='step', cosine_shift=False, warmup_epochs=1, warmup_init=1e-8,
                    grad_clip_value=10.0, eval_every_epochs=3)
   c.unlock()
   c.init.checkpoint = pretrained_npz
   c.model.update(head_init='trunc_normal', head_bias_init=0.0)
-  c.davpt = davpt.section(num_proxies=2, num_other=2, proxy_start=3, proxy_end=3,
-                          dynamic_kmeans=1, lambda_patch=0.1, lambda_cls=0.1)
-  c.train.trainable = davpt.TRAINABLE
+  c.davpt = common.davpt(num_proxies=2, num_other=2, proxy_start=3, proxy_end=3,
+                         dynamic_kmeans=1, lambda_patch=0.1, lambda_cls=0.1)
   c.lock()
   res = train.train_and_evaluate(c, str(tmp_path))
   assert np.isfinite(res['last_train_loss'])

@@ -5,7 +5,6 @@ import json
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -14,9 +13,11 @@ from prompt_jax.methods import sap
 from prompt_jax.models import clip
 from prompt_jax.text import tokenizer as tok_lib
 
+# A tiny CLIP for these tests, selected by config.model.variant.
 TINY_ARCH = dict(embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_layers=2,
                  vision_heads=4, context_length=40, vocab_size=560, text_width=32, text_layers=2,
                  text_heads=4)
+clip.VARIANTS['test_tiny/8'] = TINY_ARCH
 CLASSES = ['cat', 'dog', 'red_bird', 'fish']
 DESCRIPTIONS = {'cat': ['pointy ears', 'whiskers, and a long tail.'],
                 'dog': ['a wet nose', 'floppy ears'],
@@ -79,7 +80,7 @@ def test_class_average_and_templating():
 @pytest.fixture(scope='module')
 def assets(tmp_path_factory):
   """BPE vocab (OpenAI gz format), descriptions JSON, a CoOp-style folder + split file."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   d = tmp_path_factory.mktemp('sap')
   with gzip.open(d / tok_lib.VOCAB_FILE, 'wt', encoding='utf-8') as f:
     f.write('#version: 0.2\n' + '\n'.join(f'{a} {b}' for a, b in MERGES) + '\n')
@@ -99,10 +100,10 @@ def assets(tmp_path_factory):
 
 
 def tiny_config(assets, workdir=None, **sap_over):
-  from configs import sap_b2n  # pylint: disable=g-import-not-at-top
+  from prompt_jax.configs import sap_b2n
   c = sap_b2n.get_config()
   c.unlock()
-  c.sap.arch = ml_collections.ConfigDict(TINY_ARCH)
+  c.model.variant = 'test_tiny/8'
   c.sap.update(dict(depth=2, descriptions=str(assets / 'desc.json'), bpe_path=str(assets),
                     encode_batch=8), **sap_over)
   c.init.checkpoint = ''
@@ -221,9 +222,9 @@ def test_base_to_novel_end_to_end(assets, tmp_path):
   """Weights from a tiny transformers CLIPModel (clip_hf format, safetensors, no torch at load);
   the BPE vocabulary is found next to them."""
   pytest.importorskip('torch')
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  from prompt_jax import b2n  # pylint: disable=g-import-not-at-top
-  from tests import clip_helpers  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file
+  from prompt_jax import b2n
+  from tests import clip_helpers
   hf = clip_helpers.hf_model(seed=0, context_length=40, vocab_size=560)
   save_file(clip_helpers.hf_state_numpy(hf), str(assets / 'model.safetensors'))
   config = tiny_config(assets, bpe_path='')
@@ -241,7 +242,7 @@ def test_base_to_novel_end_to_end(assets, tmp_path):
 
 
 def test_fewshot_protocol(assets):
-  from prompt_jax.data import fewshot  # pylint: disable=g-import-not-at-top
+  from prompt_jax.data import fewshot
   labels = np.repeat(np.arange(5), 10)
   a = fewshot.sample_few_shot(labels, 3, seed=1)
   np.testing.assert_array_equal(a, fewshot.sample_few_shot(labels, 3, seed=1))

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import micro_config
+from prompt_jax import validation
+from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import ship
 from prompt_jax.models import attention as attn_lib
@@ -133,19 +135,19 @@ def test_ship_forward_layout_and_fast_inference_equal_logits():
 
 
 def test_configs_load():
-  from configs import ship_vtab  # pylint: disable=g-import-not-at-top
+  from prompt_jax.configs import ship_vtab
   c = ship_vtab.get_config('svhn')
   assert (c.train.lr, c.ship.threshold, c.ship.num_prompts) == (0.25, 0.97, 50)
   assert base.get('ship').frozen == (r'^prompt/bank$',)
 
 
 def test_ship_trains_end_to_end_on_digits(pretrained_npz, tmp_path):
-  from prompt_jax import train  # pylint: disable=g-import-not-at-top
+  from prompt_jax import train
   c = micro_config('ship', epochs=1, optimizer='adamw', lr=1e-3, lr_scale_by_batch=False)
   c.unlock()
   c.init.checkpoint = pretrained_npz
-  c.ship = ship.section(num_prompts=4, threshold=0.9, num_prototypes=16, kmeans_n_init=1,
-                        max_images=200)
+  c.ship = common.ship(num_prompts=4, threshold=0.9, num_prototypes=16, kmeans_n_init=1,
+                       max_images=200)
   c.model.drop_path = 0.1
   c.lock()
   setup = train.build(c, str(tmp_path / 'b'))
@@ -169,10 +171,10 @@ def _tiny_ship_overrides(c, npz):
 
 def test_ship_vtab_config_on_mocked_tfds(pretrained_npz, tmp_path, monkeypatch):
   """configs/ship_vtab.py:dtd through main's program table on TFDS's own mock data."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from configs import ship_vtab  # pylint: disable=g-import-not-at-top
-  from prompt_jax import main  # pylint: disable=g-import-not-at-top
-  from prompt_jax.data import vtab  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+  from prompt_jax.configs import ship_vtab
+  from prompt_jax import main
+  from prompt_jax.data import vtab
   c = _tiny_ship_overrides(ship_vtab.get_config('dtd'), pretrained_npz)
   assert (c.data.task, c.ship.threshold) == ('dtd', 0.98)
   monkeypatch.setattr(vtab, 'base_split_sizes',
@@ -186,14 +188,17 @@ def test_ship_vtab_config_on_mocked_tfds(pretrained_npz, tmp_path, monkeypatch):
 
 
 def test_ship_task_mismatch_is_an_error(pretrained_npz):
-  from configs import ship_vtab  # pylint: disable=g-import-not-at-top
+  from prompt_jax.configs import ship_vtab
   c = _tiny_ship_overrides(ship_vtab.get_config('pets'), pretrained_npz)
   assert c.data.task == 'oxford_iiit_pet' and c.ship.num_prompts == 4
   c.unlock()
   c.data.task = 'svhn'
   c.lock()
-  with pytest.raises(ValueError, match='ship_vtab.py:svhn'):
-    ship.build_prompter(c, {'anchors': (0,), 'bank': np.zeros((8, 64), np.float32)})
+  with pytest.raises(ValueError, match='ship_vtab.py:task=svhn'):
+    validation.check(c)
+  c.unlock()
+  c.recipe_task = ''
+  validation.check(c)
 
 
 def test_ship_cli_on_digits(pretrained_npz, tmp_path):

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from conftest import micro_config
+from prompt_jax.configs import common
 from prompt_jax import train
 from prompt_jax.methods import spt
 from prompt_jax.methods import vpt
@@ -27,7 +28,7 @@ def _cfg(method, name, strategy='kmeans', **kw):
   c = micro_config(method, **kw)
   c.unlock()
   c.prompt_init.name = name
-  c.prompt_init.update(spt.section(strategy=strategy, fraction=0.2, seed=0).to_dict())
+  c.prompt_init.update(strategy=strategy, fraction=0.2, seed=0)
   c.vpt.num_prompts = 4
   c.lock()
   return c
@@ -76,30 +77,31 @@ def test_spt_method_shallow_uses_level0_and_trains(pretrained_npz, tmp_path):
 
 
 def test_spt_initialiser_fills_davpt_prompts(pretrained_npz, tmp_path):
-  from prompt_jax.methods import davpt  # pylint: disable=g-import-not-at-top
   cfg = _cfg('davpt', 'spt', strategy='random')
   cfg.unlock()
   cfg.init.checkpoint = pretrained_npz
-  cfg.davpt = davpt.section(num_proxies=3, num_other=2, proxy_start=3, proxy_end=3)
+  cfg.davpt = common.davpt(num_proxies=3, num_other=2, proxy_start=3, proxy_end=3)
   cfg.lock()
   setup = train.build(cfg, str(tmp_path))
   assert setup.prepared['num_proxies'] == 3
   proxy = np.asarray(setup.params['prompt']['proxy'])
   other = np.asarray(setup.params['prompt']['other'])
-  np.testing.assert_array_equal(proxy[0], np.load(tmp_path / 'spt_random_P3_L3_s0_f0.2.npz')['prototypes'])
-  np.testing.assert_array_equal(other[2], np.load(tmp_path / 'spt_random_P2_L2_s0_f0.2.npz')['prototypes'])
+  cached = lambda name: np.load(tmp_path / name)['prototypes']
+  np.testing.assert_array_equal(proxy[0], cached('spt_random_P3_L3_s0_f0.2.npz'))
+  np.testing.assert_array_equal(other[2], cached('spt_random_P2_L2_s0_f0.2.npz'))
 
 
 def test_configs_load():
-  from configs import davpt_fgvc, davpt_vtab, spt_vtab  # pylint: disable=g-import-not-at-top
-  for arg, pool, std in [('deep,mae', 'mean_norm', 0.02), ('shallow,mocov3', 'cls', 0.01),
-                         ('deep,sup21k', 'cls', 0.02)]:
+  from prompt_jax.configs import davpt_fgvc, davpt_vtab, spt_vtab
+  for arg, pool, std in [('backbone=mae', 'mean_norm', 0.02),
+                         ('deep=False,backbone=mocov3', 'cls', 0.01),
+                         ('dtd,backbone=sup21k', 'cls', 0.02)]:
     c = spt_vtab.get_config(arg)
     assert c.method == 'spt' and c.model.pool == pool and c.model.head_init_std == std
-    assert c.vpt.num_prompts == (20 if arg.startswith('deep') else 100)
+    assert c.vpt.num_prompts == (100 if 'deep=False' in arg else 20)
     assert c.prompt_init.strategy == 'kmeans' and c.prompt_init.fraction == 0.3
   for mod in (davpt_vtab, davpt_fgvc):
-    c = mod.get_config('mocov3')
+    c = mod.get_config('backbone=mocov3')
     assert c.data.sampler == 'class_balanced' and c.train.grad_clip_value == 10.0
     assert c.train.schedule_per == 'step' and not c.train.cosine_shift
   try:

@@ -20,7 +20,7 @@ def _expected(model):
 
 
 def _nest(flat):
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util
   return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep='/')
 
 
@@ -36,7 +36,7 @@ def _inputs(rng):
 
 @pytest.fixture(scope='module')
 def hf_setup(tmp_path_factory):
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file
   hf = clip_helpers.hf_model(seed=0)
   sd = clip_helpers.hf_state_numpy(hf)
   path = tmp_path_factory.mktemp('hf') / 'model.safetensors'

@@ -17,7 +17,8 @@ from prompt_jax.models import vit
                                                  ('H/14', 1280, 32)])
 def test_variants(variant, width, depth):
   arch = vit.decode_variant(variant)
-  assert (arch['width'], arch['depth'], arch['patch_size']) == (width, depth, int(variant.split('/')[1]))
+  patch = int(variant.split('/')[1])
+  assert (arch['width'], arch['depth'], arch['patch_size']) == (width, depth, patch)
 
 
 def test_unknown_variant_is_named():

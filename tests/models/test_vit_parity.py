@@ -4,22 +4,22 @@ The HF weights are written out in the ORIGINAL formats by code in this file (not
 the ViT-B_16.npz key layout and a timm-style state dict (fused qkv) saved with torch.save.
 """
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
+
+from prompt_jax import checkpoints
+from prompt_jax.models import vit
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-import jax  # pylint: disable=g-import-not-at-top
-import ml_collections  # pylint: disable=g-import-not-at-top
-
-from prompt_jax import checkpoints  # pylint: disable=g-import-not-at-top
-from prompt_jax.models import vit  # pylint: disable=g-import-not-at-top
-
 
 def _hf_vit(width, depth, heads, mlp, patch, image, seed=0):
   torch.manual_seed(seed)
-  cfg = transformers.ViTConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
+  cfg = transformers.ViTConfig(hidden_size=width, num_hidden_layers=depth,
+                               num_attention_heads=heads,
                                intermediate_size=mlp, hidden_act='gelu', layer_norm_eps=1e-6,
                                image_size=image, patch_size=patch, qkv_bias=True,
                                initializer_range=0.05)
@@ -63,7 +63,8 @@ def hf_to_npz_layout(sd, heads):
   d = sd['embeddings.cls_token'].shape[-1]
   out = {'cls': _t(sd['embeddings.cls_token']),
          'Transformer/posembed_input/pos_embedding': _t(sd['embeddings.position_embeddings']),
-         'embedding/kernel': _t(sd['embeddings.patch_embeddings.projection.weight']).transpose(2, 3, 1, 0),
+         'embedding/kernel': _t(sd['embeddings.patch_embeddings.projection.weight']
+                                ).transpose(2, 3, 1, 0),
          'embedding/bias': _t(sd['embeddings.patch_embeddings.projection.bias']),
          'Transformer/encoder_norm/scale': _t(sd['layernorm.weight']),
          'Transformer/encoder_norm/bias': _t(sd['layernorm.bias'])}
@@ -111,7 +112,7 @@ def _ours(variant, image, path, fmt, images_nhwc):
   arch = vit.decode_variant(variant)
   model = vit.VisionTransformer(**arch, num_classes=0)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images_nhwc[:1]))['params']
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util
   expected = {k: v.shape for k, v in traverse_util.flatten_dict(shapes, sep='/').items()}
   cfg = ml_collections.ConfigDict({'init': {'checkpoint': path, 'format': fmt,
                                             'posemb_resize': 'linear'}})
@@ -130,7 +131,8 @@ def test_vit_b16_npz_matches_transformers(tmp_path):
   flat['head/kernel'] = np.zeros((768, 21843), np.float32)
   path = str(tmp_path / 'ViT-B_16.npz')
   np.savez(path, **flat)
-  assert sum(v.size for k, v in flat.items() if not k.startswith(('head', 'pre_'))) == 86567656 - 769000
+  n = sum(v.size for k, v in flat.items() if not k.startswith(('head', 'pre_')))
+  assert n == 86567656 - 769000
   x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 224, 224)).astype(np.float32)
   with torch.no_grad():
     want = hf(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()

@@ -55,7 +55,7 @@ def files(tmp_path_factory):
 
 
 def _hf(d):
-  from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
+  from transformers import CLIPTokenizer
   return CLIPTokenizer(vocab=str(d / 'vocab.json'), merges=str(d / 'merges.txt'))
 
 

@@ -22,14 +22,15 @@ only where an attribute prompt or the matching loss needs them.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from benchmarks.torch_vit import Block, DropPath, state_dict_from_jax
+from tests.torch_reference.torch_vit import Block, DropPath, state_dict_from_jax
 
 NUM_SHARED = 10
 NUM_ATTRIBUTE = 10
@@ -41,7 +42,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def topk_tokens(x: torch.Tensor, cls_scores: torch.Tensor, n: int, k: int = TOP_K) -> torch.Tensor:
-  """x [B, T, D], cls_scores [B, H, T] -> the k tokens of x[:, :n] with the highest head-mean score."""
+  """x [B, T, D], cls_scores [B, H, T] -> the k tokens of x[:, :n] with the top head-mean score."""
   idx = cls_scores[:, :, :n].mean(1).topk(k, dim=-1).indices
   return torch.gather(x[:, :n], 1, idx[..., None].expand(-1, -1, x.shape[-1]))
 
@@ -90,7 +91,8 @@ class SHIPViT(nn.Module):
     if not self.anchors or self.anchors[0] != 0:
       raise ValueError(f'anchors must start at layer 0, got {self.anchors}')
     self.n = (image // patch) ** 2 + 1
-    self.prompt_weight, self.bank_weight, self.match_weight = prompt_weight, bank_weight, match_weight
+    self.prompt_weight, self.bank_weight = prompt_weight, bank_weight
+    self.match_weight = match_weight
     self.patch_embed = nn.Conv2d(3, d, patch, patch)
     self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
     self.pos_embed = nn.Parameter(torch.randn(1, self.n, d) * 0.02)
@@ -156,8 +158,10 @@ def train_step(model: SHIPViT, images: torch.Tensor, labels: torch.Tensor, lr: f
                wd: float = 1e-3):
   """AdamW (eps 1e-8) over the trainable params, wd on all but the head bias (the SHIP recipe)."""
   named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-  opt = torch.optim.AdamW([{'params': [p for n, p in named if n != 'head.bias'], 'weight_decay': wd},
-                           {'params': [p for n, p in named if n == 'head.bias'], 'weight_decay': 0.0}],
+  decay = [p for n, p in named if n != 'head.bias']
+  no_decay = [p for n, p in named if n == 'head.bias']
+  opt = torch.optim.AdamW([{'params': decay, 'weight_decay': wd},
+                           {'params': no_decay, 'weight_decay': 0.0}],
                           lr=lr, eps=1e-8)
 
   def run():

@@ -18,14 +18,15 @@ norm2 (+ extras: 'k_bias', 'norm1', 'cls'); q/k/v biases are separate parameters
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from benchmarks.torch_vit import Block, DropPath, state_dict_from_jax
+from tests.torch_reference.torch_vit import Block, DropPath, state_dict_from_jax
 
 
 class SplitBiasBlock(Block):
@@ -40,7 +41,8 @@ class SplitBiasBlock(Block):
   def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (block output, CLS query [B, D])."""
     b, t, d = x.shape
-    qkv = F.linear(self.norm1(x), self.qkv.weight, torch.cat([self.q_bias, self.k_bias, self.v_bias]))
+    bias = torch.cat([self.q_bias, self.k_bias, self.v_bias])
+    qkv = F.linear(self.norm1(x), self.qkv.weight, bias)
     q, k, v = qkv.reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
     y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)
     x = x + self.drop_path(self.proj(y))
@@ -49,7 +51,8 @@ class SplitBiasBlock(Block):
 
 
 def proxy_anchor_loss(z: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, *,
-                      alpha: float, delta_pos: float, delta_neg: float, scale: float) -> torch.Tensor:
+                      alpha: float, delta_pos: float, delta_neg: float, scale: float
+                      ) -> torch.Tensor:
   s = scale * (F.normalize(z, dim=-1, eps=1e-12) @ F.normalize(proxies, dim=-1, eps=1e-12).T)
   pos = F.one_hot(labels, proxies.shape[0]).bool()
 
@@ -62,7 +65,8 @@ def proxy_anchor_loss(z: torch.Tensor, proxies: torch.Tensor, labels: torch.Tens
 
 
 class DAVPTViT(nn.Module):
-  EXTRAS = {'k_bias': ('.k_bias',), 'norm1': ('.norm1.weight', '.norm1.bias'), 'cls': ('cls_token',)}
+  EXTRAS = {'k_bias': ('.k_bias',), 'norm1': ('.norm1.weight', '.norm1.bias'),
+            'cls': ('cls_token',)}
 
   def __init__(self, class_map: Any, image=224, patch=16, d=768, depth=12, heads=12, mlp=3072,
                classes=100, num_proxies=10, num_other=5, proxy_start=11, proxy_end=11,
@@ -130,7 +134,8 @@ class DAVPTViT(nn.Module):
   def loss(self, images: torch.Tensor, labels: torch.Tensor):
     logits, pooled, taps = self(images)
     m = self.class_map[labels]
-    l_patch = sum(proxy_anchor_loss(za, prox, m, **self.loss_kw) for prox, za, _ in taps) / len(taps)
+    l_patch = sum(proxy_anchor_loss(za, prox, m, **self.loss_kw)
+                  for prox, za, _ in taps) / len(taps)
     l_cls = sum(proxy_anchor_loss(zc, prox, m, **self.loss_kw) for prox, _, zc in taps) / len(taps)
     total = F.cross_entropy(logits, labels) + self.lambdas[0] * l_patch + self.lambdas[1] * l_cls
     with torch.no_grad():  # per-class feature statistics for the between-epoch remap
