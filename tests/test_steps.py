@@ -29,6 +29,7 @@ def _config(method):
 
 # CE alone (vpt; linear and spt use the same loss), SHIP's matching loss, DA-VPT's proxy-anchor
 # losses and class statistics (SAP: tests/methods/test_sap.py).
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['vpt', 'ship', 'davpt'])
 def test_padding_rows_change_nothing(method, tmp_path):
   cfg = _config(method)
