@@ -41,7 +41,9 @@ def base() -> ConfigDict:
       act='gelu',                 # 'gelu' (exact erf, the PyTorch seeds), 'gelu_tanh', 'quick_gelu'
       ln_eps=1e-6,
       pool='cls',                 # 'cls'; MAE heads: 'norm_mean' (DA-VPT), 'mean_norm' (SPT/timm)
-      head_init='kaiming_fan_out',  # 'kaiming_fan_out' (VPT), 'trunc_normal', 'zeros'
+      # 'kaiming_fan_out' (VPT), 'normal' (N(0, std): timm's trunc_normal_(std=.02), whose ±2
+      # cut-offs are absolute), 'trunc_normal' (flax: cut at ±2·std, so std·0.88), 'zeros'
+      head_init='kaiming_fan_out',
       head_init_std=0.02,
       head_bias_init=-math.log(99.0),
       compute_dtype='float32'))   # 'float32' or 'bfloat16'
@@ -57,7 +59,9 @@ def base() -> ConfigDict:
       tfds_version=_opt_str(),    # override the pinned TFDS version, e.g. '3.2.0'
       image_size=224,
       resize='bilinear',          # 'bilinear' | 'bicubic'
-      crop_pct=1.0,               # < 1: resize to size/crop_pct, centre-crop (aspect not kept)
+      crop_pct=1.0,               # < 1: resize to size/crop_pct, then centre-crop `image_size`
+      resize_to='square',         # 'square' (aspect not kept) | 'shorter_side' (aspect kept)
+      antialias=False,            # True: PIL/torchvision-like downsampling (PyTorch releases)
       normalization='minus_one_to_one',  # minus_one_to_one | half | imagenet | clip | zero_one
       train_split='train800val200',  # train800val200 | train800 | train1000 (official VTAB)
       eval_splits=('test',),
@@ -85,7 +89,8 @@ def base() -> ConfigDict:
       grad_clip_norm=0.0, grad_clip_value=0.0,
       trainable=(), frozen=(),    # regexes over param paths; override the method's when non-empty
       eval_every_epochs=10, checkpoint_every_steps=200, keep_checkpoints=2, log_every_steps=20,
-      max_steps=-1, export=True))
+      max_steps=-1, export=True,
+      drop_last=False))           # False: the last partial batch trains, padded + masked (VPT)
 
   # Devices: data-parallel mesh; `fsdp` > 1 shards the frozen backbone over that many devices.
   c.mesh = ConfigDict(dict(fsdp=1, distributed=False))
@@ -93,8 +98,10 @@ def base() -> ConfigDict:
   # Prompt initialiser for any prompt method: 'default' (the method's own) or 'spt' (prototypes of
   # the downstream tokens; strategy random | mean_pooling | max_pooling | kmeans; `fraction` of the
   # training images; seeded; features extracted `batch_size` images at a time).
+  # `last_window` (pooling strategies): 'release' (the last N_p % w tokens, all when that is 0)
+  # or 'remainder' (the tokens after the P-1 windows).
   c.prompt_init = ConfigDict(dict(name='default', strategy='kmeans', fraction=0.3, seed=0,
-                                  batch_size=64))
+                                  batch_size=64, last_window='release'))
   return c
 
 
@@ -129,7 +136,7 @@ def davpt(**over: Any) -> ConfigDict:
       proxy_start=11, proxy_end=11,    # proxy layers, inclusive
       lambda_patch=0.01, lambda_cls=0.01, alpha=32.0, delta_pos=0.1, delta_neg=-0.1, scale=5.0,
       loss='proxy_anchor',             # 'proxy_anchor' | 'proxy_nca'
-      prompt_norm='l2',                # 'l2' | 'layer' | 'none'
+      prompt_norm='none',              # before each block: 'none' | 'l2' | 'layer' (affine LN)
       patch_anchor='input_mean',       # 'input_mean' (executed) | 'attn_out' (the configs' intent)
       mask_prompts=False,              # prompt queries see image tokens only
       train_k_bias=False, train_norm1=False, train_cls=False,  # extra trainable params
@@ -148,7 +155,8 @@ def sap(**over: Any) -> ConfigDict:
       text_prompts='train',    # 'train' | 'frozen' (cached text features)
       descriptions='',         # JSON {class name: [description, ...]}
       bpe_path='',             # bpe_simple_vocab_16e6.txt.gz (default: next to init.checkpoint)
-      template='a photo of a {classname}, which has {description}.',
+      # {which}: 'which' when the description starts with 'is'/'has', else 'which has'
+      template='a photo of a {classname}, {which} {description}.',
       zs_template='a photo of a {classname}.', normalize_desc=False,
       text_weight=25.0, image_weight=10.0, max_descriptions=-1, encode_batch=256,
       classnames=()))          # used when the data source has no class names

@@ -33,5 +33,6 @@ def get_config(arg: str | None = None):
   c.train.update(epochs=20, batch_size=4, eval_batch_size=100, optimizer='sgd', lr=0.0025,
                  lr_scale_by_batch=False, momentum=0.9, wd=5e-4, wd_head=-1.0,
                  warmup_epochs=1, warmup_init=1e-5, schedule_per='epoch', cosine_shift=False,
-                 eval_every_epochs=20, checkpoint_every_steps=500, log_every_steps=20)
+                 eval_every_epochs=20, checkpoint_every_steps=500, log_every_steps=20,
+                 drop_last=True)  # Dassl: drop_last for training when the split >= the batch
   return common.finalize(c)

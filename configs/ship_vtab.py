@@ -7,8 +7,12 @@
 that task's row of RECIPES; a --config.data.task that disagrees is an error.
 
 AdamW (eps 1e-8), 10 warm-up epochs from 1e-6, cosine (on the absolute epoch, timm-style) to 1e-5
-over 100 epochs, stepped per epoch; batch 64; drop path 0.1; inputs normalised with mean=std=0.5;
-bicubic resize + center crop; new head trunc-normal .02, zero bias. Train on train800val200.
+over 100 epochs, stepped per epoch; batch 64, full batches only (the release's drop_last=True);
+drop path 0.1; inputs normalised with mean=std=0.5; the release's `direct_resize=True`: bicubic
+resize straight to 224×224 (PIL-like antialiasing), no crop; new head N(0, .02) (timm's
+trunc_normal_(std=.02), cut-offs ±2 absolute), zero bias. Train on train800val200.
+The release's shipped affinity / prototype files: --config.ship.affinity_path=.../affinity.npy
+--config.ship.prototypes_path=.../prototype_200_clusters.npy (see prompt_jax/methods/ship.py).
 Evaluated every epoch on 'val200' and 'test' with val_split='val200':
   - "best epoch (selected on test)" = max over epochs of the test accuracy (the paper's number);
   - "val-selected" = test accuracy at the epoch with the best val200 accuracy (honest protocol).
@@ -53,12 +57,12 @@ def get_config(arg: str | None = None):
   c = common.base()
   c.method = 'ship'
   c.seed = 1
-  c.model.update(drop_path=0.1, head_init='trunc_normal', head_init_std=0.02, head_bias_init=0.0)
-  c.data.update(normalization='half', resize='bicubic', crop_pct=0.875,
+  c.model.update(drop_path=0.1, head_init='normal', head_init_std=0.02, head_bias_init=0.0)
+  c.data.update(normalization='half', resize='bicubic', crop_pct=1.0, antialias=True,
                 train_split='train800val200', eval_splits=('val200', 'test'), val_split='val200')
   c.train.update(optimizer='adamw', eps=1e-8, batch_size=64, lr_scale_by_batch=False,
                  epochs=100, warmup_epochs=10, warmup_init=1e-6, min_lr=1e-5,
-                 schedule_per='epoch', cosine_shift=False, eval_every_epochs=1)
+                 schedule_per='epoch', cosine_shift=False, eval_every_epochs=1, drop_last=True)
   c.ship = common.ship()
   common.apply_recipe(c, a.task, RECIPES)
   return common.finalize(c)

@@ -136,7 +136,8 @@ def summarize(history: list[dict[str, Any]], eval_splits: tuple[str, ...], val_s
 def _train_batches(setup: Setup, epoch: int, skip: int, steps_per_epoch: int) -> Iterator[Any]:
   cfg = setup.config
   it = setup.source.iterate(cfg.data.train_split, cfg.train.batch_size,
-                            shuffle_seed=cfg.seed * 1_000_003 + epoch, drop_remainder=True,
+                            shuffle_seed=cfg.seed * 1_000_003 + epoch,
+                            drop_remainder=cfg.train.drop_last,
                             process_index=jax.process_index(), process_count=jax.process_count())
   for i, batch in enumerate(it):
     if i >= steps_per_epoch:
@@ -156,7 +157,10 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   setup = build(cfg, workdir)
   tcfg = cfg.train
   n_train = setup.source.splits[cfg.data.train_split]
-  steps_per_epoch = n_train // tcfg.batch_size
+  # drop_last=False: the last partial batch is padded to the static batch shape, its padding rows
+  # masked out of the loss and metrics (batch['mask']).
+  steps_per_epoch = (n_train // tcfg.batch_size if tcfg.drop_last
+                     else -(-n_train // tcfg.batch_size))
   if steps_per_epoch == 0:
     raise ValueError(f'batch_size {tcfg.batch_size} exceeds the {n_train} training examples')
   total_steps = steps_per_epoch * tcfg.epochs

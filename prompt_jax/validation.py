@@ -23,6 +23,16 @@ def check_recipe_task(config: ml_collections.ConfigDict) -> None:
       "--config.recipe_task='' to keep these hyperparameters.")
 
 
+def check_drop_last(config: ml_collections.ConfigDict) -> None:
+  """The class-balanced sampler yields only full batches (len // batch_size, as DA-VPT's
+  ClassSampler), so the trainer must count steps that way too."""
+  if config.data.get('sampler', 'shuffle') == 'class_balanced' and not config.train.drop_last:
+    raise ValueError("config.data.sampler='class_balanced' yields len(split) // batch_size full "
+                     'batches per epoch (the release\'s ClassSampler); set '
+                     '--config.train.drop_last=True.')
+
+
 def check(config: ml_collections.ConfigDict) -> None:
   """Every start-up check; raises ValueError naming the field and the fix."""
   check_recipe_task(config)
+  check_drop_last(config)

@@ -75,6 +75,33 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
   assert resumed['test'] == full['test'] and resumed['history'] == full['history']
 
 
+@pytest.mark.parametrize('drop_last,steps', [(False, 10), (True, 9)])
+def test_last_partial_batch_trains_unless_drop_last(tmp_path, monkeypatch, drop_last, steps):
+  # digits train800: 300 images at batch 32 = 9 full batches + 12 images. drop_last=False (VPT)
+  # trains them in a 10th batch padded to 32 rows (mask False on the padding).
+  seen = []
+  real_put = train.shard_lib.put_batch
+
+  def record(batch, sharding):
+    seen.append(int(batch['mask'].sum()))
+    return real_put(batch, sharding)
+
+  monkeypatch.setattr(train.shard_lib, 'put_batch', record)
+  cfg = micro_config('vpt', epochs=1, eval_every_epochs=5, drop_last=drop_last)
+  res = train.train_and_evaluate(cfg, str(tmp_path))
+  assert res['steps'] == steps
+  train_rows = seen[:steps]  # then the evaluation batches
+  assert train_rows == [32] * 9 + ([12] if not drop_last else [])
+
+
+def test_class_balanced_sampler_needs_drop_last():
+  cfg = micro_config('davpt')
+  cfg.unlock()
+  cfg.data.sampler = 'class_balanced'
+  with pytest.raises(ValueError, match='drop_last=True'):
+    train.validation.check(cfg)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(64, 32, 32, 3)).astype(np.float32)

@@ -2,12 +2,15 @@
 
 layout='vtab1k': <data_dir>/<task>/{train800,val200,train800val200,test}.txt, one
   `relative/path.jpg label` per line, paths relative to <data_dir>/<task>/ (task folder names per
-  spec 01; 'cifar' is cifar100). Class count from the VTAB task table.
+  spec 01; 'cifar' is cifar100; any alias of `data/tasks.py` finds the folder). Class count from
+  the VTAB task table; a label outside it is an error naming the file and line. Fields are split at
+  the last run of spaces or tabs.
 layout='fgvc': <data_dir>/{train,val,test}.json mapping relative path -> label (VPT: CUB-200,
   NABirds, Oxford Flowers, Stanford Dogs/Cars); images under <data_dir>/<image_root>/. Labels are
   remapped to 0..C-1 by sorted raw label (as VPT does); 'trainval' = train + val.
-Order is file order. Images go through the same `pipeline.prepare_example` as TFDS, so one image
-gives identical arrays through both sources.
+Order is file order. JPEGs are decoded as PIL decodes them (`preprocess.decode_image`), and images
+go through the same `pipeline.prepare_example` as TFDS, so one image gives identical arrays
+through both sources.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import ml_collections
 import tensorflow as tf
 
 from prompt_jax.data import pipeline
+from prompt_jax.data import preprocess
 from prompt_jax.data import registry
 from prompt_jax.data import tasks
 from prompt_jax.data import vtab
@@ -28,21 +32,33 @@ FGVC_IMAGE_ROOT = {'cub': 'images', 'nabirds': 'images', 'stanford_dogs': 'Image
                    'stanford_cars': '', 'oxford_flowers': ''}
 
 
-def read_list(path: str) -> tuple[list[str], list[int]]:
-  """A vtab-1k split file -> (relative paths, labels) in file order."""
+def read_list(path: str, num_classes: int) -> tuple[list[str], list[int]]:
+  """A vtab-1k split file -> (relative paths, labels) in file order.
+
+  A line is `path label`, split at the last run of spaces or tabs (the path may hold spaces).
+  A line without an integer label, or a label outside [0, num_classes), is a ValueError naming
+  the file and the line.
+  """
   paths, labels = [], []
   with tf.io.gfile.GFile(path) as f:
-    for line in f:
-      if line.strip():
-        p, y = line.strip().rsplit(' ', 1)
-        paths.append(p)
-        labels.append(int(y))
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      parts = line.strip().rsplit(None, 1)
+      if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
+        raise ValueError(f'{path}:{lineno}: expected "relative/path label", got {line.strip()!r}')
+      y = int(parts[1])
+      if not 0 <= y < num_classes:
+        raise ValueError(f'{path}:{lineno}: label {y} outside [0, {num_classes}) for this task; '
+                         'is it the right task folder?')
+      paths.append(parts[0])
+      labels.append(y)
   return paths, labels
 
 
 def decode_file(path: tf.Tensor) -> tf.Tensor:
-  """Path -> uint8[H, W, 3] (jpg/png/bmp/gif first frame)."""
-  return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+  """Path -> uint8[H, W, 3] (jpg/png/bmp/gif first frame), decoded as PIL does."""
+  return preprocess.decode_image(tf.io.read_file(path), channels=3)
 
 
 def _missing(path: str, hint: str) -> vtab.DatasetNotFoundError:
@@ -65,18 +81,26 @@ class FolderSource(pipeline.TfSource):
     super().__init__(read, {k: len(v[1]) for k, v in files.items()}, num_classes, opts, **kw)
 
 
+def folder_candidates(task: str) -> list[str]:
+  """Folder names a task may have under data_dir: as given, its canonical name, its shared
+  vtab-1k folder name (tasks.FOLDER_NAMES: cifar100 -> cifar)."""
+  canon = tasks.canonical_task(task)
+  names = [task, canon, tasks.FOLDER_NAMES.get(canon, canon)]
+  return list(dict.fromkeys(names))
+
+
 def vtab1k_files(data_dir: str, task: str) -> dict[str, tuple[list[str], list[int]]]:
-  root = os.path.join(data_dir, task)
-  if not tf.io.gfile.exists(root):
-    other = tasks.FOLDER_NAMES.get(tasks.ALIASES.get(task, task))  # e.g. cifar100 -> cifar/
-    if other and tf.io.gfile.exists(os.path.join(data_dir, other)):
-      root = os.path.join(data_dir, other)
+  names = folder_candidates(task)
+  roots = [os.path.join(data_dir, n) for n in names]
+  root = next((r for r in roots if tf.io.gfile.exists(r)), roots[-1])
+  num_classes = tasks.NUM_CLASSES[tasks.canonical_task(task)]
   out = {}
   for split in VTAB1K_SPLITS:
     path = os.path.join(root, f'{split}.txt')
     if not tf.io.gfile.exists(path):
-      raise _missing(path, f'Expected the vtab-1k layout {data_dir}/<task>/<split>.txt.')
-    rel, labels = read_list(path)
+      raise _missing(path, f'Expected the vtab-1k layout {data_dir}/<task>/<split>.txt (task '
+                     f'folder one of {names}).')
+    rel, labels = read_list(path, num_classes)
     out[split] = ([os.path.join(root, p) for p in rel], labels)
   return out
 

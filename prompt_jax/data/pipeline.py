@@ -30,17 +30,22 @@ class ImageOptions:
   resize: str = 'bilinear'
   crop_pct: float = 1.0
   normalization: str = 'minus_one_to_one'
+  resize_to: str = 'square'
+  antialias: bool = False
 
   @classmethod
   def from_config(cls, cfg) -> ImageOptions:
     return cls(image_size=int(cfg.image_size), resize=cfg.get('resize', 'bilinear'),
                crop_pct=float(cfg.get('crop_pct', 1.0)),
-               normalization=cfg.get('normalization', 'minus_one_to_one'))
+               normalization=cfg.get('normalization', 'minus_one_to_one'),
+               resize_to=cfg.get('resize_to', 'square'),
+               antialias=bool(cfg.get('antialias', False)))
 
 
 def prepare_example(ex: dict, opts: ImageOptions) -> dict:
   """{'image': [H, W, C] in [0, 255], 'label'} -> {'image': float32[S, S, 3] in [0, 1], 'label'}."""
-  image = preprocess.resize_crop(ex['image'], opts.image_size, opts.resize, opts.crop_pct)
+  image = preprocess.resize_crop(ex['image'], opts.image_size, opts.resize, opts.crop_pct,
+                                 opts.resize_to, opts.antialias)
   return {'image': image, 'label': tf.cast(ex['label'], tf.int32)}
 
 

@@ -1,6 +1,7 @@
-"""Value-range normalisation shared by every source (a config field, never a constant).
+"""The image path shared by every source: decoding, resizing / cropping, value-range normalisation.
 
-Input: float images in [0, 1], shape [..., 3]. Modes:
+`decode_image` decodes like PIL; `resize_crop` resizes (square or shorter side) and centre-crops.
+`normalize` (a config field, never a constant): float images in [0, 1], shape [..., 3]. Modes:
   'minus_one_to_one' (Google ViT, SHIP: same as mean=std=0.5), 'zero_one', 'imagenet' (mean/std),
   'clip' (CLIP mean/std), 'half' (mean=std=0.5, identical to minus_one_to_one).
 """
@@ -26,22 +27,50 @@ def normalize(images01, mode: str):
   return (images01 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def resize_crop(image, image_size: int, resize: str = 'bilinear', crop_pct: float = 1.0):
+def decode_image(contents, channels: int = 3):
+  """Encoded image bytes (tf string scalar) -> uint8 tf tensor [H, W, channels], as PIL decodes it.
+
+  JPEGs use libjpeg's accurate integer IDCT (`dct_method='INTEGER_ACCURATE'`), PIL's (and so the
+  PyTorch releases') decoder; TF's default fast IDCT changes ~60% of the uint8 values, by up to
+  3-4, on quality-75 files. Other formats (PNG, BMP, GIF first frame) are lossless either way.
+  """
+  import tensorflow as tf
+  return tf.cond(
+      tf.io.is_jpeg(contents),
+      lambda: tf.io.decode_jpeg(contents, channels=channels, dct_method='INTEGER_ACCURATE'),
+      lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False))
+
+
+def resize_crop(image, image_size: int, resize: str = 'bilinear', crop_pct: float = 1.0,
+                resize_to: str = 'square', antialias: bool = False):
   """The one image path shared by every tf source (TFDS and folder give identical arrays).
 
   image: uint8/float tf tensor [H, W, C] in [0, 255], C in {1, 3} -> float32 [S, S, 3] in [0, 1].
-  crop_pct == 1.0: plain resize to S×S (VTAB: no aspect keep, no crop).
-  crop_pct < 1.0: resize to round(S / crop_pct) square, then centre-crop S×S (SHIP / DA-VPT).
+  Let R = round(S / crop_pct) (R = S when crop_pct == 1.0):
+    resize_to='square'        resize to R×R (aspect not kept; VTAB, crop_pct 1.0: plain resize);
+    resize_to='shorter_side'  resize the shorter side to R, the longer to int(R·long/short)
+                              (aspect kept; torchvision's Resize(R) on a PIL image);
+  then centre-crop S×S, offsets round((size - S) / 2) half to even (torchvision's CenterCrop).
+  antialias=True widens the kernel when downsampling, as PIL does (the PyTorch releases);
+  False is tf.image.resize's default (the TF/VTAB pipelines).
   """
   import tensorflow as tf
   if resize not in ('bilinear', 'bicubic'):
     raise ValueError(f"resize must be 'bilinear' or 'bicubic', got {resize!r}")
+  if resize_to not in ('square', 'shorter_side'):
+    raise ValueError(f"resize_to must be 'square' or 'shorter_side', got {resize_to!r}")
   image = tf.cast(image, tf.float32)
   if image.shape[-1] == 1:  # greyscale datasets are tiled to RGB
     image = tf.tile(image, [1, 1, 3])
   big = int(round(image_size / crop_pct)) if crop_pct < 1.0 else image_size
-  image = tf.image.resize(image, (big, big), method=resize, antialias=False)
-  if big != image_size:
-    off = (big - image_size) // 2
-    image = image[off:off + image_size, off:off + image_size]
+  if resize_to == 'square':
+    size = tf.constant([big, big], tf.int32)
+  else:
+    hw = tf.cast(tf.shape(image)[:2], tf.float64)
+    short = tf.reduce_min(hw)
+    size = tf.where(hw == short, tf.constant(big, tf.float64), tf.floor(big * hw / short))
+    size = tf.cast(size, tf.int32)
+  image = tf.image.resize(image, size, method=resize, antialias=antialias)
+  top_left = tf.cast(tf.round(tf.cast(size - image_size, tf.float64) / 2.0), tf.int32)
+  image = tf.slice(image, tf.concat([top_left, [0]], 0), [image_size, image_size, 3])
   return tf.clip_by_value(image / 255.0, 0.0, 1.0)

@@ -1,7 +1,12 @@
-"""Class-balanced batch order (DA-VPT): every batch holds N distinct classes × k images each.
+"""Class-balanced batch order (DA-VPT): every batch holds N = batch_size // k class groups of k
+images each.
 
-Deterministic given `seed`. A class with fewer than k images is refilled by resampling its own
-images (P×K sampling), so one pass yields `len(labels) // batch_size` full batches.
+Deterministic given `seed` (the trainer passes one seed per (run seed, epoch)), so a resumed run
+skips to the same batches. One pass yields `len(labels) // batch_size` full batches, as the
+release's ClassSampler. A class with fewer than k images is refilled by resampling its own images
+(P×K sampling). When the split has fewer classes C than N (2-class tasks at batch 32, k = 2), each
+batch repeats classes as the release's ClassSampler does: every class N // C times, plus N % C
+distinct others.
 """
 
 from __future__ import annotations
@@ -11,16 +16,18 @@ import numpy as np
 
 def class_balanced_order(labels: np.ndarray, batch_size: int, images_per_class: int,
                          seed: int) -> np.ndarray:
-  """labels: int[N] -> indices int[(N // batch_size) * batch_size]; each batch_size chunk has
-  batch_size // images_per_class distinct classes with images_per_class indices each."""
+  """labels: int[N] -> indices int[(N // batch_size) * batch_size]; each batch_size chunk holds
+  batch_size // images_per_class groups of images_per_class indices of one class each (distinct
+  classes when the split has that many)."""
   labels = np.asarray(labels)
   k = images_per_class
   if batch_size % k:
     raise ValueError(f'batch_size {batch_size} is not a multiple of images_per_class {k}')
-  n_cls = batch_size // k
+  n_groups = batch_size // k
   classes = np.unique(labels)
-  if n_cls > len(classes):
-    raise ValueError(f'a batch needs {n_cls} classes but the split has only {len(classes)}')
+  if not len(classes):
+    return np.zeros(0, np.int64)
+  repeats, n_pick = divmod(n_groups, len(classes))  # n_groups < C: repeats 0, n_pick distinct
   rng = np.random.default_rng(seed)
   by_class = {c: np.flatnonzero(labels == c) for c in classes}
   pools: dict[int, list[np.ndarray]] = {}
@@ -31,17 +38,25 @@ def class_balanced_order(labels: np.ndarray, batch_size: int, images_per_class: 
       idx = np.concatenate([idx, rng.choice(by_class[c], k - len(idx) % k)])
     pools[c] = list(idx.reshape(-1, k))
 
+  def take(c):
+    if not pools[c]:
+      refill(c)
+    return pools[c].pop()
+
   for c in classes:
     refill(c)
   out = []
   for _ in range(len(labels) // batch_size):
-    left = np.array([len(pools[c]) for c in classes], np.float64)
-    if (left > 0).sum() < n_cls:  # too few classes left this pass: refill the empty ones
-      for c, n in zip(classes, left):
-        if n == 0:
-          refill(c)
+    batch = [take(c) for _ in range(repeats) for c in classes]
+    if n_pick:
       left = np.array([len(pools[c]) for c in classes], np.float64)
-    # Classes with more groups left are drawn first, so a pass uses (almost) every image once.
-    pick = rng.choice(len(classes), n_cls, replace=False, p=left / left.sum())
-    out.extend(pools[classes[i]].pop() for i in pick)
+      if (left > 0).sum() < n_pick:  # too few classes left this pass: refill the empty ones
+        for c, n in zip(classes, left):
+          if n == 0:
+            refill(c)
+        left = np.array([len(pools[c]) for c in classes], np.float64)
+      # Classes with more groups left are drawn first, so a pass uses (almost) every image once.
+      pick = rng.choice(len(classes), n_pick, replace=False, p=left / left.sum())
+      batch.extend(take(classes[i]) for i in pick)
+    out.extend(batch)
   return np.concatenate(out) if out else np.zeros(0, np.int64)

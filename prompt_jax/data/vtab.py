@@ -5,7 +5,8 @@ Split names every task offers (spec 01; nX = X% of the TFDS train size, integer 
   'train1000' (official VTAB: first 1000 of trainval; every task's trainval starts with its TFDS
   train split, which holds more than 1000 examples, so it is 'train[:1000]'), and 'test'.
 Files are read with shuffle_files=False, so a split is a fixed list of examples per TFDS version.
-Images: uint8 -> preprocess.resize_crop -> [0, 1] -> preprocess.normalize(config.normalization).
+Images: decoded as PIL does (preprocess.decode_image) -> preprocess.resize_crop -> [0, 1] ->
+preprocess.normalize(config.normalization).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from prompt_jax.data import pipeline
+from prompt_jax.data import preprocess
 from prompt_jax.data import registry
 from prompt_jax.data import tasks
 
@@ -178,9 +180,19 @@ def base_split_sizes(builder: tfds.core.DatasetBuilder) -> dict[str, int]:
   return {k: int(v.num_examples) for k, v in builder.info.splits.items()}
 
 
+@tfds.decode.make_decoder()
+def _decode_like_pil(serialized: tf.Tensor, feature: tfds.features.Image) -> tf.Tensor:
+  return preprocess.decode_image(serialized, channels=feature.shape[-1])
+
+
+# 'image' is decoded as PIL does (this matters for the tasks TFDS stores as JPEG, e.g.
+# oxford_iiit_pet and dmlab).
+DECODERS = {'image': _decode_like_pil()}
+
+
 def as_dataset(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
-  """The one TFDS read (tests wrap it to record split strings)."""
-  return builder.as_dataset(split=split, shuffle_files=False)
+  """The one TFDS read (tests wrap it to record split strings), with DECODERS."""
+  return builder.as_dataset(split=split, shuffle_files=False, decoders=DECODERS)
 
 
 class VtabSource(pipeline.TfSource):

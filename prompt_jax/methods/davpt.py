@@ -15,13 +15,20 @@ Anchors at a proxy layer: CLS anchor = the full query of CLS ([B, H·Dh]); patch
 tokens (pre-LN), or 'attn_out' (what its configs ask for) = attention output at the prompt slot of
 m(y).
 
+Release behaviour kept as the default: `prompt_norm` ('none' in the release's VTAB configs, 'l2'
+in its FGVC cub/dogs configs: see configs/davpt_fgvc.py) normalises every prompt before it enters
+its block; the patch-embedding bias trains with the other biases; prompts are xavier-uniform over
+the 3-D tensor (`init_div8`: /8); the data recipe (class-balanced sampler that repeats classes
+when a batch needs more than the split has, shorter-side resize + centre crop, full batches only)
+is in configs/davpt_vtab.py.
 Differences from the release (deliberate): unknown config keys are errors (locked configs) and a
-missing anchor/proxy is an error, never a silent zero loss.
+missing anchor/proxy is an error, never a silent zero loss. The head is flax `trunc_normal` (cut at
+±2σ, std 0.0176); the release's timm `trunc_normal_(std=.02)` cuts at ±2 absolute, which is
+`model.head_init='normal'`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from absl import logging
@@ -31,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax.methods import base
+from prompt_jax.methods import inits
 from prompt_jax.methods import kmeans
 from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
@@ -38,10 +46,12 @@ from prompt_jax.models.prompter import Prompter
 
 Array = Any
 
-# Always trainable beyond prompts + head: biases of v, proj (out), fc2 and norm2. "Bias of norm2" is
-# read as the LayerNorm_2 bias only (its scale stays frozen). davpt.train_k_bias / train_norm1 /
-# train_cls add the others (`trainable`).
-TRAINABLE = (r'^prompt/', r'^head/', r'MultiHeadDotProductAttention_1/value/bias$',
+# Always trainable beyond prompts + head: biases of v, proj (out), fc2 and norm2, and the patch
+# embedding bias (the release's 'proj.bias' matches the last two name parts, so it trains
+# `patch_embed.proj.bias` as well as `attn.proj.bias`). "Bias of norm2" is read as the LayerNorm_2
+# bias only (its scale stays frozen). davpt.train_k_bias / train_norm1 / train_cls add the others.
+TRAINABLE = (r'^prompt/', r'^head/', r'^embedding/bias$',
+             r'MultiHeadDotProductAttention_1/value/bias$',
              r'MultiHeadDotProductAttention_1/out/bias$', r'MlpBlock_3/Dense_1/bias$',
              r'LayerNorm_2/bias$')
 EXTRA_TRAINABLE = {
@@ -57,18 +67,15 @@ def trainable(config: base.Config) -> tuple[str, ...]:
   return TRAINABLE + tuple(extra)
 
 
-def xavier_uniform_3d(div8: bool):
-  """torch xavier_uniform_ over a 3-D [L, n, D] tensor: fan_in = n·D, fan_out = L·D (opt. /8)."""
-  def init(key, shape, dtype=jnp.float32):
-    l, n, d = shape
-    bound = math.sqrt(6.0 / (n * d + l * d)) / (8.0 if div8 else 1.0)
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
 class DAVPTPrompter(Prompter):
   """proxy: [n_proxy_layers, P, D] under 'prompt/proxy'; other: [depth - n_proxy_layers, nP, D]
-  under 'prompt/other' (absent when nP = 0)."""
+  under 'prompt/other' (absent when nP = 0); prompt_norm='layer' adds 'prompt/norm/{scale,bias}'.
+
+  Every prompt goes through `prompt_norm` before it enters its block (the release's `vpt_norm` in
+  forward_features): 'none', 'l2' (x / max(|x|, 1e-6)) or 'layer' (one trainable affine LayerNorm,
+  eps 1e-6, shared by all layers). The loss sees the normed proxies. Prompt dropout is applied
+  after the broadcast to the batch (one mask per example, as the release).
+  """
 
   width: int
   depth: int
@@ -80,6 +87,7 @@ class DAVPTPrompter(Prompter):
   init_div8: bool = False
   patch_anchor: str = 'input_mean'
   dropout: float = 0.0
+  prompt_norm: str = 'none'
 
   def setup(self):
     if not 0 <= self.proxy_start <= self.proxy_end < self.depth:
@@ -88,13 +96,25 @@ class DAVPTPrompter(Prompter):
     if self.patch_anchor not in ('input_mean', 'attn_out'):
       raise ValueError(f"davpt.patch_anchor must be 'input_mean' or 'attn_out', got "
                        f'{self.patch_anchor!r}')
+    if self.prompt_norm not in ('none', 'l2', 'layer'):
+      raise ValueError(f"davpt.prompt_norm must be 'none', 'l2' or 'layer', got "
+                       f'{self.prompt_norm!r}')
     n_proxy = self.proxy_end - self.proxy_start + 1
-    init = xavier_uniform_3d(self.init_div8)
+    init = inits.xavier_uniform_3d(1 / 8 if self.init_div8 else 1.0)
     self.proxy = self.param('proxy', init, (n_proxy, self.num_proxies, self.width))
     n_rest = self.depth - n_proxy
     self.other = (self.param('other', init, (n_rest, self.num_other, self.width))
                   if self.num_other > 0 and n_rest > 0 else None)
+    self.norm = nn.LayerNorm(epsilon=1e-6) if self.prompt_norm == 'layer' else None
     self.drop = nn.Dropout(self.dropout)
+
+  def normed(self, p: Array) -> Array:
+    """[n, D] prompts after `prompt_norm`."""
+    if self.prompt_norm == 'l2':
+      return p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-6)
+    if self.norm is not None:
+      return self.norm(p)
+    return p
 
   def is_proxy(self, layer: int) -> bool:
     return self.proxy_start <= layer <= self.proxy_end
@@ -104,12 +124,13 @@ class DAVPTPrompter(Prompter):
     return self.num_proxies if self.is_proxy(layer) else self.num_other
 
   def layer_prompts(self, layer: int) -> Array | None:
+    """[n, D] normed prompts of block `layer` (None: no prompts there)."""
     if self.is_proxy(layer):
-      return self.proxy[layer - self.proxy_start]
+      return self.normed(self.proxy[layer - self.proxy_start])
     if self.other is None:
       return None
-    return self.other[layer if layer < self.proxy_start else layer - (self.proxy_end + 1 -
-                                                                       self.proxy_start)]
+    return self.normed(self.other[layer if layer < self.proxy_start else
+                                  layer - (self.proxy_end + 1 - self.proxy_start)])
 
   def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
     del prev_info
@@ -117,8 +138,8 @@ class DAVPTPrompter(Prompter):
     p = self.layer_prompts(layer)
     if p is None:
       return jnp.concatenate([x[:, :1], rest], axis=1)
-    p = self.drop(p, deterministic=not train)
     p = jnp.broadcast_to(p.astype(x.dtype)[None], (x.shape[0],) + p.shape)
+    p = self.drop(p, deterministic=not train)
     return jnp.concatenate([x[:, :1], p, rest], axis=1)
 
   def attention(self, layer: int, num_tokens: int, train: bool = False):
@@ -136,7 +157,7 @@ class DAVPTPrompter(Prompter):
       return
     b = x_in.shape[0]
     n = self.num_proxies
-    self.sow('aux', 'proxies', self.proxy[layer - self.proxy_start])
+    self.sow('aux', 'proxies', self.layer_prompts(layer))
     self.sow('aux', 'cls_anchor', info['q'][:, 0].reshape(b, -1))
     if self.patch_anchor == 'input_mean':
       self.sow('aux', 'patch_anchor', x_in[:, 1 + n:].mean(axis=1))
@@ -189,17 +210,6 @@ def proxy_nca_loss(z: Array, proxies: Array, labels: Array, mask: Array, *, scal
 LOSSES = {'proxy_anchor': proxy_anchor_loss, 'proxy_nca': proxy_nca_loss}
 
 
-def prompt_norm(p: Array, kind: str) -> Array:
-  if kind == 'l2':
-    return p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
-  if kind == 'layer':
-    mu = p.mean(-1, keepdims=True)
-    return (p - mu) / jnp.sqrt(p.var(-1, keepdims=True) + 1e-6)
-  if kind == 'none':
-    return p
-  raise ValueError(f"davpt.prompt_norm must be 'l2', 'layer' or 'none', got {kind!r}")
-
-
 def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   ce, metrics = base.cross_entropy_loss(inputs)
   c = inputs.config.davpt
@@ -219,7 +229,6 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   l_patch, l_cls = 0.0, 0.0
   n_layers = len(aux['proxies'])
   for prox, za, zc in zip(aux['proxies'], aux['patch_anchor'], aux['cls_anchor']):
-    prox = prompt_norm(prox, c.prompt_norm)
     if za.ndim == 3:  # attention output at the prompt slot of m(y)
       za = jnp.take_along_axis(za, m[:, None, None], axis=1)[:, 0]
     l_patch += fn(za, prox, m, mask, **kw) / n_layers
@@ -340,7 +349,8 @@ def build_prompter(config: base.Config, prepared: Any) -> DAVPTPrompter:
   return DAVPTPrompter(width=arch['width'], depth=arch['depth'], num_proxies=int(p),
                        num_other=c.num_other, proxy_start=c.proxy_start, proxy_end=c.proxy_end,
                        mask_prompts=c.mask_prompts, init_div8=c.init_div8,
-                       patch_anchor=c.patch_anchor, dropout=c.dropout)
+                       patch_anchor=c.patch_anchor, dropout=c.dropout,
+                       prompt_norm=c.prompt_norm)
 
 
 def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...]]:

@@ -17,8 +17,11 @@ Model (`SAPModel`, a CLIP with two prompters):
 Loss = CE + text_weight·mean|T̂₀ - T̂| + image_weight·mean|ĝ₀ - ĝ|, T̂₀ / ĝ₀ frozen zero-shot
 (no-prompt) features, ĝ the normalised prompted g (without b) as the release.
 
-Templated text: "a photo of a {classname}, which has {description}." keeping the WHOLE description
-(the release splits on the first comma and drops the part before it; fixed here).
+Templated text (`templated`, the release's `process_attributes`): "a photo of a {classname},
+which {description}." when the description starts with "is" or "has", else "a photo of a
+{classname}, which has {description}.", commas and periods removed from the description, keeping
+the WHOLE description (the release splits on the first comma and drops the part before it; fixed
+here).
 Text features: recomputed in every training step through the prompted text tower (the hot spot;
 the description ids are cut to the longest description, exact under the causal mask, ~3-4x less
 text compute than 77 tokens);
@@ -47,7 +50,7 @@ from prompt_jax.models.prompter import Prompter
 from prompt_jax.text import tokenizer as tok_lib
 
 Array = Any
-TEMPLATE = 'a photo of a {classname}, which has {description}.'
+TEMPLATE = 'a photo of a {classname}, {which} {description}.'
 ZS_TEMPLATE = 'a photo of a {classname}.'
 
 
@@ -75,9 +78,18 @@ def class_descriptions(descriptions: dict[str, list[str]], classname: str) -> li
 
 
 def templated(classname: str, description: str, template: str = TEMPLATE) -> str:
-  """'a photo of a {classname}, which has {description}.' keeping the whole description."""
-  desc = description.strip().rstrip('.').strip()
-  return template.format(classname=classname.replace('_', ' ').lower(), description=desc)
+  """The release's `process_attributes`: {which} = 'which' when the description's first word
+  (split at ' ') is 'is' or 'has', else 'which has'; commas and periods are removed from the
+  description. Its comma bug is fixed: the WHOLE description is kept (the release keeps only the
+  part after the first comma, without 'which'). Class name: '_' -> ' ', lower-cased."""
+  if 'which has {description}' in template:
+    raise ValueError(f'sap.template {template!r} writes "which has" before every description '
+                     '("which has has ..."); write "{which} {description}": {which} is "which" '
+                     'or "which has" per description, as the release.')
+  which = 'which' if description.split(' ')[0] in ('is', 'has') else 'which has'
+  desc = re.sub(r'[,.]', '', description.strip())
+  return template.format(classname=classname.replace('_', ' ').lower(), which=which,
+                         description=desc)
 
 
 def description_table(classnames: Sequence[str], descriptions: dict[str, list[str]],

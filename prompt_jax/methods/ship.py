@@ -1,11 +1,20 @@
 """SHIP: semantic hierarchical prompt tuning (spec 02).
 
 Host side (`prepare`): per-layer CLS features of the frozen backbone on the training split ->
-12x12 mean-cosine affinity -> greedy anchors (`greedy_anchors`); k-means prototype bank
-(scikit-learn
-KMeans, `random_state=config.ship.seed`, `n_init=config.ship.kmeans_n_init`) of last-layer CLS
-features of up to 1000 training images. Precomputed `ship.affinity_path` / `ship.prototypes_path`
-(.npy) replace the computation.
+12x12 mean-cosine affinity -> greedy anchors (`greedy_anchors`); k-means prototype bank of the
+last-layer CLS features of up to 1000 training images: scikit-learn
+`KMeans(200, random_state=ship.seed, n_init=ship.kmeans_n_init)`. The release runs
+`KMeans(200, random_state=42)` with scikit-learn's default n_init, which is 10 before
+scikit-learn 1.4 and 1 from 1.4 on; the defaults here are seed 42 and n_init 10 (set
+`ship.kmeans_n_init=1` for a scikit-learn >= 1.4 run of the release). The release prefers its
+shipped files: `ship.affinity_path` (save_affinity/<task>/affinity.npy, [12, 12]) and
+`ship.prototypes_path` (save_attribute/<task>/prototype_200_clusters.npy, [200, 768]) replace the
+computation; their shapes are checked (`load_affinity`, `load_prototypes`).
+
+Initialisation (the release): independent prompts torch `xavier_uniform_` on one (1, P, D) tensor
+per anchor (bound sqrt(6 / ((P + 1)·D))); shared prompt uniform(±sqrt(6/D)); attribute prompts
+uniform(±sqrt(6/(10·D))). The recipe around it (direct 224×224 bicubic resize, no crop; head
+N(0, .02); full batches only) is in configs/ship_vtab.py.
 
 Token layout [CLS, patches (n-1), independent (P), (attribute 10), shared (10)]; prompts get no
 position embedding. Every block uses decoupled attention (0.9 image / 0.1 prompt, two softmaxes);
@@ -28,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax.methods import base
+from prompt_jax.methods import inits
 from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
 from prompt_jax.models.prompter import Prompter
@@ -66,11 +76,51 @@ def prototype_bank(features: np.ndarray, k: int, seed: int = 0, n_init: int = 10
   return km.cluster_centers_.astype(np.float32)
 
 
+def load_affinity(path: str, depth: int) -> np.ndarray:
+  """The release's `save_affinity/<task>/affinity.npy`: float [depth, depth], symmetric, unit
+  diagonal, entries in [-1, 1]. Anything else is a ValueError naming the file and the problem."""
+  aff = np.load(path)
+  problem = ''
+  if aff.shape != (depth, depth):
+    problem = f'shape {aff.shape}, expected ({depth}, {depth}) (one row per block of the ViT)'
+  elif not np.isfinite(aff).all():
+    problem = 'non-finite entries'
+  elif np.abs(aff - aff.T).max() > 1e-4 or np.abs(np.diag(aff) - 1).max() > 1e-3:
+    problem = 'not a symmetric mean-cosine matrix with unit diagonal'
+  elif np.abs(aff).max() > 1 + 1e-4:
+    problem = f'entries up to {np.abs(aff).max():.3g}, outside [-1, 1]'
+  if problem:
+    raise ValueError(f'ship.affinity_path={path!r}: {problem}. Give the release\'s '
+                     "save_affinity/<task>/affinity.npy of the same task, or '' to compute it.")
+  return aff.astype(np.float64)
+
+
+def load_prototypes(path: str, num_prototypes: int, width: int) -> np.ndarray:
+  """The release's `save_attribute/<task>/prototype_200_clusters.npy`: float [K, width] with
+  K = ship.num_prototypes. Anything else is a ValueError naming the file and the problem."""
+  bank = np.load(path)
+  problem = ''
+  if bank.ndim != 2 or bank.shape[1] != width:
+    problem = f'shape {bank.shape}, expected [K, {width}] (K prototypes of the ViT width)'
+  elif bank.shape[0] != num_prototypes:
+    problem = (f'{bank.shape[0]} prototypes but ship.num_prototypes={num_prototypes} (set '
+               f'--config.ship.num_prototypes={bank.shape[0]} to use this file)')
+  elif not np.isfinite(bank).all():
+    problem = 'non-finite entries'
+  if problem:
+    raise ValueError(f'ship.prototypes_path={path!r}: {problem}. Give the release\'s '
+                     "save_attribute/<task>/prototype_200_clusters.npy of the same task, or '' to "
+                     'compute it.')
+  return bank.astype(np.float32)
+
+
 def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
   """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone (§1, §3)."""
   s = ctx.config.ship
-  aff = np.load(s.affinity_path) if s.affinity_path else None
-  bank = np.load(s.prototypes_path).astype(np.float32) if s.prototypes_path else None
+  arch = vit.decode_variant(ctx.config.model.variant)
+  aff = load_affinity(s.affinity_path, arch['depth']) if s.affinity_path else None
+  bank = (load_prototypes(s.prototypes_path, s.num_prototypes, arch['width'])
+          if s.prototypes_path else None)
   if aff is None or bank is None:
     feats, _ = ctx.features(ctx.config.data.train_split,
                             lambda l, o: jnp.stack([b[:, 0] for b in o['blocks']]).swapaxes(0, 1),
@@ -86,12 +136,6 @@ def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- device side
 
-def _uniform(bound: float):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
 def topk_tokens(x: Array, cls_scores: Array, n: int, k: int = TOP_K) -> Array:
   """x [B, T, D], cls_scores [B, H, T'] -> the k image tokens (of x[:, :n]) with the highest
   head-averaged CLS score, [B, k, D] (CLS itself may be picked)."""
@@ -104,12 +148,15 @@ def _unit(x: Array) -> Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
 
-def matching_loss(x: Array, cls_scores: Array, n: int, k: int = TOP_K) -> Array:
-  """Spec §4: mean over (b, prompt j) of min over the top-k image tokens of 1 - cos."""
+def matching_loss(x: Array, cls_scores: Array, n: int, mask: Array | None = None,
+                  k: int = TOP_K) -> Array:
+  """Spec §4: mean over (b, prompt j) of min over the top-k image tokens of 1 - cos; rows b with
+  mask[b] False (padding) are left out."""
   v = topk_tokens(x, cls_scores, n, k)
   p = x[:, n:]
   cos = jnp.einsum('bjd,bkd->bjk', _unit(p), _unit(v))
-  return (1.0 - cos).min(axis=-1).mean()
+  per_row = (1.0 - cos).min(axis=-1).mean(axis=-1)
+  return per_row.mean() if mask is None else base.masked_mean(per_row, mask)
 
 
 class SHIPPrompter(Prompter):
@@ -128,10 +175,11 @@ class SHIPPrompter(Prompter):
 
   def setup(self):
     d, p = self.width, self.num_prompts
-    self.independent = self.param('independent', _uniform(math.sqrt(6.0 / (p + d))),
+    # The release: torch xavier_uniform_ on one (1, P, D) tensor per anchor.
+    self.independent = self.param('independent', inits.xavier_uniform_3d(stacked=True),
                                   (len(self.anchors), p, d))
-    self.shared = self.param('shared', _uniform(math.sqrt(6.0 / d)), (NUM_SHARED, d))
-    self.attribute = self.param('attribute', _uniform(math.sqrt(6.0 / (NUM_ATTRIBUTE * d))),
+    self.shared = self.param('shared', inits.uniform(math.sqrt(6.0 / d)), (NUM_SHARED, d))
+    self.attribute = self.param('attribute', inits.uniform(math.sqrt(6.0 / (NUM_ATTRIBUTE * d))),
                                 (2, NUM_ATTRIBUTE, d))
     self.bank = self.param('bank', nn.initializers.zeros, (self.num_prototypes, d))
 
@@ -207,7 +255,7 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
     return ce, metrics
   n = num_image_tokens(inputs.config)
   lm = matching_loss(aux['ship_x'][-1].astype(jnp.float32),
-                     aux['ship_scores'][-1].astype(jnp.float32), n)
+                     aux['ship_scores'][-1].astype(jnp.float32), n, inputs.batch['mask'])
   total = ce + inputs.config.ship.match_weight * lm
   return total, {**metrics, 'match': lm, 'loss': total}
 

@@ -11,14 +11,16 @@ output (before CLS / position embedding), level i >= 1 = output of block i-1 wit
 [N, N_p, D].
 Strategies (`config.prompt_init.strategy`):
   'random'        P random real tokens out of all N·N_p;
-  'mean_pooling' / 'max_pooling'  w = N_p // (P-1): P-1 contiguous raster windows plus the remainder
-                  window, pooled, then P random rows of the P·N pooled vectors;
+  'mean_pooling' / 'max_pooling'  w = N_p // (P-1): P-1 contiguous raster windows plus a last
+                  window (`prompt_init.last_window`: 'release' = the last N_p % w tokens, all
+                  N_p when that is 0, as the release slices; 'remainder' = the tokens after the
+                  P-1 windows), pooled, then P random rows of the P·N pooled vectors;
   'kmeans'        P euclidean k-means centres (k-means++ init) of the tokens of the first
                   ceil(fraction·N) training images (the paper's main method; the release reads
                   precomputed centres).
 `fraction` limits the images used by every strategy (kmeans default 0.3). Everything is seeded by
 `prompt_init.seed`; results are cached in the workdir as
-spt_<strategy>_P<P>_L<level>_s<seed>_f<f>.npz
+spt_<strategy>[_<last_window>]_P<P>_L<level>_s<seed>_f<f>.npz
 holding the prototypes and the seed.
 """
 
@@ -48,10 +50,16 @@ def level_tokens(out: dict[str, Array], level: int) -> Array:
   return out['blocks'][level - 1][:, 1:]
 
 
-def pool_windows(tokens: np.ndarray, num_prompts: int, kind: str) -> np.ndarray:
+def pool_windows(tokens: np.ndarray, num_prompts: int, kind: str,
+                 last_window: str = 'release') -> np.ndarray:
   """[N, N_p, D] -> [N, P, D]: P-1 contiguous windows of w = N_p // (P-1) tokens in raster order
-  plus the remainder window (tokens (P-1)·w ..), each mean- or max-pooled. With P = 1 the whole
-  image is one window. An empty remainder (N_p divisible) reuses the last full window."""
+  plus a last window, each mean- or max-pooled. With P = 1 the whole image is one window.
+
+  last_window='release' (the release's `x[:, -(N_p % w):]`): the last N_p % w tokens, ALL N_p
+  tokens when N_p % w == 0 (`x[:, -0:]`); e.g. N_p=196, P=30: w=6, tokens 192..195.
+  last_window='remainder': the tokens after the P-1 windows, (P-1)·w .. N_p-1 (P=30: 174..195);
+  when there are none, the last full window again.
+  """
   n_p = tokens.shape[1]
   fn = {'mean_pooling': np.mean, 'max_pooling': np.max}[kind]
   if num_prompts == 1:
@@ -60,12 +68,19 @@ def pool_windows(tokens: np.ndarray, num_prompts: int, kind: str) -> np.ndarray:
   if w == 0:
     raise ValueError(f'{num_prompts} prompts need at least {num_prompts - 1} tokens per image')
   bounds = [(j * w, (j + 1) * w) for j in range(num_prompts - 1)]
-  last = (num_prompts - 1) * w
-  bounds.append((last, n_p) if last < n_p else bounds[-1])
+  if last_window == 'release':
+    bounds.append((n_p - n_p % w if n_p % w else 0, n_p))
+  elif last_window == 'remainder':
+    last = (num_prompts - 1) * w
+    bounds.append((last, n_p) if last < n_p else bounds[-1])
+  else:
+    raise ValueError(f"prompt_init.last_window must be 'release' or 'remainder', got "
+                     f'{last_window!r}')
   return np.stack([fn(tokens[:, a:b], axis=1) for a, b in bounds], axis=1)
 
 
-def prototypes(tokens: np.ndarray, num_prompts: int, strategy: str, seed: int) -> np.ndarray:
+def prototypes(tokens: np.ndarray, num_prompts: int, strategy: str, seed: int,
+               last_window: str = 'release') -> np.ndarray:
   """[N, N_p, D] tokens of one level -> [P, D] prompt prototypes."""
   rng = np.random.default_rng(seed)
   tokens = np.asarray(tokens, np.float32)
@@ -73,7 +88,8 @@ def prototypes(tokens: np.ndarray, num_prompts: int, strategy: str, seed: int) -
   if strategy == 'random':
     return flat[rng.choice(len(flat), size=num_prompts, replace=False)]
   if strategy in ('mean_pooling', 'max_pooling'):
-    pooled = pool_windows(tokens, num_prompts, strategy).reshape(-1, tokens.shape[-1])
+    pooled = pool_windows(tokens, num_prompts, strategy, last_window)
+    pooled = pooled.reshape(-1, tokens.shape[-1])
     return pooled[rng.choice(len(pooled), size=num_prompts, replace=False)]
   if strategy == 'kmeans':
     return kmeans.euclidean_kmeans(flat, num_prompts, seed=seed)
@@ -84,7 +100,8 @@ def level_prototypes(ctx: base.PrepareContext, level: int, num_prompts: int) -> 
   """[P, D] prototypes of one level (cached in the workdir)."""
   pi = ctx.config.prompt_init
   strategy, fraction, seed = pi.strategy, float(pi.fraction), int(pi.seed)
-  name = f'spt_{strategy}_P{num_prompts}_L{level}_s{seed}_f{fraction}.npz'
+  window = f'_{pi.last_window}' if strategy in ('mean_pooling', 'max_pooling') else ''
+  name = f'spt_{strategy}{window}_P{num_prompts}_L{level}_s{seed}_f{fraction}.npz'
   path = os.path.join(ctx.workdir, name)
   if os.path.exists(path):
     return np.load(path)['prototypes']
@@ -93,7 +110,7 @@ def level_prototypes(ctx: base.PrepareContext, level: int, num_prompts: int) -> 
   keep = max(1, math.ceil(fraction * n))
   tokens, _ = ctx.features(split, lambda l, o: level_tokens(o, level),
                            batch_size=int(pi.batch_size), max_examples=keep)
-  protos = prototypes(tokens, num_prompts, strategy, seed + 1000 * level)
+  protos = prototypes(tokens, num_prompts, strategy, seed + 1000 * level, pi.last_window)
   os.makedirs(ctx.workdir, exist_ok=True)
   np.savez(path, prototypes=protos, seed=seed, level=level, strategy=strategy, fraction=fraction,
            num_images=keep)

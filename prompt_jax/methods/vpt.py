@@ -5,6 +5,8 @@ none. Shallow: one prompt set before block 0, carried through. Deep: before ever
 tokens at the prompt positions are replaced by that layer's prompts ([depth, P, D] in total).
 Init uniform(-v, v), v = sqrt(6 / (3·patch² + D)) (0.0625 for ViT-B/16); with a projection
 (`project_dim` > 0) prompts live in project_dim and a Dense maps them to D, v uses project_dim.
+Prompt dropout (`vpt.dropout`) is applied after the prompts are broadcast to the batch, so every
+example gets its own mask (the release's `incorporate_prompt` / `forward_deep_prompt`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from prompt_jax.methods import base
+from prompt_jax.methods import inits
 from prompt_jax.models import vit
 from prompt_jax.models.prompter import Prompter
 
@@ -38,33 +40,26 @@ class VPTPrompter(Prompter):
     dim = self.project_dim or self.width
     v = math.sqrt(6.0 / (3 * self.patch_size ** 2 + dim))
     n = self.depth if self.deep else 1
-    self.prompts = self.param('prompts', symmetric_uniform(v), (n, self.num_prompts, dim))
+    self.prompts = self.param('prompts', inits.uniform(v), (n, self.num_prompts, dim))
     self.proj = nn.Dense(self.width, name='proj') if self.project_dim else None
     self.drop = nn.Dropout(self.dropout)
 
-  def layer_prompts(self, layer: int, train: bool) -> Array:
-    """[P, D] prompts of `layer` after projection and dropout."""
+  def layer_prompts(self, layer: int) -> Array:
+    """[P, D] prompts of `layer` after the projection."""
     p = self.prompts[layer]
-    if self.proj is not None:
-      p = self.proj(p)
-    return self.drop(p, deterministic=not train)
+    return p if self.proj is None else self.proj(p)
 
   def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
     del prev_info
     n = self.num_prompts
     if layer > 0 and not self.deep:
       return x
-    p = jnp.broadcast_to(self.layer_prompts(layer, train).astype(x.dtype)[None],
+    p = jnp.broadcast_to(self.layer_prompts(layer).astype(x.dtype)[None],
                          (x.shape[0], n, self.width))
+    # Dropout after the broadcast (the release): every example gets its own [P, D] mask.
+    p = self.drop(p, deterministic=not train)
     rest = x[:, 1:] if layer == 0 else x[:, 1 + n:]
     return jnp.concatenate([x[:, :1], p, rest], axis=1)
-
-
-def symmetric_uniform(v: float):
-  """Initializer drawing uniform(-v, v)."""
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -v, v)
-  return init
 
 
 def build_prompter(config: base.Config, prepared: Any) -> VPTPrompter:

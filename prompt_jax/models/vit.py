@@ -209,11 +209,14 @@ class AddPositionEmbs(nn.Module):
 def _head_init(kind: str, std: float) -> Callable:
   if kind == 'zeros':
     return nn.initializers.zeros
-  if kind == 'trunc_normal':
+  if kind == 'normal':  # timm's trunc_normal_(std=.02): its ±2 cut-offs are absolute (~100σ)
+    return nn.initializers.normal(std)
+  if kind == 'trunc_normal':  # cut at ±2·std (std of the result 0.88·std)
     return nn.initializers.truncated_normal(std)
   if kind == 'kaiming_fan_out':  # VPT: kaiming-normal with fan_out of the PyTorch [C, D] weight
     return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-  raise ValueError(f'unknown head_init {kind!r}; known: zeros, trunc_normal, kaiming_fan_out')
+  raise ValueError(f'unknown head_init {kind!r}; known: zeros, normal, trunc_normal, '
+                   'kaiming_fan_out')
 
 
 class VisionTransformer(nn.Module):

@@ -7,9 +7,12 @@ one merge "a b" per line), given by path or found next to the weights (`find_voc
   CLIP pools the text feature at argmax(ids)).
 Only the first 49152 - 256 - 2 merges are used (as the release does).
 
-Cleaning: with `ftfy` installed, text goes through `ftfy.fix_text` like the release; without it
-(the default here) we apply Unicode NFC only (ftfy's default normalisation; its mojibake repair is
-skipped). Then html.unescape twice, whitespace runs -> one space, strip, lower-case.
+Cleaning, as the release: `ftfy.fix_text` (a dependency: without it curly quotes, mojibake,
+ligatures, fullwidth and control characters tokenize differently), html.unescape twice, whitespace
+runs -> one space, strip, lower-case.
+A text longer than the context (77 tokens with SOT/EOT) is a ValueError naming it and its length,
+as the release's `clip.tokenize` raises (a cut description would silently change its class's
+text feature); `tokenize(..., truncate=True)` cuts it instead.
 Pre-tokenisation: the release's regex (special tokens, English contractions, letter runs, single
 digits, runs of other non-space symbols) with the `regex` package, or a stdlib `re` equivalent
 (`FALLBACK_PATTERN`); each piece is byte-encoded, then BPE-merged.
@@ -22,9 +25,9 @@ import gzip
 import html
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 
+import ftfy
 import numpy as np
 
 SOT, EOT = '<|startoftext|>', '<|endoftext|>'
@@ -61,13 +64,8 @@ def byte_symbols() -> dict[int, str]:
 
 
 def clean(text: str) -> str:
-  """The release's basic + whitespace cleaning, lower-cased (see the module docstring for ftfy)."""
-  try:
-    import ftfy
-    text = ftfy.fix_text(text)
-  except ImportError:
-    text = unicodedata.normalize('NFC', text)
-  text = html.unescape(html.unescape(text)).strip()
+  """The release's basic (ftfy + html unescape) and whitespace cleaning, lower-cased."""
+  text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
   return re.sub(r'\s+', ' ', text).strip().lower()
 
 
@@ -160,9 +158,10 @@ class Tokenizer:
         raw.extend(b' ')
     return raw.decode('utf-8', errors='replace').strip()
 
-  def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> np.ndarray:
-    """int32 [N, context_length]: SOT, tokens, EOT, zero padding. Too long texts are cut to
-    context_length with EOT as the last id (truncate=True) or raise ValueError."""
+  def tokenize(self, texts: str | Sequence[str], truncate: bool = False) -> np.ndarray:
+    """int32 [N, context_length]: SOT, tokens, EOT, zero padding. A too long text raises
+    ValueError naming it (the release), or with truncate=True is cut to context_length with EOT
+    as the last id."""
     if isinstance(texts, str):
       texts = [texts]
     out = np.zeros((len(texts), self.context_length), np.int32)
@@ -170,7 +169,9 @@ class Tokenizer:
       ids = [self.sot] + self.encode(text) + [self.eot]
       if len(ids) > self.context_length:
         if not truncate:
-          raise ValueError(f'{text!r} has {len(ids)} tokens > context {self.context_length}')
+          raise ValueError(f'text {text!r} is {len(ids)} tokens long (with SOT/EOT), more than '
+                           f'the context length {self.context_length}; shorten it (CLIP cannot '
+                           'encode it whole)')
         ids = ids[:self.context_length]
         ids[-1] = self.eot
       out[row, :len(ids)] = ids

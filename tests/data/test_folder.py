@@ -154,3 +154,49 @@ def test_class_balanced_source(vtab1k_tree):
     assert b['mask'].all()
     _, counts = np.unique(b['label'], return_counts=True)
     assert counts.tolist() == [2, 2]
+
+
+def _vtab1k_task(root, folder, lines_by_split):
+  for split in ('train800', 'val200', 'train800val200', 'test'):
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / f'{split}.txt').write_text(lines_by_split.get(split, 'x.png 1\n'))
+  _png(str(root / folder / 'x.png'), 0)
+  _png(str(root / folder / 'sub dir' / 'y z.png'), 1)
+
+
+@pytest.mark.parametrize('alias,folder', [('retinopathy', 'diabetic_retinopathy'),
+                                          ('pets', 'oxford_iiit_pet'),
+                                          ('oxford_pet', 'oxford_iiit_pet'),
+                                          ('flowers102', 'oxford_flowers102'),
+                                          ('camelyon', 'patch_camelyon')])
+def test_task_aliases_find_the_folder(tmp_path, alias, folder):
+  _vtab1k_task(tmp_path, folder, {})
+  src = registry.get_source(_cfg(data_dir=str(tmp_path), task=alias))
+  assert src.splits['test'] == 1
+  assert src.num_classes == tasks.NUM_CLASSES[tasks.canonical_task(alias)]
+
+
+def test_tabs_and_repeated_spaces(tmp_path):
+  _vtab1k_task(tmp_path, 'dtd', {'test': 'x.png\t3\nsub dir/y z.png   46\n\n'})
+  src = registry.get_source(_cfg(data_dir=str(tmp_path), task='dtd'))
+  b = next(src.iterate('test', 2))
+  assert b['label'].tolist() == [3, 46]
+
+
+@pytest.mark.parametrize('line,match', [('x.png 47', r'test.txt:2: label 47 outside \[0, 47\)'),
+                                        ('x.png -1', r'test.txt:2: label -1 outside'),
+                                        ('x.png', r'test.txt:2: expected "relative/path label"')])
+def test_bad_labels_name_file_and_line(tmp_path, line, match):
+  _vtab1k_task(tmp_path, 'dtd', {'test': f'x.png 0\n{line}\n'})
+  with pytest.raises(ValueError, match=match):
+    registry.get_source(_cfg(data_dir=str(tmp_path), task='dtd'))
+
+
+def test_jpeg_files_decode_like_pil(tmp_path):
+  rng = np.random.default_rng(0)
+  smooth = np.cumsum(rng.normal(size=(48, 64, 3)), axis=1) * 8 + 128
+  Image.fromarray(smooth.clip(0, 255).astype(np.uint8)).save(tmp_path / 'a.jpg', quality=75)
+  pil = np.asarray(Image.open(tmp_path / 'a.jpg').convert('RGB'))
+  from prompt_jax.data import folder
+  got = folder.decode_file(tf.constant(str(tmp_path / 'a.jpg'))).numpy()
+  np.testing.assert_array_equal(got, pil)

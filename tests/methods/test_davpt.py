@@ -107,7 +107,8 @@ def test_mask_prompt_queries_see_only_image_tokens():
 def _cfg(**davpt_kw):
   c = micro_config('davpt')
   c.unlock()
-  c.davpt = common.davpt(num_proxies=3, num_other=2, proxy_start=2, proxy_end=3, **davpt_kw)
+  c.davpt = common.davpt(**dict(dict(num_proxies=3, num_other=2, proxy_start=2, proxy_end=3),
+                                **davpt_kw))
   c.lock()
   return c
 
@@ -133,8 +134,7 @@ def test_loss_through_model(anchor):
   m = np.array([0, 1, 0, 1])
   # CLS anchor check at layer 3 against the loss function with explicit inputs
   zc = aux['cls_anchor'][1]
-  direct = davpt.proxy_anchor_loss(zc, davpt.prompt_norm(aux['proxies'][1], 'l2'), jnp.asarray(m),
-                                   jnp.ones(4, bool))
+  direct = davpt.proxy_anchor_loss(zc, aux['proxies'][1], jnp.asarray(m), jnp.ones(4, bool))
   assert np.isfinite(float(direct))
   with pytest.raises(KeyError):  # missing anchors are an error, never a silent 0
     method.loss(base.LossInputs(logits, out, {}, batch, state, cfg))
@@ -172,13 +172,14 @@ def test_trainable_set_and_configs():
   tr, _ = tree.split(params, *base.get('davpt').trainable_patterns(c))
   paths = tree.paths(tr)
   blk = 'Transformer/encoderblock_0/'
-  for want in ['prompt/proxy', 'head/kernel', 'cls', blk + 'LayerNorm_0/scale',
+  # 'embedding/bias': the release's 'proj.bias' also matches patch_embed.proj.bias.
+  for want in ['prompt/proxy', 'head/kernel', 'cls', 'embedding/bias', blk + 'LayerNorm_0/scale',
                blk + 'MultiHeadDotProductAttention_1/key/bias', blk + 'LayerNorm_2/bias',
                blk + 'MultiHeadDotProductAttention_1/value/bias', blk + 'MlpBlock_3/Dense_1/bias',
                blk + 'MultiHeadDotProductAttention_1/out/bias']:
     assert want in paths, want
   for not_want in [blk + 'MultiHeadDotProductAttention_1/query/bias', blk + 'LayerNorm_2/scale',
-                   blk + 'MlpBlock_3/Dense_0/bias']:
+                   blk + 'MlpBlock_3/Dense_0/bias', 'embedding/kernel']:
     assert not_want not in paths
 
 
@@ -208,3 +209,51 @@ def test_proxy_nca_option_matches_numpy():
                   for i in range(3)])
   got = davpt.proxy_nca_loss(jnp.asarray(z), jnp.asarray(p), jnp.asarray(y), jnp.ones(3, bool))
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize('norm', ['none', 'l2', 'layer'])
+def test_prompt_norm_applies_before_the_block(norm):
+  # The release's forward_features: prompt = vpt_norm(prompt) before it is concatenated.
+  p = _prompter(width=64, proxy_start=0, proxy_end=0, prompt_norm=norm)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 17, 64))
+  v = p.init(jax.random.PRNGKey(1), 0, x, None, False, method=p.insert)
+  params = v['params']
+  raw = np.asarray(params['proxy'][0])
+  if norm == 'layer':  # a trainable affine LayerNorm (under prompt/, trained with the prompts)
+    assert set(params['norm']) == {'scale', 'bias'}
+    params['norm']['bias'] = params['norm']['bias'] + 0.5
+  rows = np.asarray(p.apply({'params': params}, 0, x, None, False, method=p.insert))[:, 1:4]
+  want = {'none': raw, 'l2': raw / np.linalg.norm(raw, axis=-1, keepdims=True),
+          'layer': (raw - raw.mean(-1, keepdims=True)) / np.sqrt(raw.var(-1, keepdims=True) + 1e-6)
+          + 0.5}[norm]
+  np.testing.assert_allclose(rows, np.broadcast_to(want, rows.shape), rtol=1e-4, atol=1e-5)
+  # the loss sees the same normed proxies
+  cfg = _cfg(prompt_norm=norm, proxy_start=0, proxy_end=0)
+  prepared = {'num_proxies': 3, 'class_map': np.array([0, 1, 2, 0, 1], np.int32),
+              'centroids': np.eye(3, 64, dtype=np.float32)}
+  model = base.get('davpt').model(cfg, 5, prepared)
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  mp = model.init(jax.random.PRNGKey(1), images)['params']
+  _, mut = model.apply({'params': mp}, images, mutable=['aux'])
+  want = np.asarray(p.apply({'params': mp['prompt']}, 0, x, None, False, method=p.insert))[0, 1:4]
+  np.testing.assert_allclose(np.asarray(mut['aux']['prompt']['proxies'][0]), want, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_prompt_dropout_mask_is_per_example():
+  cfg = _cfg(dropout=0.5)
+  prepared = {'num_proxies': 3, 'class_map': np.array([0, 1, 2, 0, 1], np.int32),
+              'centroids': np.eye(3, 64, dtype=np.float32)}
+  model = base.get('davpt').model(cfg, 5, prepared)
+  img = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3)), (6, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(1), img)['params']
+  out, _ = model.apply({'params': params}, img, train=True, rngs={'dropout': jax.random.PRNGKey(2)})
+  out = np.asarray(out)
+  assert all(not np.allclose(out[0], out[i]) for i in range(1, 6))
+
+
+def test_fgvc_configs_set_the_release_prompt_norm():
+  from prompt_jax.configs import davpt_fgvc, davpt_vtab
+  assert davpt_vtab.get_config('task=dtd,backbone=mae').davpt.prompt_norm == 'none'
+  assert davpt_fgvc.get_config('task=cub,backbone=mae').davpt.prompt_norm == 'l2'
+  assert davpt_fgvc.get_config('task=stanford_dogs,backbone=mocov3').davpt.prompt_norm == 'none'

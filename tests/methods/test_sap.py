@@ -64,7 +64,9 @@ def test_description_feature_matches_loops():
 
 def test_class_average_and_templating():
   raw, texts, owner = sap.description_table(CLASSES, DESCRIPTIONS)
-  assert texts[1] == 'a photo of a cat, which has whiskers, and a long tail.'  # whole description
+  # The whole description (the release keeps only the part after the first comma), with the
+  # release's processing: commas and periods removed.
+  assert texts[1] == 'a photo of a cat, which has whiskers and a long tail.'
   assert texts[4] == 'a photo of a red bird, which has red feathers.'
   np.testing.assert_array_equal(owner, [0, 0, 1, 1, 2, 2, 2, 3])
   w = sap.class_average(owner, 4)
@@ -72,6 +74,19 @@ def test_class_average_and_templating():
   np.testing.assert_allclose((s @ w)[1], [8.5, 10.5, 13.0, 15.0])
   with pytest.raises(KeyError, match='horse'):
     sap.description_table(['horse'], DESCRIPTIONS)
+
+
+def test_template_which_as_the_release():
+  # The release (process_attributes): 'which ' + d when d's first word is 'is' or 'has', else
+  # 'which has ' + d; never "which has has".
+  t = sap.templated
+  assert t('Red_Bird', 'has a long neck') == 'a photo of a red bird, which has a long neck.'
+  assert t('cat', 'is small and furry.') == 'a photo of a cat, which is small and furry.'
+  assert sap.templated('dog', 'floppy ears') == 'a photo of a dog, which has floppy ears.'
+  assert sap.templated('dog', 'hasty look') == 'a photo of a dog, which has hasty look.'
+  assert sap.templated('fish', 'Has 3.5 fins') == 'a photo of a fish, which has Has 35 fins.'
+  with pytest.raises(ValueError, match='which has has'):  # the old template would double it
+    sap.templated('cat', 'has ears', 'a photo of a {classname}, which has {description}.')
 
 
 # --------------------------------------------------------------- fixtures
@@ -162,6 +177,27 @@ def test_prompt_placement(assets, tiny):
   z1 = q.apply(w, 1, z0, None, False, method=q.insert)
   np.testing.assert_array_equal(z1[:, 9:], 2.0)
   np.testing.assert_array_equal(z1[:, :9], x)
+
+
+def test_padding_rows_leave_loss_and_gradients_unchanged(tiny):
+  # train.drop_last=False pads the last batch: its padding rows must not count (CE, image L1).
+  config, model, params, _, _ = tiny
+  rng = np.random.default_rng(1)
+  real = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)
+  padded = jnp.concatenate([real, 10 * jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)])
+
+  def loss(p, images, labels, mask):
+    logits, out = model.apply({'params': p}, images, train=True)
+    batch = {'image': images, 'label': labels, 'mask': mask}
+    return sap.loss(base.LossInputs(logits, out, {}, batch, {}, config))[0]
+
+  grad = jax.jit(jax.value_and_grad(loss))
+  a, ga = grad(params, real, jnp.array([0, 2]), jnp.ones(2, bool))
+  b, gb = grad(params, padded, jnp.array([0, 2, 1, 3]), jnp.array([True, True, False, False]))
+  np.testing.assert_allclose(float(a), float(b), rtol=1e-5)
+  close = lambda u, v: np.testing.assert_allclose(  # float32 noise relative to the leaf's scale
+      u, v, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(u).max())))
+  jax.tree_util.tree_map(close, ga, gb)
 
 
 def test_loss_and_gradients(tiny):

@@ -218,3 +218,97 @@ def test_ship_cli_on_digits(pretrained_npz, tmp_path):
     res = json.load(f)
   assert 0.0 <= res['final']['test'] <= 1.0
   assert res['val_selected']['epoch'] >= 1 and 'best_epoch_selected_on_test' in res
+
+
+# ----------------------------------------------------------------------------- release recipe
+
+
+def test_independent_prompt_init_is_torch_xavier_of_1_p_d():
+  # torch xavier_uniform_ on (1, P, D): fan_in = P·D, fan_out = D -> sqrt(6/((P+1)·D)).
+  p = ship.SHIPPrompter(width=768, depth=12, anchors=(0, 4, 8), num_prompts=50,
+                        num_image_tokens=197, num_prototypes=4)
+  x = jnp.zeros((1, 197, 768))
+  v = jax.eval_shape(lambda: p.init(jax.random.PRNGKey(0), 0, x, None, False, method=p.insert))
+  assert v['params']['independent'].shape == (3, 50, 768)
+  w = np.asarray(p.init(jax.random.PRNGKey(0), 0, x, None, False,
+                        method=p.insert)['params']['independent'])
+  bound = np.sqrt(6 / (51 * 768))
+  assert abs(bound - 0.0124) < 1e-4
+  assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+
+
+def test_head_init_is_normal_002_as_timm():
+  from prompt_jax.configs import ship_vtab
+  c = ship_vtab.get_config('cifar100')
+  init = vit._head_init(c.model.head_init, c.model.head_init_std)
+  w = np.asarray(init(jax.random.PRNGKey(0), (768, 1000)))
+  assert abs(w.std() - 0.02) < 0.0003, w.std()   # flax trunc_normal(.02) has std 0.0176
+
+
+def test_preprocessing_resizes_straight_to_224_without_crop():
+  import tensorflow as tf
+  from prompt_jax.configs import ship_vtab
+  from prompt_jax.data import pipeline
+  c = ship_vtab.get_config('dtd')
+  opts = pipeline.ImageOptions.from_config(c.data)
+  img = np.zeros((300, 400, 3), np.uint8)
+  img[:, :20] = 255  # a white band on the left, 5% of the width
+  out = pipeline.prepare_example({'image': tf.constant(img), 'label': 0}, opts)['image'].numpy()
+  assert out.shape == (224, 224, 3)
+  # Direct resize: the band is the left 5% of the output (a 256-resize + 224-crop would cut it).
+  assert out[:, :10].min() > 0.99 and out[:, 12:].max() < 0.01
+
+
+def _release_files(tmp_path, aff_shape=(12, 12), bank_shape=(200, 768)):
+  rng = np.random.default_rng(0)
+  f = rng.normal(size=(12, 30, 8))
+  aff = ship.affinity(f).astype(np.float32)
+  if aff_shape != (12, 12):
+    aff = np.eye(*aff_shape, dtype=np.float32)
+  np.save(tmp_path / 'affinity.npy', aff)
+  np.save(tmp_path / 'prototype_200_clusters.npy',
+          rng.normal(size=bank_shape).astype(np.float32))
+  return str(tmp_path / 'affinity.npy'), str(tmp_path / 'prototype_200_clusters.npy'), aff
+
+
+def test_release_affinity_and_prototype_files_are_checked(tmp_path):
+  import types
+  from prompt_jax.configs import ship_vtab
+
+  def ctx(aff_path, bank_path, **over):
+    c = ship_vtab.get_config('cifar100')
+    c.unlock()
+    c.ship.update(affinity_path=aff_path, prototypes_path=bank_path, **over)
+    def no_features(*a, **k):
+      raise AssertionError('both files given: no feature extraction')
+    return types.SimpleNamespace(config=c, features=no_features)
+
+  aff_path, bank_path, aff = _release_files(tmp_path)
+  out = ship.prepare(ctx(aff_path, bank_path))
+  assert out['bank'].shape == (200, 768)
+  assert out['anchors'] == ship.greedy_anchors(aff, 0.93)
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  bad_aff, bad_bank, _ = _release_files(bad, aff_shape=(11, 11), bank_shape=(200, 384))
+  with pytest.raises(ValueError, match=r'affinity_path=.*shape \(11, 11\), expected \(12, 12\)'):
+    ship.prepare(ctx(bad_aff, bank_path))
+  with pytest.raises(ValueError, match=r'prototypes_path=.*\(200, 384\), expected \[K, 768\]'):
+    ship.prepare(ctx(aff_path, bad_bank))
+  with pytest.raises(ValueError, match='200 prototypes but ship.num_prototypes=100'):
+    ship.prepare(ctx(aff_path, bank_path, num_prototypes=100))
+  asym = aff.copy()
+  asym[0, 1] += 0.5
+  np.save(bad / 'asym.npy', asym)
+  with pytest.raises(ValueError, match='symmetric'):
+    ship.prepare(ctx(str(bad / 'asym.npy'), bank_path))
+
+
+def test_padding_rows_do_not_change_the_matching_loss():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(5, 9, 4)), jnp.float32)
+  scores = jnp.asarray(rng.normal(size=(5, 2, 9)), jnp.float32)
+  mask = jnp.array([True, True, True, False, False])
+  want = ship.matching_loss(x[:3], scores[:3], 6, k=3)
+  garbage = x.at[3:].set(100.0 * jnp.asarray(rng.normal(size=(2, 9, 4)), jnp.float32))
+  got = ship.matching_loss(garbage, scores, 6, mask, k=3)
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)

@@ -2,12 +2,13 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import micro_config
 from prompt_jax.configs import common
 from prompt_jax import train
+from prompt_jax.methods import inits
 from prompt_jax.methods import spt
-from prompt_jax.methods import vpt
 
 
 def test_pooled_prototypes_of_a_hand_built_tensor():
@@ -22,6 +23,27 @@ def test_pooled_prototypes_of_a_hand_built_tensor():
   rnd = spt.prototypes(tok, 3, 'random', seed=0)[:, 0]
   assert set(rnd.tolist()) <= set(tok.ravel().tolist())            # real tokens
   np.testing.assert_array_equal(rnd, spt.prototypes(tok, 3, 'random', seed=0)[:, 0])  # seeded
+
+
+@pytest.mark.parametrize('kind,fn', [('mean_pooling', np.mean), ('max_pooling', np.max)])
+def test_last_window_as_the_release_slices(kind, fn):
+  # 196 tokens. The release pools x[:, -(196 % w):] for the last prompt.
+  tok = np.random.default_rng(0).normal(size=(2, 196, 3))
+  # P = 8: w = 28, 196 % 28 == 0 -> x[:, -0:] = all 196 tokens
+  out = spt.pool_windows(tok, 8, kind)
+  np.testing.assert_allclose(out[:, -1], fn(tok, axis=1), rtol=1e-6)
+  np.testing.assert_allclose(out[:, 6], fn(tok[:, 168:196], axis=1), rtol=1e-6)
+  # P = 30: w = 6, 29 windows cover 0..173, 196 % 6 = 4 -> tokens 192..195
+  out = spt.pool_windows(tok, 30, kind)
+  np.testing.assert_allclose(out[:, -1], fn(tok[:, 192:], axis=1), rtol=1e-6)
+  # The option 'remainder' keeps the tokens after the P-1 windows
+  rem = spt.pool_windows(tok, 30, kind, last_window='remainder')
+  np.testing.assert_allclose(rem[:, -1], fn(tok[:, 174:], axis=1), rtol=1e-6)
+  np.testing.assert_allclose(rem[:, :-1], out[:, :-1])
+  rem8 = spt.pool_windows(tok, 8, kind, last_window='remainder')
+  np.testing.assert_allclose(rem8[:, -1], fn(tok[:, 168:196], axis=1), rtol=1e-6)
+  with pytest.raises(ValueError, match='last_window'):
+    spt.pool_windows(tok, 8, kind, last_window='other')
 
 
 def _cfg(method, name, strategy='kmeans', **kw):
@@ -50,7 +72,7 @@ def test_kmeans_prompts_lie_in_the_token_distribution(pretrained_npz, tmp_path):
   assert prompts.shape == (4, 4, 64)
   tokens, _ = setup.ctx.features('train800', lambda l, o: (o['patch_embed'], o['blocks'][1][:, 1:]),
                                  max_examples=40)
-  uniform = np.asarray(vpt.symmetric_uniform(0.2)(jax.random.PRNGKey(0), (4, 64)))
+  uniform = np.asarray(inits.uniform(0.2)(jax.random.PRNGKey(0), (4, 64)))
   for row, level_tokens in [(0, tokens[0]), (2, tokens[1])]:
     flat = level_tokens.reshape(-1, 64)
     ours, base_cos = _nearest_cos(prompts[row], flat), _nearest_cos(uniform, flat)
@@ -71,7 +93,7 @@ def test_spt_method_shallow_uses_level0_and_trains(pretrained_npz, tmp_path):
   p = np.asarray(setup.params['prompt']['prompts'])
   np.testing.assert_allclose(p, setup.prepared['prompt/prompts'])
   assert p.shape == (1, 4, 64) and os.path.exists(
-      tmp_path / 'b' / 'spt_mean_pooling_P4_L0_s0_f0.2.npz')
+      tmp_path / 'b' / 'spt_mean_pooling_release_P4_L0_s0_f0.2.npz')
   res = train.train_and_evaluate(cfg, str(tmp_path / 'r'))
   assert np.isfinite(res['last_train_loss'])
 

@@ -66,3 +66,20 @@ def test_prompts_get_no_position_embedding():
   b = capture(shifted)['Transformer']['encoderblock_0']['LayerNorm_0']['__call__'][0]
   np.testing.assert_allclose(a[:, 1:9], b[:, 1:9], atol=1e-5)   # prompt rows unchanged
   assert not np.allclose(a[:, 9:], b[:, 9:])                   # patch rows did move
+
+
+def test_prompt_dropout_mask_is_per_example():
+  # The release drops out after expanding the prompts to the batch: one mask per example.
+  cfg = micro_config('vpt')
+  cfg.unlock()
+  cfg.vpt.dropout = 0.5
+  model = base.get('vpt').model(cfg, 5, None)
+  img = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3)), (8, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(1), img)['params']
+  train, _ = model.apply({'params': params}, img, train=True,
+                         rngs={'dropout': jax.random.PRNGKey(2)})
+  train = np.asarray(train)
+  assert all(not np.allclose(train[0], train[i]) for i in range(1, 8))
+  ev, _ = model.apply({'params': params}, img, train=False)
+  np.testing.assert_allclose(np.asarray(ev), np.broadcast_to(np.asarray(ev)[:1], (8, 5)),
+                             atol=1e-6)

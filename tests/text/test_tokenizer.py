@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,12 +82,22 @@ def test_merges_are_used_and_decode(files):
 
 def test_context_and_truncation(files):
   ours = tok_lib.Tokenizer.from_file(str(files / tok_lib.VOCAB_FILE), context_length=8)
-  out = ours.tokenize(['a photo of a dog', 'x ' * 20])
+  out = ours.tokenize(['a photo of a dog', 'x ' * 20], truncate=True)
   assert out.shape == (2, 8) and out.dtype == np.int32
   assert out[0, 0] == ours.sot and out[0].argmax() == list(out[0]).index(ours.eot)
   assert out[1, -1] == ours.eot and (out[1] != 0).all()
-  with pytest.raises(ValueError):
-    ours.tokenize('x ' * 20, truncate=False)
+  # The default raises as the release's clip.tokenize, naming the text and its length.
+  with pytest.raises(ValueError, match=r"'x x x .* is 22 tokens long .* context length 8"):
+    ours.tokenize(['a dog', 'x ' * 20])
+
+
+def test_ftfy_is_required_not_optional():
+  # Without ftfy, 8 of 50 varied strings tokenized differently from the release: no silent
+  # fallback, the module needs it.
+  code = ("import sys; sys.modules['ftfy'] = None\n"
+          'try:\n  import prompt_jax.text.tokenizer\nexcept ImportError:\n  sys.exit(3)\n')
+  assert subprocess.run([sys.executable, '-c', code]).returncode == 3
+  assert tok_lib.clean('â€œquotedâ€\x9d ﬁne Ｆｕｌｌ') == '"quoted" fine full'
 
 
 def test_html_and_whitespace_cleaning():

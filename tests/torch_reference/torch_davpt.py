@@ -11,8 +11,9 @@ against the l2-normalised proxies, positives = samples whose class maps (class_m
   L_pa = mean_p log(1 + Σ_pos exp(-α(s - δ+))) + mean_p log(1 + Σ_neg exp(α(s - δ-))), s = r·cos.
 
 Pool: 'cls' (CLS after the final norm) or 'norm_mean' (final norm, then mean of tokens[1:],
-prompts included: the MAE head). Trainable: prompts, head, and the biases of v, proj, fc2 and
-norm2 (+ extras: 'k_bias', 'norm1', 'cls'); q/k/v biases are separate parameters for that.
+prompts included: the MAE head). Trainable: prompts, head, the patch-embedding bias (the release's
+'proj.bias' name match also hits patch_embed.proj.bias), and the biases of v, proj, fc2 and norm2
+(+ extras: 'k_bias', 'norm1', 'cls'); q/k/v biases are separate parameters for that.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class DAVPTViT(nn.Module):
     self.register_buffer('class_map', torch.as_tensor(np.array(class_map), dtype=torch.long))
     self.register_buffer('sums', torch.zeros(classes, d))
     self.register_buffer('counts', torch.zeros(classes))
-    train = ('proxy', 'other', 'head.', '.v_bias', '.proj.bias', '.fc2.bias', '.norm2.bias')
+    train = ('proxy', 'other', 'head.', '.v_bias', '.proj.bias', '.fc2.bias', '.norm2.bias',
+             'patch_embed.bias')
     for e in extra_trainable:
       train += self.EXTRAS[e]
     for name, p in self.named_parameters():
