@@ -79,7 +79,6 @@ def main(argv: list[str]) -> None:
           checkpointing.NonFiniteError, checkpointing.RestoreError) as e:
     sys.exit(f'error: {e}')
   except train.Interrupted as e:
-    logging.warning('%s', e)
     print(e, file=sys.stderr)
     sys.exit(128 + e.signum)
   if isinstance(result, dict):

@@ -84,9 +84,11 @@ class Setup:
 
 def prepare_cached(method: base.Method, ctx: base.PrepareContext) -> Any:
   """`method.prepare(ctx)`, cached in workdir/prepared.npz (`treeio`, no pickle) under the key of
-  `method.prepare_keys` / `prepare_files` and the backbone digest; a cache of other inputs is
-  recomputed (the changed inputs are logged). Returns the stored form (numpy arrays) both times."""
-  key, inputs = workdir_lib.inputs_key(ctx.config, method.prepare_keys, ctx.backbone_digest,
+  `method.prepare_keys` (none declared: the whole config) / `prepare_files` and the backbone
+  digest; a cache of other inputs is recomputed (the changed inputs are logged). Returns the stored
+  form (numpy arrays) both times."""
+  keys = method.prepare_keys or tuple(ctx.config.keys())  # undeclared: the whole config
+  key, inputs = workdir_lib.inputs_key(ctx.config, keys, ctx.backbone_digest,
                                        method.prepare_files)
   path = epath.Path(ctx.workdir) / PREPARED
   if path.exists():

@@ -163,6 +163,10 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
   assert len(calls) == 3
   stored = treeio.load(str(tmp_path / train.PREPARED))
   assert stored['inputs']['backbone'] == 'pretrained-backbone'
+  undeclared = base.Method(name='fake', prepare=prepare)  # keyed by the whole config
+  train.prepare_cached(undeclared, ctx(cfg, 'pretrained-backbone'))
+  train.prepare_cached(undeclared, ctx(_changed(cfg, train__lr=0.1), 'pretrained-backbone'))
+  assert len(calls) == 5
   assert not [f for f in os.listdir(tmp_path) if f.endswith('.pkl')]
 
 

@@ -7,8 +7,9 @@ A method is a `Method` record of pure functions, registered by name (`config.met
                                     python values (a `treeio` tree), cached by the trainer in
                                     workdir/prepared.npz, keyed by the backbone digest and:
   prepare_keys / prepare_files      the dotted config keys `prepare` reads (a section name: all of
-                                    it; usually FEATURE_KEYS + the method's own) and the keys
-                                    naming input files whose content it reads.
+                                    it; usually FEATURE_KEYS + the method's own; none declared:
+                                    the whole config) and the keys naming input files whose
+                                    content it reads.
   build_backbone(config) -> nn.Module  the prompt-free backbone (default: the ViT of config.model)
   build_model(config, num_classes, prepared) -> nn.Module
                                     apply(variables, images, train) -> (logits [B, C], out dict)
