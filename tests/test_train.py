@@ -68,6 +68,7 @@ def test_only_prompts_and_head_train_and_backbone_is_bit_identical(tmp_path, pre
                             flat['embedding/kernel'])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
   cfg = micro_config('vpt', epochs=2, checkpoint_every_steps=4)
   full = train.train_and_evaluate(cfg, str(tmp_path / 'a'))
@@ -168,6 +169,7 @@ def test_a_poisoned_update_is_never_saved_and_a_changed_rerun_resumes(tmp_path, 
 
 
 # orbax's event loop complains while the torn checkpoint's reader is collected; harmless.
+@pytest.mark.slow
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_step(tmp_path, caplog):
   cfg = micro_config('vpt', epochs=1, checkpoint_every_steps=4, max_steps=8, keep_checkpoints=3)
@@ -187,6 +189,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_step(tmp_path, c
   assert again['test'] == first['test']
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_a_rerun_resumes_from_it(tmp_path, monkeypatch):
   cfg = micro_config('vpt', epochs=1, checkpoint_every_steps=100, max_steps=9)
   wd = str(tmp_path)

@@ -170,6 +170,7 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
   assert not [f for f in os.listdir(tmp_path) if f.endswith('.pkl')]
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_config_or_backbone_is_an_error(tmp_path, monkeypatch, pretrained_npz):
   wd = str(tmp_path)
   first = micro_config('vpt', epochs=1, max_steps=2, export=True)

@@ -3,6 +3,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import micro_config
 from prompt_jax.configs import common
@@ -77,6 +78,7 @@ def test_spt_method_shallow_uses_level0_and_trains(pretrained_npz, tmp_path):
   assert np.isfinite(res['last_train_loss'])
 
 
+@pytest.mark.slow
 def test_spt_initialiser_fills_davpt_prompts(pretrained_npz, tmp_path):
   cfg = _cfg('davpt', 'spt', strategy='random')
   cfg.unlock()
