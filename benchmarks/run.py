@@ -42,6 +42,7 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
   cfg.unlock()
   cfg.model.variant, cfg.data.image_size, cfg.train.batch_size = variant, image, batch
   cfg.model.compute_dtype = dtype
+  cfg.init.checkpoint = 'random'  # timing only: a random backbone on purpose
   if 'vpt' in cfg:  # same prompt count as the PyTorch VPT-deep row
     cfg.vpt.num_prompts, cfg.vpt.dropout = 50, 0.0
   depth = vit.decode_variant(variant)['depth']

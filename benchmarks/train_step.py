@@ -28,6 +28,7 @@ def jax_step(variant: str, batch: int, prompts: int, image: int, classes: int = 
   cfg.vpt.dropout = 0.0
   cfg.data.image_size = image
   cfg.train.batch_size = batch
+  cfg.init.checkpoint = 'random'  # timing only: a random backbone on purpose
   rng = np.random.default_rng(0)
   x = rng.normal(size=(batch, image, image, 3)).astype(np.float32)
   y = rng.integers(0, classes, batch).astype(np.int32)

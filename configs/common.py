@@ -48,8 +48,9 @@ def base() -> ConfigDict:
       head_bias_init=-math.log(99.0),
       compute_dtype='float32'))   # 'float32' or 'bfloat16'
 
-  # Backbone weights: checkpoint path (local or gs://), format npz | timm | mae | mocov3 |
-  # clip_openai | clip_hf, position-embedding resize 'linear' (original) | 'bicubic' (timm).
+  # Backbone weights: checkpoint path (local or gs://; 'random' = a seeded random init on purpose;
+  # empty is an error), format npz | timm | mae | mocov3 | clip_openai | clip_hf,
+  # position-embedding resize 'linear' (original) | 'bicubic' (timm).
   c.init = ConfigDict(dict(checkpoint='', format='npz', posemb_resize='linear'))
 
   c.data = ConfigDict(dict(
@@ -90,7 +91,10 @@ def base() -> ConfigDict:
       trainable=(), frozen=(),    # regexes over param paths; override the method's when non-empty
       eval_every_epochs=10, checkpoint_every_steps=200, keep_checkpoints=2, log_every_steps=20,
       max_steps=-1, export=True,
-      drop_last=False))           # False: the last partial batch trains, padded + masked (VPT)
+      drop_last=False,            # False: the last partial batch trains, padded + masked (VPT)
+      # Continue a workdir whose recorded run (run.json) has another config or backbone, or that
+      # stopped on a non-finite step under this config (prompt_jax/workdir.py).
+      allow_config_change=False))
 
   # Devices: data-parallel mesh; `fsdp` > 1 shards the frozen backbone over that many devices.
   c.mesh = ConfigDict(dict(fsdp=1, distributed=False))

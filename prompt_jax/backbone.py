@@ -4,26 +4,52 @@
   params = backbone.load(method, config)                          # frozen prompt-free backbone
   params = backbone.init_with(model, config, params)              # + fresh prompt/head params
 
-The random streams are fixed by `config.seed` (`rngs`), so the trainer, `export.load_tuned` and the
-base-to-novel evaluation rebuild the same params from the same config.
+The backbone is explicit: `config.init.checkpoint` names the weights file, or 'random' for a seeded
+random init (the demo's pretraining, tests); empty is an error saying where the weights come from
+(`WEIGHTS`). The random streams are fixed by `config.seed` (`rngs`), so the trainer,
+`export.load_tuned` and the base-to-novel evaluation rebuild the same params from the same config.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from absl import logging
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from prompt_jax import checkpoints
 from prompt_jax import tree
 from prompt_jax.models import vit
 
 Config = ml_collections.ConfigDict
+
+RANDOM = 'random'
+# Where each format's usual weights come from (named by the error for an empty init.checkpoint).
+WEIGHTS = {
+    'npz': 'ViT-B_16.npz (ImageNet-21k), public at gs://vit_models/imagenet21k/ViT-B_16.npz: '
+           '`gsutil cp gs://vit_models/imagenet21k/ViT-B_16.npz .` or `curl -O '
+           'https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz`',
+    'mae': 'mae_pretrain_vit_base.pth of the MAE release (github.com/facebookresearch/mae)',
+    'mocov3': 'linear-vit-b-300ep.pth.tar of the MoCo v3 release '
+              '(github.com/facebookresearch/moco-v3)',
+    'timm': 'a timm ViT state dict (.pth, .safetensors or .npz)',
+    'clip_openai': "ViT-B-16.pt of OpenAI's CLIP release (github.com/openai/CLIP)",
+    'clip_hf': 'model.safetensors of openai/clip-vit-base-patch16 (Hugging Face Hub)',
+}
+
+
+def missing_checkpoint_message(config: Config) -> str:
+  """The error for an empty `config.init.checkpoint`: where the weights come from."""
+  fmt = config.init.format
+  where = WEIGHTS.get(fmt, f'a checkpoint in format {fmt!r}')
+  return (f'config.init.checkpoint is empty: name the backbone weights, e.g. {where}, then pass '
+          f'--config.init.checkpoint=<path> --config.init.format={fmt} (formats: '
+          f'{", ".join(sorted(WEIGHTS))}). To train on a randomly initialised backbone on '
+          f"purpose, pass --config.init.checkpoint={RANDOM}.")
 
 
 def build_vit(config: Config, num_classes: int, prompter: nn.Module | None
@@ -57,15 +83,22 @@ def rngs(config: Config) -> tuple[jax.Array, jax.Array]:
 
 def load(method: Any, config: Config) -> dict[str, Any]:
   """The backbone's nested params: `config.init.checkpoint` in `config.init.format` (every key and
-  shape validated), or a seeded random init when no checkpoint is given (tests, demos)."""
+  shape validated, every value finite), or a seeded random init for `checkpoint='random'`."""
   model = backbone_model(method, config)
   r_backbone, _ = rngs(config)
-  if not config.init.checkpoint:
-    logging.warning('config.init.checkpoint is empty: the backbone is randomly initialised')
+  path = config.init.checkpoint
+  if not path:
+    raise checkpoints.CheckpointError(missing_checkpoint_message(config))
+  if path == RANDOM:
     return flax.core.unfreeze(jax.jit(model.init)(r_backbone, dummy_images(config))['params'])
   shapes = jax.eval_shape(lambda: model.init(r_backbone, dummy_images(config)))['params']
   expected = {k: v.shape for k, v in tree.flat(shapes).items()}
   flat = checkpoints.load_backbone(config, expected)
+  bad = sorted(k for k, v in flat.items() if not np.isfinite(v).all())
+  if bad:
+    raise checkpoints.CheckpointError(
+        f'checkpoint {path} ({config.init.format}) holds NaN / inf values in {len(bad)} '
+        f'tensor(s): {bad[:10]}; the file is damaged or not a trained model')
   return tree.nest({k: jnp.asarray(v) for k, v in flat.items()})
 
 

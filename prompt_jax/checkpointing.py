@@ -1,40 +1,103 @@
-"""Orbax checkpoints of the train state in `workdir/checkpoints` (state pytree + JSON meta)."""
+"""Orbax checkpoints of the train state in `workdir/checkpoints` (state pytree + JSON meta).
+
+Only finite states are saved (`save` refuses others), and `restore` takes the newest step that
+restores and is finite: a newer step that fails to read (a corrupt or half-deleted file) or holds
+a NaN / inf is skipped with a warning naming the step and why, and moved out of the way to
+`workdir/checkpoints_skipped/<step>` (deleted on remote workdirs) so that training can save that
+step again. When no step restores, nothing is moved and `RestoreError` lists every step's reason.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+from prompt_jax import tree
+
+
+class NonFiniteError(FloatingPointError):
+  """A training state with NaN / inf values; it is never saved."""
+
+
+class RestoreError(RuntimeError):
+  """The workdir has checkpoints but none of them restores."""
+
+
+def _abspath(path: str) -> str:
+  return path if '://' in path else os.path.abspath(path)
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """The run's checkpoint manager: items 'state' (pytree) and 'meta' (JSON), `keep` newest kept."""
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, 'checkpoints')),
+      _abspath(os.path.join(workdir, 'checkpoints')),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
       item_names=('state', 'meta'))
 
 
 def save(mngr: ocp.CheckpointManager, state: Any, meta: dict[str, Any]) -> None:
-  """Saves at `state['step']` unless that step is already the latest."""
+  """Saves at `state['step']` unless that step is already the latest; raises NonFiniteError (and
+  saves nothing) when a float leaf of `state` is not finite."""
   step = int(jax.device_get(state['step']))
   if mngr.latest_step() == step:
     return
+  bad = tree.nonfinite_paths(state)
+  if bad:
+    raise NonFiniteError(f'refusing to save the state of step {step}: non-finite values in {bad}')
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           meta=ocp.args.JsonSave(meta)))
 
 
+def _set_aside(mngr: ocp.CheckpointManager, step: int) -> None:
+  """Moves a skipped step out of the manager's directory (remote: deletes it)."""
+  src = os.path.join(str(mngr.directory), str(step))
+  if '://' in src:
+    mngr.delete(step)
+    return
+  dst_dir = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_skipped')
+  os.makedirs(dst_dir, exist_ok=True)
+  dst = os.path.join(dst_dir, str(step))
+  if os.path.exists(dst):
+    dst = f'{dst}.{int(time.time())}'
+  os.rename(src, dst)
+  logging.warning('moved the skipped checkpoint step %d to %s', step, dst)
+
+
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any
             ) -> tuple[Any, dict[str, Any]] | None:
-  """(state, meta) of the latest step, or None when there is no checkpoint."""
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  got = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-  return got['state'], got['meta']
+  """(state, meta) of the newest step that restores and is finite (newer steps are warned about
+  and set aside), or None when there is no checkpoint. Raises RestoreError when none restores."""
+  skipped: dict[int, str] = {}
+  got = None
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      got = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # any failure to read the step: try an older one
+      why = f'it does not restore ({type(e).__name__}: {str(e)[:300]})'
+    else:
+      bad = tree.nonfinite_paths(got['state'])
+      if not bad:
+        break
+      why = f'it holds non-finite values in {bad[:5]}'
+      got = None
+    logging.warning('checkpoint step %d in %s is skipped: %s', step, mngr.directory, why)
+    skipped[step] = why
+  if got is None and skipped:
+    raise RestoreError(
+        f'none of the checkpoints in {mngr.directory} restores:\n' + '\n'.join(
+            f'  step {s}: {why}' for s, why in skipped.items())
+        + '\nMove the checkpoints directory away to start this run afresh.')
+  for step in skipped:
+    _set_aside(mngr, step)
+  if skipped:
+    mngr.reload()
+  return None if got is None else (got['state'], got['meta'])
 
 
 def restore_state(workdir: str, like: Any = None) -> Any:

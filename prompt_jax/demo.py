@@ -53,7 +53,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Full fine-tuning of a random micro ViT on digits 0-4; returns the .npz path."""
   d = config.demo
   cfg = _override(config, {
-      'program': 'train', 'method': 'full', 'data.task': 'pretrain', 'data.train_split': 'train',
+      'program': 'train', 'method': 'full', 'init.checkpoint': 'random', 'init.format': 'npz',
+      'data.task': 'pretrain', 'data.train_split': 'train',
       'data.eval_splits': ('val',), 'data.val_split': 'val', 'train.epochs': d.pretrain_epochs,
       'train.optimizer': 'adamw', 'train.lr': d.pretrain_lr, 'train.wd': 0.05,
       'train.lr_scale_by_batch': False, 'train.warmup_epochs': 2, 'train.schedule_per': 'step',

@@ -1,30 +1,40 @@
 """Standalone export of tuned prompts (+ head) and their reload for inference.
 
-  export_tuned(dir, trainable, frozen, config, prepared)   # written by the trainer as workdir/tuned
+  export_tuned(dir, trainable, frozen, config, prepared, backbone_digest=d)  # the trainer: tuned/
   model, params, config = load_tuned('ViT-B_16.npz', dir)  # any process, no workdir needed
   logits, _ = model.apply({'params': params}, images)
 
 Layout of `dir`: params/ (orbax checkpoint of the trainable subtree plus the non-trained prompt
-constants under 'prompt/', e.g. SHIP's prototype bank), config.json, meta.json, prepared.pkl.
+constants under 'prompt/', e.g. SHIP's prototype bank), config.json, meta.json (num_classes, keys,
+backbone_digest: `tree.digest` of the backbone it was trained on), prepared.npz (the method's
+prepared values, `treeio`: no pickle, so an export from anyone loads without running code).
+
+The prompts only mean something on the backbone they were tuned on: `load_tuned` with weights of
+another digest is an error (`BackboneMismatchError`) unless `allow_other_backbone=True`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 from typing import Any
 
+from absl import logging
 import ml_collections
 import orbax.checkpoint as ocp
 
 from prompt_jax import backbone as backbone_lib
 from prompt_jax import tree
+from prompt_jax import treeio
 from prompt_jax.methods import base
 
 
+class BackboneMismatchError(ValueError):
+  """The backbone given to `load_tuned` is not the one the prompts were tuned on."""
+
+
 def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.ConfigDict,
-                 prepared: Any) -> str:
+                 prepared: Any, *, backbone_digest: str) -> str:
   """Writes the tuned subtree; returns `path`."""
   path = os.path.abspath(path)
   tuned = {**{k: v for k, v in tree.flat(frozen).items() if k.startswith('prompt/')},
@@ -38,31 +48,47 @@ def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.
   head = tuned.get('head/kernel')
   with open(os.path.join(path, 'meta.json'), 'w') as f:
     json.dump({'num_classes': int(head.shape[-1]) if head is not None else 0,
-               'keys': sorted(tuned)}, f, indent=1)
-  with open(os.path.join(path, 'prepared.pkl'), 'wb') as f:
-    pickle.dump(prepared, f)
+               'keys': sorted(tuned), 'backbone_digest': backbone_digest,
+               'backbone_checkpoint': config.init.checkpoint}, f, indent=1)
+  treeio.save(os.path.join(path, 'prepared.npz'), prepared)
   return path
 
 
-def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | None = None
+def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | None = None,
+               allow_other_backbone: bool = False
                ) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
   """Rebuilds the tuned model: backbone weights from `backbone_ckpt` + the exported subtree.
 
-  backbone_ckpt: path of the original weights ('' to use the seeded random init recorded in the
-  config, for tests). Returns (model, params, config).
+  backbone_ckpt: path of the weights the prompts were tuned on ('random' for the seeded random
+  init recorded in the config, for tests). Weights of another digest than the export's are an
+  error unless `allow_other_backbone`. Returns (model, params, config).
   """
   tuned_ckpt = os.path.abspath(tuned_ckpt)
   with open(os.path.join(tuned_ckpt, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   with open(os.path.join(tuned_ckpt, 'meta.json')) as f:
     meta = json.load(f)
-  with open(os.path.join(tuned_ckpt, 'prepared.pkl'), 'rb') as f:
-    prepared = pickle.load(f)
+  prepared_path = os.path.join(tuned_ckpt, 'prepared.npz')
+  if not os.path.exists(prepared_path):
+    raise FileNotFoundError(
+        f'{prepared_path} is missing: {tuned_ckpt} was exported by an older prompt_jax (a pickle, '
+        'which is not loaded since it can run code); export it again with this version')
+  prepared = treeio.load(prepared_path)
   config.init.checkpoint = backbone_ckpt
   if backbone_format:
     config.init.format = backbone_format
   method = base.get(config.method)
   backbone = backbone_lib.load(method, config)
+  digest, want = tree.digest(backbone), meta.get('backbone_digest')
+  if want is None:
+    logging.warning('%s records no backbone digest: cannot check that %s is the backbone it was '
+                    'tuned on', tuned_ckpt, backbone_ckpt)
+  elif digest != want and not allow_other_backbone:
+    raise BackboneMismatchError(
+        f'{tuned_ckpt} was tuned on backbone {want[:16]}... ({meta.get("backbone_checkpoint")!r})'
+        f', but {backbone_ckpt!r} holds other weights ({digest[:16]}...): its prompts and head '
+        'would give wrong predictions. Load the weights it was tuned on, or pass '
+        'allow_other_backbone=True to use these anyway.')
   tuned = ocp.StandardCheckpointer().restore(os.path.join(tuned_ckpt, 'params'))
   model = method.model(config, meta['num_classes'], prepared)
   return model, tree.merge(tuned, backbone), config

@@ -6,6 +6,10 @@ r"""Entry point.
 `--config.a.b=v` overrides a field; configs are locked, so an unknown key is an error. The config
 path is looked up from the working directory, then among the installed package's configs.
 `config.program` picks what runs (PROGRAMS below); the default trains and evaluates one method.
+Every config value is checked before the program runs. Exit codes: 0 done; 1 an error (a bad
+config, workdir, checkpoint or a non-finite step is a message naming the fix, no traceback);
+128 + n when signal n (SIGTERM 143, SIGINT 130) stopped training after saving a checkpoint: rerun
+the same command to resume.
 """
 
 from __future__ import annotations
@@ -62,8 +66,21 @@ def main(argv: list[str]) -> None:
   program = config.get('program', 'train')
   if program not in PROGRAMS:
     raise app.UsageError(f'unknown config.program {program!r}; known: {sorted(PROGRAMS)}')
+  from prompt_jax import checkpointing
+  from prompt_jax import checkpoints
+  from prompt_jax import train
+  from prompt_jax import validation
+  from prompt_jax import workdir
   logging.info('config:\n%s', config)
-  result = PROGRAMS[program](config, _WORKDIR.value)
+  try:
+    validation.check(config)
+    result = PROGRAMS[program](config, _WORKDIR.value)
+  except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
+          checkpointing.NonFiniteError, checkpointing.RestoreError) as e:
+    sys.exit(f'error: {e}')
+  except train.Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(128 + e.signum)
   if isinstance(result, dict):
     print(json.dumps({k: v for k, v in result.items() if k != 'history'}, indent=1, default=str))
 

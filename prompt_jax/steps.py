@@ -28,6 +28,8 @@ def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
 
   state: {'step', 'trainable', 'opt_state', 'method_state', 'rng'}; frozen: the frozen params;
   batch: {'image' [B,H,W,3], 'label' [B], 'mask' [B]}. Dropout rng = fold_in(state rng, step).
+  metrics['finite'] (scalar bool, on device): the loss, the gradient norm and every float leaf of
+  the updated state are finite; the trainer reads it only at log / checkpoint / eval steps.
   """
 
   def train_step(state: dict[str, Any], frozen: Any, batch: dict[str, jax.Array]):
@@ -49,9 +51,12 @@ def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
     updates, opt_state = tx.update(grads, state['opt_state'], state['trainable'])
     trainable = jax.tree_util.tree_map(lambda p, u: p + u, state['trainable'], updates)
     correct = (logits.argmax(-1) == batch['label']) & batch['mask']
+    grad_norm = optax.global_norm(grads)
+    updated = (trainable, opt_state, method_state)
     metrics = dict(metrics, loss=loss,
                    accuracy=correct.sum() / jnp.maximum(batch['mask'].sum(), 1),
-                   grad_norm=optax.global_norm(grads))
+                   grad_norm=grad_norm,
+                   finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm) & tree.all_finite(updated))
     new_state = dict(state, step=state['step'] + 1, trainable=trainable, opt_state=opt_state,
                      method_state=method_state)
     return new_state, metrics

@@ -6,14 +6,27 @@ Gradients are taken only with respect to the trainable subtree (`jax.value_and_g
 XLA never forms backbone weight gradients; the frozen params are a separate jit argument and never
 change. The data order depends only on (seed, epoch) and the dropout rng on (seed, step), so a
 killed run restored from its last checkpoint reaches the same result as an uninterrupted one.
+
+A run is what its config says (prompt_jax/workdir.py, checkpointing.py, validation.py):
+- the config is validated before anything loads; one process writes a workdir (writer.lock);
+- a workdir holding a run of another config or backbone is an error unless
+  `train.allow_config_change`; the method's preparation is cached in workdir/prepared.npz under a
+  key of the config fields it reads and the backbone digest;
+- each step computes on device whether its loss and updated state are finite; the host reads those
+  flags at log, checkpoint and eval steps only (no per-step sync), so a non-finite state is never
+  saved: training stops naming the first bad step and keeps the newest finite checkpoint
+  (`NonFiniteError`), and an unchanged rerun is refused (it would reach the same step);
+- SIGTERM / SIGINT save a checkpoint of the current step and raise `Interrupted` (the CLI exits
+  with 128 + the signal number); a rerun resumes from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
-import pickle
+import signal
+import threading
 import time
 from typing import Any
 from collections.abc import Iterator
@@ -21,6 +34,7 @@ from collections.abc import Iterator
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,15 +48,24 @@ from prompt_jax import optim
 from prompt_jax import sharding as shard_lib
 from prompt_jax import steps as steps_lib
 from prompt_jax import tree
+from prompt_jax import treeio
 from prompt_jax import validation
+from prompt_jax import workdir as workdir_lib
+from prompt_jax.checkpointing import NonFiniteError
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import base
 
 Config = ml_collections.ConfigDict
+PREPARED = 'prepared.npz'
 
 
-class NonFiniteLossError(FloatingPointError):
-  """Raised when a training loss is NaN/inf; the last good checkpoint is kept."""
+class Interrupted(Exception):
+  """SIGTERM / SIGINT stopped training after the state of `step` was checkpointed."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum, self.step = signum, step
+    super().__init__(f'{signal.Signals(signum).name}: stopped after saving the checkpoint of step '
+                     f'{step} in {workdir}; rerun the same command to resume from it')
 
 
 @dataclasses.dataclass
@@ -56,44 +79,61 @@ class Setup:
   params: dict[str, Any]
   prepared: Any
   ctx: base.PrepareContext
+  backbone_digest: str
 
 
-def _cached(path: str, fn):
-  if os.path.exists(path):
-    with open(path, 'rb') as f:
-      return pickle.load(f)
-  value = fn()
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    pickle.dump(value, f)
-  os.replace(tmp, path)
-  return value
+def prepare_cached(method: base.Method, ctx: base.PrepareContext) -> Any:
+  """`method.prepare(ctx)`, cached in workdir/prepared.npz (`treeio`, no pickle) under the key of
+  `method.prepare_keys` (none declared: the whole config) / `prepare_files` and the backbone
+  digest; a cache of other inputs is recomputed (the changed inputs are logged). Returns the stored
+  form (numpy arrays) both times."""
+  keys = method.prepare_keys or tuple(ctx.config.keys())  # undeclared: the whole config
+  key, inputs = workdir_lib.inputs_key(ctx.config, keys, ctx.backbone_digest,
+                                       method.prepare_files)
+  path = epath.Path(ctx.workdir) / PREPARED
+  if path.exists():
+    try:
+      cached = treeio.load(str(path))
+    except Exception as e:  # a damaged cache is only a cache
+      logging.warning('%s does not load (%s): preparing again', path, e)
+    else:
+      if cached.get('key') == key:
+        return cached['value']
+      logging.info('%s was prepared from other inputs (%s): preparing again', path,
+                   sorted(workdir_lib.diff(cached.get('inputs', {}), inputs)))
+  value = method.prepare(ctx)
+  if jax.process_index() == 0:
+    treeio.save(str(path), {'key': key, 'inputs': inputs, 'value': value})
+  return treeio.loads(treeio.dumps(value))
 
 
 def build(cfg: Config, workdir: str) -> Setup:
-  """Data source, method, backbone weights, prepared method state, the model and its params."""
-  validation.check(cfg)
+  """Data source, method, backbone weights, prepared method state, the model and its params.
+
+  Validates the config first, and checks the loaded backbone against the workdir's record."""
+  validation.check(cfg, num_devices=jax.device_count())
   method = base.get(cfg.method)
   source = data_registry.get_source(cfg.data)
+  validation.check_splits(cfg, source.splits)
   backbone_params = backbone_lib.load(method, cfg)
+  digest = tree.digest(backbone_params)
+  workdir_lib.check(workdir, cfg, digest)
   bb_model = backbone_lib.backbone_model(method, cfg)
 
   def feats(split: str, select, **kw):
     return features_lib.extract(bb_model, backbone_params, source, split, select=select, **kw)
 
   ctx = base.PrepareContext(config=cfg, source=source, backbone=bb_model,
-                            backbone_params=backbone_params, workdir=workdir, features=feats)
-  prepared = None
-  if method.prepare is not None:
-    os.makedirs(workdir, exist_ok=True)
-    prepared = _cached(os.path.join(workdir, 'prepared.pkl'), lambda: method.prepare(ctx))
+                            backbone_params=backbone_params, workdir=workdir, features=feats,
+                            backbone_digest=digest)
+  prepared = prepare_cached(method, ctx) if method.prepare is not None else None
   model = method.model(cfg, source.num_classes, prepared)
   params = backbone_lib.init_with(model, cfg, backbone_params)
   params = method.init_params(params, prepared, cfg)
   if cfg.prompt_init.name != 'default':
     initializer = base.get_initializer(cfg.prompt_init.name)
     params = initializer(params, ctx, method.prompt_slots(cfg, prepared), cfg)
-  return Setup(cfg, method, source, model, params, prepared, ctx)
+  return Setup(cfg, method, source, model, params, prepared, ctx, digest)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -146,15 +186,91 @@ def _train_batches(setup: Setup, epoch: int, skip: int, steps_per_epoch: int) ->
       yield batch
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[dict[str, int]]:
+  """While the block runs, SIGTERM / SIGINT are recorded in the yielded dict ({'signum': n})
+  instead of stopping the process; a second one raises KeyboardInterrupt at once. Handlers can
+  only be set from the main thread: elsewhere the signals keep their default behaviour."""
+  got: dict[str, int] = {}
+  if threading.current_thread() is not threading.main_thread():
+    yield got
+    return
+
+  def handler(signum, frame):
+    del frame
+    if got:
+      raise KeyboardInterrupt(f'second signal ({signal.Signals(signum).name})')
+    got['signum'] = signum
+    logging.warning('%s: saving a checkpoint after this step, then stopping (send it again to stop '
+                    'at once)', signal.Signals(signum).name)
+
+  old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield got
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+
+
+def _stop_requested(got: dict[str, int], at_log_step: bool) -> bool:
+  """A stop signal arrived. Several processes agree on it at log steps only (one collective)."""
+  if jax.process_count() == 1:
+    return bool(got)
+  if not at_log_step:
+    return False
+  from jax.experimental import multihost_utils
+  return bool(np.max(multihost_utils.process_allgather(np.int32(bool(got)))))
+
+
+def _first_nonfinite(pending: list[tuple[int, dict[str, jax.Array]]]) -> tuple[int | None, float]:
+  """(the first step whose metrics['finite'] is False, its loss), or (None, the last step's
+  loss): one host read of the device-side flags of `pending` [(step, metrics)]."""
+  got = jax.device_get([(m['finite'], m['loss']) for _, m in pending])
+  for (step, _), (ok, loss) in zip(pending, got):
+    if not ok:
+      return step, float(loss)
+  return None, float(got[-1][1])
+
+
+def _nonfinite_message(cfg: Config, workdir: str, bad: int, loss: float, stopped_at: int,
+                       kept: int | None, steps_per_epoch: int) -> str:
+  what = (f'its loss is {loss}' if not np.isfinite(loss) else
+          f'its loss {loss:.4g} is finite, but its gradient or update made the parameters / '
+          'optimizer state non-finite')
+  saved = (f'The newest finite checkpoint, step {kept}, is kept in {workdir}/checkpoints (no '
+           'later state was saved)' if kept is not None else 'No checkpoint had been saved yet')
+  resume = f'resume from step {kept}' if kept is not None else 'start again'
+  return (
+      f'training step {bad} (epoch {(bad - 1) // steps_per_epoch}) is not finite: {what}; '
+      f'stopped at step {stopped_at}. {saved}. Try a lower train.lr (peak lr now '
+      f'{optim.peak_lr(cfg.train):g}), gradient clipping (--config.train.grad_clip_norm=1.0), '
+      "--config.model.compute_dtype=float32, or check the inputs for NaN and "
+      f'data.normalization. A rerun of this same config is refused (it would reach step {bad} '
+      f'again): change the config and pass --config.{workdir_lib.OVERRIDE}=True to {resume}.')
+
+
 def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` on `cfg.data`, evaluating every `eval_every_epochs` and at the end.
 
-  Writes to workdir: checkpoints/ (orbax, resumable), prepared.pkl (method preparation cache),
-  TensorBoard summaries, results.json, and (train.export) tuned/ (see prompt_jax.export).
+  Writes to workdir: run.json (the config and backbone digest, prompt_jax.workdir), writer.lock
+  (while running), checkpoints/ (orbax, resumable), prepared.npz (the method's preparation),
+  TensorBoard summaries, results.json (strict JSON) and (train.export) tuned/ (prompt_jax.export).
+  Raises validation.ConfigError, workdir.WorkdirError, NonFiniteError or Interrupted.
   """
   shard_lib.maybe_initialize_distributed(cfg.mesh)
-  os.makedirs(workdir, exist_ok=True)
-  setup = build(cfg, workdir)
+  validation.check(cfg, num_devices=jax.device_count())
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  one_writer = workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with one_writer:
+    workdir_lib.check(workdir, cfg)
+    setup = build(cfg, workdir)
+    if jax.process_index() == 0:
+      workdir_lib.record(workdir, cfg, setup.backbone_digest)
+    return _train(setup, workdir)
+
+
+def _train(setup: Setup, workdir: str) -> dict[str, Any]:
+  cfg = setup.config
   tcfg = cfg.train
   n_train = setup.source.splits[cfg.data.train_split]
   # drop_last=False: the last partial batch is padded to the static batch shape, its padding rows
@@ -192,7 +308,9 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   if restored is not None:
     state = jax.device_put(restored[0], state_sh)
     meta = restored[1]
-    logging.info('resumed from step %d', int(state['step']))
+  first_step = int(jax.device_get(state['step']))
+  if restored is not None:
+    logging.info('resumed from step %d', first_step)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   n_train_params = tree.count(trainable)
@@ -200,6 +318,34 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
                         'frozen_params': tree.count(frozen)})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   eval_splits = tuple(cfg.data.eval_splits)
+  pending: list[tuple[int, dict[str, jax.Array]]] = []  # (step, metrics) not yet checked
+  last_loss = meta.get('last_train_loss')
+
+  def verify(step: int) -> None:
+    """Reads the finite flags of the steps since the last check; stops at the first bad one."""
+    nonlocal last_loss
+    if not pending:
+      return
+    bad, loss = _first_nonfinite(pending)
+    pending.clear()
+    if bad is None:
+      last_loss = loss
+      return
+    mngr.wait_until_finished()
+    kept = mngr.latest_step()
+    if jax.process_index() == 0:
+      workdir_lib.mark_nonfinite(workdir, {'step': bad, 'loss': repr(loss), 'stopped_at': step,
+                                           'checkpoint': kept})
+    raise NonFiniteError(_nonfinite_message(cfg, workdir, bad, loss, step, kept, steps_per_epoch))
+
+  def save() -> None:
+    meta['last_train_loss'] = last_loss
+    checkpointing.save(mngr, state, meta)
+
+  def write_train_scalars(step: int, metrics: dict[str, jax.Array]) -> None:
+    scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if k != 'finite'}
+    scalars['lr'] = float(schedule(step - 1))
+    writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
 
   def run_eval(epoch: int) -> None:
     row: dict[str, Any] = {'epoch': epoch, 'step': int(jax.device_get(state['step']))}
@@ -211,66 +357,70 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
     meta['history'].append(row)
     logging.info('eval %s', row)
 
-  step = int(jax.device_get(state['step']))
-  loss = float('nan')
+  step = first_step
   t0 = time.time()
-  while step < total_steps:
-    epoch, skip = divmod(step, steps_per_epoch)
-    step_at_start = step
-    for batch in _train_batches(setup, epoch, skip, steps_per_epoch):
-      state, metrics = train_step(state, frozen, shard_lib.put_batch(batch, bsh))
-      step += 1
-      loss = float(metrics['loss'])
-      if not np.isfinite(loss):
-        mngr.wait_until_finished()
-        mngr.close()
-        raise NonFiniteLossError(
-            f'loss is {loss} at step {step} (epoch {epoch}); training stopped. The last good '
-            f'checkpoint (step {mngr.latest_step()}) is kept in {workdir}/checkpoints; lower '
-            'train.lr or check the data normalisation, then rerun to resume from it.')
-      report(step)
-      if step % tcfg.log_every_steps == 0 or step == total_steps:
-        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        scalars['lr'] = float(schedule(step - 1))
-        writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
-      if step % tcfg.checkpoint_every_steps == 0:
-        checkpointing.save(mngr, state, meta)
-      if step >= total_steps:
-        break
-    if step < total_steps and step % steps_per_epoch:
-      raise RuntimeError(
-          f'split {cfg.data.train_split!r} ran out after {skip + step - step_at_start} batches '
-          f'of epoch {epoch}; the source declared {n_train} examples = {steps_per_epoch} batches '
-          f'of {tcfg.batch_size}. The dataset is smaller than its declared split size.')
-    if step % steps_per_epoch == 0:  # epoch finished
-      epoch_done = step // steps_per_epoch
-      ms = jax.device_get(state['method_state'])
-      new_ms = setup.method.epoch_end(ms, epoch_done, cfg)
-      if new_ms is not ms:
-        state = dict(state, method_state=jax.device_put(new_ms, rep))
-      if epoch_done % tcfg.eval_every_epochs == 0 and step < total_steps:
-        run_eval(epoch_done)
-        checkpointing.save(mngr, state, meta)
-  if not meta['history'] or meta['history'][-1]['step'] != step:
-    run_eval(-(-step // steps_per_epoch))
-  checkpointing.save(mngr, state, meta)
-  mngr.wait_until_finished()
-  mngr.close()
+  try:
+    with _stop_on_signals() as signals:
+      while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        step_at_start = step
+        for batch in _train_batches(setup, epoch, skip, steps_per_epoch):
+          state, metrics = train_step(state, frozen, shard_lib.put_batch(batch, bsh))
+          step += 1
+          pending.append((step, metrics))
+          report(step)
+          log_now = step % tcfg.log_every_steps == 0 or step == total_steps
+          save_now = step % tcfg.checkpoint_every_steps == 0
+          stop_now = _stop_requested(signals, log_now)
+          if log_now or save_now or stop_now:
+            verify(step)
+          if log_now:
+            write_train_scalars(step, metrics)
+          if save_now or stop_now:
+            save()
+          if stop_now:
+            mngr.wait_until_finished()
+            raise Interrupted(signals.get('signum', signal.SIGTERM), step, workdir)
+          if step >= total_steps:
+            break
+        if step < total_steps and step % steps_per_epoch:
+          raise RuntimeError(
+              f'split {cfg.data.train_split!r} ran out after {skip + step - step_at_start} '
+              f'batches of epoch {epoch}; the source declared {n_train} examples = '
+              f'{steps_per_epoch} batches of {tcfg.batch_size}. The dataset is smaller than its '
+              'declared split size.')
+        if step % steps_per_epoch == 0:  # epoch finished
+          verify(step)
+          epoch_done = step // steps_per_epoch
+          ms = jax.device_get(state['method_state'])
+          new_ms = setup.method.epoch_end(ms, epoch_done, cfg)
+          if new_ms is not ms:
+            state = dict(state, method_state=jax.device_put(new_ms, rep))
+          if epoch_done % tcfg.eval_every_epochs == 0 and step < total_steps:
+            run_eval(epoch_done)
+            save()
+    verify(step)
+    if not meta['history'] or meta['history'][-1]['step'] != step:
+      run_eval(-(-step // steps_per_epoch))
+    save()
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
 
   results = {
       'method': cfg.method, 'task': cfg.data.get('task', ''), 'steps': step,
-      'trainable_params': n_train_params, 'train_seconds_this_run': time.time() - t0,
-      'last_train_loss': loss,
+      'started_from_step': first_step, 'trainable_params': n_train_params,
+      'train_seconds_this_run': time.time() - t0, 'last_train_loss': last_loss,
       **summarize(meta['history'], eval_splits, cfg.data.val_split), 'history': meta['history'],
   }
   for split in eval_splits:  # convenience: final accuracy per split at top level
     results[split] = meta['history'][-1][split]
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=1)
+    workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
     if tcfg.export:
       from prompt_jax import export
       export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(state['trainable']),
-                          jax.device_get(frozen), cfg, setup.prepared)
+                          jax.device_get(frozen), cfg, setup.prepared,
+                          backbone_digest=setup.backbone_digest)
   writer.flush()
   return results

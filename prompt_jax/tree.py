@@ -1,7 +1,9 @@
-"""Pure functions over parameter pytrees: '/'-joined flat views, trainable/frozen split, counts."""
+"""Pure functions over parameter pytrees: '/'-joined flat views, trainable/frozen split, counts,
+finiteness and content digests."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 from collections.abc import Sequence
@@ -9,6 +11,7 @@ from collections.abc import Sequence
 import flax
 from flax import traverse_util
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -55,3 +58,32 @@ def merge(trainable: Any, frozen: Any) -> dict[str, Any]:
 def count(tree: Any) -> int:
   """Number of scalars in a pytree."""
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _is_float(x: Any) -> bool:
+  return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def nonfinite_paths(tree: Any) -> list[str]:
+  """'/'-joined paths of the float leaves holding a NaN or inf (host sync; empty when finite)."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  flags = jax.device_get([jnp.isfinite(x).all() if _is_float(x) else True for x in leaves])
+  return [p for p, ok in zip(paths(tree), flags) if not ok]
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """Scalar bool: every float leaf of `tree` is finite (traceable: usable inside jit)."""
+  oks = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree) if _is_float(x)]
+  return jnp.all(jnp.stack(oks)) if oks else jnp.asarray(True)
+
+
+def digest(tree: Any) -> str:
+  """sha256 of a param pytree's content: sorted '/'-paths, dtypes, shapes and bytes (host copy).
+
+  The same weights give the same digest whatever file or format they came from."""
+  h = hashlib.sha256()
+  for path, x in sorted(flat(tree).items()):
+    a = np.ascontiguousarray(jax.device_get(x))
+    h.update(f'{path}:{a.dtype.str}:{a.shape};'.encode())
+    h.update(a.reshape(-1).view(np.uint8))
+  return h.hexdigest()

@@ -1,13 +1,43 @@
-"""Checks of a whole config before any data or weights load; each error names the fix."""
+"""Checks of a whole config before any data or weights load; each error names the key, the valid
+values and the fix, and every problem of the config is listed at once.
+
+  validation.check(config)                          # main, before any program runs
+  validation.check(config, num_devices=8)           # the trainer: + batch sizes vs the devices
+  validation.check_splits(config, source.splits)    # once the source is built, before data loads
+
+`check` touches no device (main calls it before `jax.distributed.initialize()`).
+"""
 
 from __future__ import annotations
+
+from typing import Any
+from collections.abc import Callable
 
 import ml_collections
 
 from prompt_jax.data import tasks
 
+Config = ml_collections.ConfigDict
 
-def check_recipe_task(config: ml_collections.ConfigDict) -> None:
+ACTS = ('gelu', 'gelu_tanh', 'quick_gelu')
+POOLS = ('cls', 'norm_mean', 'mean_norm')
+HEAD_INITS = ('kaiming_fan_out', 'normal', 'trunc_normal', 'zeros')
+DTYPES = ('float32', 'bfloat16')
+POSEMB_RESIZE = ('linear', 'bicubic')
+RESIZE = ('bilinear', 'bicubic')
+RESIZE_TO = ('square', 'shorter_side')
+LAST_WINDOW = ('release', 'remainder')
+SAMPLERS = ('shuffle', 'class_balanced')
+OPTIMIZERS = ('sgd', 'adamw')
+SCHEDULE_PER = ('epoch', 'step')
+CLIP_PROGRAMS = ('b2n', 'clip_zeroshot')  # programs that run the CLIP method 'sap'
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message lists every such value and the valid ones."""
+
+
+def check_recipe_task(config: Config) -> None:
   """A config holding one task's per-task recipe (`recipe_task`, set by `:task=`) must train on
   that task: a different `data.task` would silently use the wrong hyperparameters."""
   recipe = config.recipe_task
@@ -16,23 +46,205 @@ def check_recipe_task(config: ml_collections.ConfigDict) -> None:
   task = config.data.task
   if tasks.is_vtab_task(task) and tasks.canonical_task(task) == tasks.canonical_task(recipe):
     return
-  raise ValueError(
+  raise ConfigError(
       f'config.data.task={task!r} but the config holds the per-task recipe of {recipe!r} '
       f'(config.recipe_task). Load the config for that task instead, e.g. '
       f'--config=configs/{config.method}_vtab.py:task={task}, or pass '
       "--config.recipe_task='' to keep these hyperparameters.")
 
 
-def check_drop_last(config: ml_collections.ConfigDict) -> None:
-  """The class-balanced sampler yields only full batches (len // batch_size, as DA-VPT's
-  ClassSampler), so the trainer must count steps that way too."""
-  if config.data.get('sampler', 'shuffle') == 'class_balanced' and not config.train.drop_last:
-    raise ValueError("config.data.sampler='class_balanced' yields len(split) // batch_size full "
-                     'batches per epoch (the release\'s ClassSampler); set '
-                     '--config.train.drop_last=True.')
+# ---------------------------------------------------------------- rules: config -> messages
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-  """Every start-up check; raises ValueError naming the field and the fix."""
+def _one_of(key: str, value: Any, valid: Any) -> list[str]:
+  valid = list(valid)
+  return [] if value in valid else [f'{key}={value!r}: must be one of {valid}']
+
+
+def _at_least(key: str, value: Any, low: float) -> list[str]:
+  return [] if value >= low else [f'{key}={value!r}: must be >= {low}']
+
+
+def _fraction(key: str, value: float) -> list[str]:
+  return [] if 0 <= value < 1 else [f'{key}={value!r}: must be in [0, 1)']
+
+
+def _backbone(c: Config) -> list[str]:
+  from prompt_jax import backbone
+  from prompt_jax import checkpoints
+  out = []
+  if not c.init.checkpoint and c.program != 'demo':  # the demo names its own backbones
+    out.append(backbone.missing_checkpoint_message(c))
+  out += _one_of('init.format', c.init.format, checkpoints.FORMATS.names())
+  out += _one_of('init.posemb_resize', c.init.posemb_resize, POSEMB_RESIZE)
+  return out
+
+
+def _method(c: Config) -> list[str]:
+  from prompt_jax.methods import base
+  names = base.METHODS.names()
+  if c.method not in names:
+    return [f'method={c.method!r}: must be one of {names}']
+  out = []
+  section = base.get(c.method).config_section
+  if section and section not in c:
+    out.append(f'method={c.method!r} reads the config section {section!r}, which this config '
+               f'lacks: use a config file of that method (configs/{c.method}_*.py)')
+  if c.program in CLIP_PROGRAMS and c.method != 'sap':
+    out.append(f"program={c.program!r} runs CLIP prompt methods: method must be 'sap'")
+  init = c.prompt_init
+  out += _one_of('prompt_init.name', init.name, ['default', *base.INITIALIZERS.names()])
+  if init.name == 'spt' or c.method == 'spt':
+    from prompt_jax.methods import spt
+    out += _one_of('prompt_init.strategy', init.strategy, spt.STRATEGIES)
+    if not 0 < init.fraction <= 1:
+      out.append(f'prompt_init.fraction={init.fraction!r}: must be in (0, 1]')
+    out += _at_least('prompt_init.batch_size', init.batch_size, 1)
+    out += _one_of('prompt_init.last_window', init.last_window, LAST_WINDOW)
+  return out
+
+
+def patch_size(c: Config) -> int:
+  """The patch size of `model.variant` (a CLIP variant for method 'sap'); ValueError if unknown."""
+  if c.method == 'sap':
+    from prompt_jax.models import clip
+    return clip.clip_kwargs(c.model.variant)['patch_size']
+  from prompt_jax.models import vit
+  return vit.decode_variant(c.model.variant)['patch_size']
+
+
+def _model(c: Config) -> list[str]:
+  m = c.model
+  out = []
+  try:
+    patch = patch_size(c)
+  except ValueError as e:
+    out.append(f'model.variant={m.variant!r}: {e}')
+  else:
+    if c.data.image_size % patch:
+      out.append(f'data.image_size={c.data.image_size}: must be a multiple of the patch size '
+                 f'{patch} of model.variant={m.variant!r}')
+  out += _one_of('model.act', m.act, ACTS)
+  out += _one_of('model.pool', m.pool, POOLS)
+  out += _one_of('model.head_init', m.head_init, HEAD_INITS)
+  out += _one_of('model.compute_dtype', m.compute_dtype, DTYPES)
+  out += _fraction('model.drop_path', m.drop_path)
+  return out
+
+
+def _data(c: Config) -> list[str]:
+  from prompt_jax.data import preprocess
+  from prompt_jax.data import registry
+  d = c.data
+  out = _one_of('data.source', d.source, registry.SOURCES.names())
+  out += _at_least('data.image_size', d.image_size, 1)
+  out += _one_of('data.resize', d.resize, RESIZE)
+  out += _one_of('data.resize_to', d.resize_to, RESIZE_TO)
+  if not 0 < d.crop_pct <= 1:
+    out.append(f'data.crop_pct={d.crop_pct!r}: must be in (0, 1]')
+  out += _one_of('data.normalization', d.normalization, sorted(preprocess.MEAN_STD))
+  out += _one_of('data.sampler', d.sampler, SAMPLERS)
+  if not d.eval_splits:
+    out.append('data.eval_splits is empty: name at least one split to evaluate on')
+  if d.val_split and d.val_split not in d.eval_splits:
+    out.append(f'data.val_split={d.val_split!r}: must be one of data.eval_splits '
+               f'{list(d.eval_splits)} (it selects the reported epoch), or empty')
+  if d.sampler == 'class_balanced':
+    if not c.train.drop_last:  # the sampler yields len // batch_size full batches (ClassSampler)
+      out.append("data.sampler='class_balanced' yields len(split) // batch_size full batches per "
+                 "epoch (the release's ClassSampler): set --config.train.drop_last=True")
+    out += _at_least('data.images_per_class', d.images_per_class, 1)
+    if d.images_per_class >= 1 and c.train.batch_size % d.images_per_class:
+      out.append(f'train.batch_size={c.train.batch_size}: must be a multiple of '
+                 f'data.images_per_class={d.images_per_class} (class_balanced sampler)')
+  return out
+
+
+def _train(c: Config) -> list[str]:
+  t = c.train
+  out = _one_of('train.optimizer', t.optimizer, OPTIMIZERS)
+  out += _one_of('train.schedule_per', t.schedule_per, SCHEDULE_PER)
+  if not t.lr > 0:
+    out.append(f'train.lr={t.lr!r}: must be > 0')
+  for key in ('epochs', 'batch_size', 'eval_batch_size', 'eval_every_epochs',
+              'checkpoint_every_steps', 'keep_checkpoints', 'log_every_steps'):
+    out += _at_least(f'train.{key}', t[key], 1)
+  for key in ('wd', 'warmup_epochs', 'warmup_init', 'min_lr', 'grad_clip_norm',
+              'grad_clip_value'):
+    out += _at_least(f'train.{key}', t[key], 0)
+  for key in ('momentum', 'b1', 'b2'):
+    out += _fraction(f'train.{key}', t[key])
+  if not t.eps > 0:
+    out.append(f'train.eps={t.eps!r}: must be > 0')
+  if t.max_steps != -1 and t.max_steps < 1:
+    out.append(f'train.max_steps={t.max_steps}: must be >= 1, or -1 for no limit')
+  out += _at_least('mesh.fsdp', c.mesh.fsdp, 1)
+  return out
+
+
+def _sections(c: Config) -> list[str]:
+  """The method sections' counts and rates (only the sections the config has)."""
+  out = []
+  if 'vpt' in c:
+    out += _at_least('vpt.num_prompts', c.vpt.num_prompts, 1)
+    out += _fraction('vpt.dropout', c.vpt.dropout)
+    out += _at_least('vpt.project_dim', c.vpt.project_dim, 0)
+  if 'ship' in c:
+    for key in ('num_prompts', 'num_prototypes', 'max_images', 'kmeans_n_init'):
+      out += _at_least(f'ship.{key}', c.ship[key], 1)
+  if 'davpt' in c:
+    d = c.davpt
+    out += _at_least('davpt.num_proxies', d.num_proxies, 1)
+    out += _at_least('davpt.num_other', d.num_other, 0)
+    out += _fraction('davpt.dropout', d.dropout)
+    out += _one_of('davpt.loss', d.loss, ('proxy_anchor', 'proxy_nca'))
+    out += _one_of('davpt.prompt_norm', d.prompt_norm, ('l2', 'layer', 'none'))
+    out += _one_of('davpt.patch_anchor', d.patch_anchor, ('input_mean', 'attn_out'))
+    if not 0 <= d.proxy_start <= d.proxy_end:
+      out.append(f'davpt.proxy_start={d.proxy_start}, proxy_end={d.proxy_end}: need '
+                 '0 <= proxy_start <= proxy_end (layers, inclusive)')
+  if 'sap' in c:
+    for key in ('n_ctx_text', 'n_ctx_vision', 'depth', 'encode_batch'):
+      out += _at_least(f'sap.{key}', c.sap[key], 1)
+    out += _one_of('sap.text_prompts', c.sap.text_prompts, ('train', 'frozen'))
+  return out
+
+
+RULES: tuple[Callable[[Config], list[str]], ...] = (_backbone, _method, _model, _data, _train,
+                                                     _sections)
+
+
+def _devices(c: Config, num_devices: int) -> list[str]:
+  out = []
+  for key in ('batch_size', 'eval_batch_size'):
+    if c.train[key] % num_devices:
+      out.append(f'train.{key}={c.train[key]}: must be a multiple of the {num_devices} devices '
+                 '(each batch is split over all of them)')
+  if c.mesh.fsdp >= 1 and num_devices % c.mesh.fsdp:
+    out.append(f'mesh.fsdp={c.mesh.fsdp}: must divide the {num_devices} devices')
+  return out
+
+
+def _raise(problems: list[str]) -> None:
+  if problems:
+    raise ConfigError('invalid config:\n' + '\n'.join(f'  {p}' for p in problems))
+
+
+def check(config: Config, num_devices: int | None = None) -> None:
+  """Every start-up check; raises ConfigError listing each bad key, its valid values and the fix.
+  `num_devices`: also check the batch sizes and mesh against that many devices."""
   check_recipe_task(config)
-  check_drop_last(config)
+  problems = [p for rule in RULES for p in rule(config)]
+  if num_devices:
+    problems += _devices(config, num_devices)
+  _raise(problems)
+
+
+def check_splits(config: Config, splits: dict[str, int]) -> None:
+  """The training, evaluation and validation splits exist in the source (`splits`: name -> size)."""
+  d, have = config.data, sorted(splits)
+  problems = [f'data.{key}={name!r}: the {d.source} source has no such split; it has {have}'
+              for key, names in (('train_split', [d.train_split]), ('eval_splits', d.eval_splits),
+                                 ('val_split', [d.val_split] if d.val_split else []))
+              for name in names if name not in splits]
+  _raise(problems)

@@ -16,6 +16,7 @@ def micro_config(method: str = 'vpt', **train):
   c.unlock()
   c.program = 'train'
   c.method = method
+  c.init.checkpoint = 'random'  # tests train on a seeded random backbone unless they set one
   c.train.update(dict(dict(epochs=2, batch_size=32, eval_every_epochs=1, checkpoint_every_steps=5,
                            log_every_steps=5, export=False), **train))
   c.lock()

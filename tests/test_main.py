@@ -1,9 +1,15 @@
-"""The command line: unknown keys are errors; the offline demo runs end to end."""
+"""The command line: unknown keys and missing backbones are errors; SIGTERM saves and exits 143;
+the offline demo runs end to end."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,3 +35,41 @@ def test_demo_runs_offline_and_vpt_deep_beats_chance(tmp_path):
   # 5 classes: chance is 0.2. Measured 0.80-0.82 (seed 0); asserted with a wide margin.
   assert table['vpt_deep']['test'] > 0.6
   assert '| vpt_deep |' in out.stdout
+
+
+def test_an_empty_backbone_is_an_error_before_any_data_loads(tmp_path):
+  out = _main('--config=configs/vpt_vtab.py:task=dtd', f'--workdir={tmp_path / "wd"}')
+  assert out.returncode == 1
+  assert 'config.init.checkpoint is empty' in out.stderr
+  assert 'gs://vit_models/imagenet21k/ViT-B_16.npz' in out.stderr
+  assert '--config.init.format=npz' in out.stderr and 'Traceback' not in out.stderr
+  assert not (tmp_path / 'wd').exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
+  wd, log = tmp_path / 'wd', tmp_path / 'stderr.txt'
+  with open(log, 'w') as err_file:  # a file, not a pipe: nobody reads while it trains
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'prompt_jax.main', '--config=configs/demo.py', f'--workdir={wd}',
+         '--config.program=train', '--config.init.checkpoint=random',
+         '--config.train.epochs=500', '--config.train.checkpoint_every_steps=50',
+         '--config.train.keep_checkpoints=100'],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err_file)
+  try:
+    deadline = time.time() + 400
+    while not (wd / 'checkpoints').is_dir() or not any(
+        p.name.isdigit() for p in (wd / 'checkpoints').iterdir()):  # training has begun
+      assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  err = log.read_text()
+  assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+  saved = re.search(r'SIGTERM: stopped after saving the checkpoint of step (\d+)', err)
+  assert saved and 'rerun the same command to resume' in err, err[-3000:]
+  assert (wd / 'checkpoints' / saved.group(1)).is_dir()
+  assert not (wd / 'writer.lock').exists()

@@ -1,19 +1,26 @@
-"""Trainer guarantees: only the trainable subtree changes, resume is exact, NaN stops cleanly,
-sharded runs match one device, exports reload for inference."""
+"""Trainer guarantees: only the trainable subtree changes, resume is exact (also after SIGTERM and
+past a corrupt checkpoint), a non-finite step stops cleanly and is never saved, sharded runs match
+one device, exports reload for inference only on their own backbone."""
 
+import glob
+import json
 import os
+import signal
 import subprocess
 import sys
 
 from flax import traverse_util
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import micro_config
 from prompt_jax import checkpointing
 from prompt_jax import export
+from prompt_jax import optim
 from prompt_jax import train
+from prompt_jax import workdir
 from prompt_jax.data import registry as data_registry
 from prompt_jax.data.source import ArraySource
 
@@ -49,8 +56,19 @@ def test_only_prompts_and_head_train_and_backbone_is_bit_identical(tmp_path, pre
     correct += int(((pred == batch['label']) & batch['mask']).sum())
     n += int(batch['mask'].sum())
   assert correct / n == pytest.approx(res['test'], abs=1e-6)
+  assert not glob.glob(str(tmp_path / 'tuned' / '*.pkl'))  # nothing that runs code on load
+  # The same shapes but other weights: the prompts were not tuned on them.
+  other = str(tmp_path / 'other.npz')
+  np.savez(other, **{k: original[k] * (1.001 if k.endswith('kernel') else 1.0)
+                     for k in original.files})
+  with pytest.raises(export.BackboneMismatchError, match='allow_other_backbone=True'):
+    export.load_tuned(other, str(tmp_path / 'tuned'))
+  _, other_params, _ = export.load_tuned(other, str(tmp_path / 'tuned'), allow_other_backbone=True)
+  assert not np.array_equal(traverse_util.flatten_dict(other_params, sep='/')['embedding/kernel'],
+                            flat['embedding/kernel'])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
   cfg = micro_config('vpt', epochs=2, checkpoint_every_steps=4)
   full = train.train_and_evaluate(cfg, str(tmp_path / 'a'))
@@ -69,10 +87,15 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     train.train_and_evaluate(cfg, str(tmp_path / 'b'))
   monkeypatch.setattr(train.shard_lib, 'put_batch', real_put)
   resumed = train.train_and_evaluate(cfg, str(tmp_path / 'b'))
+  assert full['started_from_step'] == 0
+  assert resumed['started_from_step'] == 4  # restored, not recomputed from scratch
   assert resumed['steps'] == full['steps']
   a, b = _final_state(str(tmp_path / 'a')), _final_state(str(tmp_path / 'b'))
   jax.tree_util.tree_map(np.testing.assert_array_equal, a['trainable'], b['trainable'])
   assert resumed['test'] == full['test'] and resumed['history'] == full['history']
+  with open(tmp_path / 'b' / 'results.json') as f:
+    strict = json.loads(f.read(), parse_constant=lambda c: pytest.fail(f'non-strict JSON {c}'))
+  assert strict['started_from_step'] == 4 and np.isfinite(strict['last_train_loss'])
 
 
 @pytest.mark.parametrize('drop_last,steps', [(False, 10), (True, 9)])
@@ -120,11 +143,110 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
   src = PoisonedSource({'train800': (x, y), 'val200': (x, y), 'test': (x, y)}, num_classes=5)
   monkeypatch.setattr(data_registry, 'get_source', lambda cfg: src)
   cfg = micro_config('vpt', epochs=3, checkpoint_every_steps=1)
-  with pytest.raises(train.NonFiniteLossError, match='step 3.*last good checkpoint \\(step 2\\)'):
+  with pytest.raises(train.NonFiniteError, match='step 3 .*loss is nan.*checkpoint, step 2, is '
+                     'kept'):
     train.train_and_evaluate(cfg, str(tmp_path))
   state = _final_state(str(tmp_path))
   assert int(state['step']) == 2
   assert all(np.isfinite(l).all() for l in jax.tree_util.tree_leaves(state['trainable']))
+  # The same rerun would reach step 3 again: refused at once instead of looping.
+  with pytest.raises(workdir.WorkdirError, match='step 3 was non-finite under this same config'):
+    train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def _poisoned_schedule(bad_update: int):
+  """optim.make_schedule whose lr is inf for the `bad_update`-th update (1-based): the loss of that
+  step is finite (computed before the update) but the parameters it writes are not."""
+  real = optim.make_schedule
+
+  def make(cfg, steps_per_epoch):
+    schedule = real(cfg, steps_per_epoch)
+    return lambda count: jnp.where(count + 1 == bad_update, jnp.inf, schedule(count))
+
+  return make
+
+
+@pytest.mark.slow
+def test_a_poisoned_update_is_never_saved_and_a_changed_rerun_resumes(tmp_path, monkeypatch):
+  cfg = micro_config('vpt', epochs=1, checkpoint_every_steps=2, log_every_steps=4, max_steps=6)
+  wd = str(tmp_path)
+  monkeypatch.setattr(optim, 'make_schedule', _poisoned_schedule(3))
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(cfg, wd)
+  msg = str(e.value)
+  assert 'step 3 (epoch 0) is not finite: its loss' in msg and 'is finite, but its' in msg
+  assert 'stopped at step 4' in msg and 'step 2, is kept' in msg and 'train.lr' in msg
+  mngr = checkpointing.manager(wd, 2)
+  assert mngr.all_steps() == [2]  # step 4 (after the bad update) was not saved
+  mngr.close()
+  run = workdir.read_run(wd)
+  assert run['nonfinite']['step'] == 3 and run['nonfinite']['checkpoint'] == 2
+  monkeypatch.undo()
+  with pytest.raises(workdir.WorkdirError, match='non-finite'):
+    train.train_and_evaluate(cfg, wd)
+  lower = micro_config('vpt', epochs=1, checkpoint_every_steps=2, log_every_steps=4, max_steps=6,
+                       lr=1.0)
+  with pytest.raises(workdir.WorkdirError, match='train.lr: 2.0 \\(recorded\\) -> 1.0'):
+    train.train_and_evaluate(lower, wd)
+  lower.unlock()
+  lower.train.allow_config_change = True
+  res = train.train_and_evaluate(lower, wd)
+  assert res['started_from_step'] == 2 and res['steps'] == 6 and np.isfinite(res['last_train_loss'])
+  assert 'nonfinite' not in workdir.read_run(wd)
+
+
+# orbax's event loop complains while the torn checkpoint's reader is collected; harmless.
+@pytest.mark.slow
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_step(tmp_path, caplog):
+  cfg = micro_config('vpt', epochs=1, checkpoint_every_steps=4, max_steps=8, keep_checkpoints=3)
+  wd = str(tmp_path)
+  first = train.train_and_evaluate(cfg, wd)
+  reference = _final_state(wd)
+  for path in glob.glob(str(tmp_path / 'checkpoints' / '8' / 'state' / '**' / 'd' / '*'),
+                        recursive=True):
+    with open(path, 'r+b') as f:  # a torn write: every data file cut short
+      f.truncate(8)
+  again = train.train_and_evaluate(cfg, wd)
+  assert 'checkpoint step 8 in' in caplog.text and 'is skipped: it does not restore' in caplog.text
+  assert again['started_from_step'] == 4 and again['steps'] == 8
+  assert os.path.isdir(tmp_path / 'checkpoints_skipped' / '8')
+  jax.tree_util.tree_map(np.testing.assert_array_equal, reference['trainable'],
+                         _final_state(wd)['trainable'])
+  assert again['test'] == first['test']
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_and_a_rerun_resumes_from_it(tmp_path, monkeypatch):
+  cfg = micro_config('vpt', epochs=1, checkpoint_every_steps=100, max_steps=9)
+  wd = str(tmp_path)
+  calls = {'n': 0}
+  real_put = train.shard_lib.put_batch
+
+  def put_and_signal(batch, sharding):
+    calls['n'] += 1
+    if calls['n'] == 7:  # the signal arrives during step 7
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_put(batch, sharding)
+
+  def unhandled(signum, frame):  # instead of killing pytest when the trainer ignores SIGTERM
+    raise AssertionError('the trainer did not handle SIGTERM')
+
+  monkeypatch.setattr(train.shard_lib, 'put_batch', put_and_signal)
+  before = signal.signal(signal.SIGTERM, unhandled)
+  try:
+    with pytest.raises(train.Interrupted, match='SIGTERM: stopped after saving the checkpoint of '
+                       'step 7') as e:
+      train.train_and_evaluate(cfg, wd)
+    assert signal.getsignal(signal.SIGTERM) is unhandled  # the trainer restored the handler
+  finally:
+    signal.signal(signal.SIGTERM, before)
+  assert e.value.signum == signal.SIGTERM
+  assert not os.path.exists(tmp_path / workdir.LOCK_FILE)  # lock released
+  assert int(_final_state(wd)['step']) == 7
+  monkeypatch.setattr(train.shard_lib, 'put_batch', real_put)
+  res = train.train_and_evaluate(cfg, wd)
+  assert res['started_from_step'] == 7 and res['steps'] == 9
 
 
 def test_a_split_smaller_than_declared_is_an_error_not_a_hang(tmp_path, monkeypatch):

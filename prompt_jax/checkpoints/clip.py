@@ -215,6 +215,14 @@ def _resize_posemb(flat: dict[str, np.ndarray], expected: Mapping[str, tuple[int
     flat[key] = posemb_lib.resize_posemb(flat[key][None], expected[key][0], method=method)[0]
 
 
+EXPECTED = {
+    'clip_openai': "OpenAI's TorchScript archive (ViT-B-16.pt), or its state dict as .npz / "
+                   'torch.save',
+    'clip_hf': 'a Hugging Face CLIPModel .safetensors file (or a directory holding '
+               'model.safetensors)',
+}
+
+
 def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *,
          posemb_resize: str = 'linear') -> dict[str, np.ndarray]:
   """Reads, converts and validates a CLIP checkpoint (`fmt` 'clip_openai' or 'clip_hf')."""
@@ -223,7 +231,9 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *,
   if fmt not in readers:
     raise errors.CheckpointError(f'unknown CLIP format {fmt!r}; known: {sorted(readers)}')
   read, convert = readers[fmt]
-  flat = convert(read(path), expected)
+  with errors.reading(path, fmt, EXPECTED[fmt]):
+    sd = read(path)
+  flat = convert(sd, expected)
   if posemb_resize:
     _resize_posemb(flat, expected, posemb_resize)
   errors.validate(flat, expected, source=f'{path} ({fmt})')

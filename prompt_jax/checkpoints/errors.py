@@ -1,14 +1,33 @@
-"""Checkpoint validation: every load names what is missing, extra or mis-shaped."""
+"""Checkpoint validation: every load names what is missing, extra or mis-shaped, and a file that
+cannot be read names its path and the format expected of it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 
 class CheckpointError(ValueError):
   """A checkpoint that does not fit the model; the message names the offending keys."""
+
+
+@contextlib.contextmanager
+def reading(path: str, fmt: str, expected: str) -> Iterator[None]:
+  """Turns any failure to read `path` (a truncated or corrupted zip, pickle, TorchScript or
+  safetensors file: BadZipFile, UnpicklingError, EOFError, RuntimeError, ...) into a
+  CheckpointError naming the path and the expected format. A missing file (FileNotFoundError), a
+  missing package (ImportError) and CheckpointError pass through."""
+  try:
+    yield
+  except (CheckpointError, FileNotFoundError, ImportError):
+    raise
+  except Exception as e:  # whatever the container library raises on a damaged file
+    raise CheckpointError(
+        f'cannot read checkpoint {path} as format {fmt!r} ({expected}): {type(e).__name__}: '
+        f'{e}. The file is truncated or corrupted (download it again), or it is not a {fmt!r} '
+        'checkpoint (check config.init.format).') from e
 
 
 def _fmt(keys, limit: int = 20) -> str:

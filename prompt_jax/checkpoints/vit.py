@@ -112,6 +112,13 @@ def _load_npz(path: str, heads: int) -> dict[str, np.ndarray]:
   return {k: v for k, v in raw.items() if not _NPZ_IGNORED.match(k)}
 
 
+# What a file of each format is (named when it cannot be read).
+EXPECTED = {
+    'npz': 'a .npz of arrays named as the original ViT release',
+    'timm': 'a timm state dict: torch.save zip, legacy torch file, .npz or .safetensors',
+    'mae': "MAE's torch.save file with the state dict under 'model'",
+    'mocov3': "MoCo v3's torch.save file with the state dict under 'state_dict'",
+}
 READERS: dict[str, Callable[[str, int], dict[str, np.ndarray]]] = {
     'npz': _load_npz,
     'timm': lambda path, heads: from_timm(_unwrap(state_dict.read(path), 'model', path), heads),
@@ -128,12 +135,8 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *, num_he
   Returns float32 arrays."""
   if fmt not in READERS:
     raise errors.CheckpointError(f'unknown checkpoint format {fmt!r}; known: {sorted(READERS)}')
-  try:
+  with errors.reading(path, fmt, EXPECTED[fmt]):
     params = READERS[fmt](path, num_heads)
-  except (OSError, ValueError, KeyError, EOFError) as e:
-    if isinstance(e, (errors.CheckpointError, FileNotFoundError)):
-      raise
-    raise errors.CheckpointError(f'cannot read checkpoint {path} as {fmt!r}: {e}') from e
   if POSEMB in params and POSEMB in expected:
     params[POSEMB] = posemb_lib.resize_posemb(params[POSEMB], expected[POSEMB][1],
                                               method=posemb_resize)

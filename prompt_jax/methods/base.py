@@ -4,7 +4,12 @@ A method is a `Method` record of pure functions, registered by name (`config.met
 
   prepare(ctx) -> prepared          host side, once, before the model is built (SHIP anchors and
                                     prototype bank, SPT prototypes, DA-VPT class clusters); numpy /
-                                    python values, cached by the trainer in the workdir.
+                                    python values (a `treeio` tree), cached by the trainer in
+                                    workdir/prepared.npz, keyed by the backbone digest and:
+  prepare_keys / prepare_files      the dotted config keys `prepare` reads (a section name: all of
+                                    it; usually FEATURE_KEYS + the method's own; none declared:
+                                    the whole config) and the keys naming input files whose
+                                    content it reads.
   build_backbone(config) -> nn.Module  the prompt-free backbone (default: the ViT of config.model)
   build_model(config, num_classes, prepared) -> nn.Module
                                     apply(variables, images, train) -> (logits [B, C], out dict)
@@ -22,6 +27,8 @@ A method is a `Method` record of pure functions, registered by name (`config.met
   trainable / frozen: regexes over '/'-joined param paths (trainable may be a function of the
                       config); frozen wins. `config.train.trainable` / `config.train.frozen`
                       override them when non-empty (`Method.trainable_patterns`).
+  config_section: the config section the method reads ('vpt', 'ship', ...; '' = none), checked
+                  at start-up (prompt_jax/validation.py).
 
 Methods are found by name through `METHODS` (prompt_jax/registry.py): a new method is one file in
 prompt_jax/methods/ that calls `register`.
@@ -45,6 +52,13 @@ Array = Any
 Config = ml_collections.ConfigDict
 
 
+# The config keys that decide the frozen backbone's features of the training split (with the
+# backbone digest, which covers init.checkpoint / format / posemb_resize and a random init's seed).
+# Whole sections, not a list of fields: a field added later (e.g. a new resize option) can then
+# never be missed, at the price of recomputing when an unrelated model/data field changes.
+FEATURE_KEYS = ('model', 'data')
+
+
 @dataclasses.dataclass
 class PrepareContext:
   """What `prepare` may use: the frozen backbone and the training data (never labels of test)."""
@@ -55,6 +69,7 @@ class PrepareContext:
   backbone_params: Any          # its params
   workdir: str
   features: Callable[..., dict[str, Any]]  # prompt_jax.features.extract bound to backbone
+  backbone_digest: str          # prompt_jax.tree.digest of backbone_params (cache keys)
 
 
 @dataclasses.dataclass
@@ -98,6 +113,8 @@ class Method:
   # `init(rng, images)` must work on it. Its param names must be a subset of build_model's.
   build_backbone: Callable[[Config], nn.Module] | None = None
   prepare: Callable[[PrepareContext], Any] | None = None
+  prepare_keys: tuple[str, ...] = ()
+  prepare_files: tuple[str, ...] = ()
   init_params: Callable[[Any, Any, Config], Any] = _identity
   loss: Callable[[LossInputs], tuple[Array, dict[str, Array]]] = cross_entropy_loss
   init_state: Callable[[Any, Config], Any] = lambda prepared, config: {}
@@ -107,6 +124,7 @@ class Method:
   # Regexes, or a function config -> regexes (e.g. DA-VPT's config-chosen extra biases).
   trainable: tuple[str, ...] | Callable[[Config], tuple[str, ...]] = (r'^prompt/', r'^head/')
   frozen: tuple[str, ...] = ()
+  config_section: str = ''
 
   def model(self, config: Config, num_classes: int, prepared: Any) -> nn.Module:
     if self.build_model is not None:

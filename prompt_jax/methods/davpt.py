@@ -366,4 +366,7 @@ def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...
 
 DAVPT = base.register(base.Method(
     name='davpt', build_prompter=build_prompter, prepare=prepare, loss=loss, init_state=init_state,
-    update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=trainable))
+    update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=trainable,
+    prepare_keys=base.FEATURE_KEYS + ('seed', 'davpt.num_proxies', 'davpt.cluster_images_per_class',
+                                      'davpt.kmeans_iters', 'davpt.kmeans_tol'),
+    config_section='davpt'))

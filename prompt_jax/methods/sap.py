@@ -355,7 +355,11 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
 SAP = base.register(base.Method(
     name='sap', build_model=build_model, build_backbone=build_backbone, prepare=prepare,
     init_params=init_params, loss=loss,
-    trainable=(r'^visual_prompt/', r'^text_prompt/'), frozen=(r'^text_cache',)))
+    trainable=(r'^visual_prompt/', r'^text_prompt/'), frozen=(r'^text_cache',),
+    prepare_keys=base.FEATURE_KEYS + ('sap.bpe_path', 'sap.template', 'sap.max_descriptions',
+                                      'sap.normalize_desc', 'sap.encode_batch', 'sap.ctx_init',
+                                      'sap.n_ctx_text', 'sap.classnames'),
+    prepare_files=('sap.descriptions',), config_section='sap'))
 
 
 def harmonic_mean(base_acc: float, novel_acc: float) -> float:

@@ -260,6 +260,9 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   return total, {**metrics, 'match': lm, 'loss': total}
 
 
-SHIP = base.register(base.Method(name='ship', build_prompter=build_prompter, prepare=prepare,
-                                 init_params=init_params, loss=loss,
-                                 trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',)))
+SHIP = base.register(base.Method(
+    name='ship', build_prompter=build_prompter, prepare=prepare, init_params=init_params, loss=loss,
+    trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',),
+    prepare_keys=base.FEATURE_KEYS + ('ship.threshold', 'ship.num_prototypes', 'ship.max_images',
+                                      'ship.seed', 'ship.kmeans_n_init'),
+    prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship'))

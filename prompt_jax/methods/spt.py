@@ -20,12 +20,14 @@ Strategies (`config.prompt_init.strategy`):
                   precomputed centres).
 `fraction` limits the images used by every strategy (kmeans default 0.3). Everything is seeded by
 `prompt_init.seed`; results are cached in the workdir as
-spt_<strategy>[_<last_window>]_P<P>_L<level>_s<seed>_f<f>.npz
-holding the prototypes and the seed.
+spt_<strategy>[_<last_window>]_P<P>_L<level>_s<seed>_f<f>_<key>.npz
+holding the prototypes and the seed, where <key> hashes what the tokens depend on (the backbone
+digest, `base.FEATURE_KEYS`, `prompt_init.batch_size`): another backbone or data never reuses them.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import Any
@@ -35,6 +37,7 @@ from flax import traverse_util
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_jax import workdir as workdir_lib
 from prompt_jax.methods import base
 from prompt_jax.methods import kmeans
 from prompt_jax.methods import vpt
@@ -101,7 +104,9 @@ def level_prototypes(ctx: base.PrepareContext, level: int, num_prompts: int) -> 
   pi = ctx.config.prompt_init
   strategy, fraction, seed = pi.strategy, float(pi.fraction), int(pi.seed)
   window = f'_{pi.last_window}' if strategy in ('mean_pooling', 'max_pooling') else ''
-  name = f'spt_{strategy}{window}_P{num_prompts}_L{level}_s{seed}_f{fraction}.npz'
+  key, _ = workdir_lib.inputs_key(ctx.config, base.FEATURE_KEYS + ('prompt_init.batch_size',),
+                                  ctx.backbone_digest)
+  name = f'spt_{strategy}{window}_P{num_prompts}_L{level}_s{seed}_f{fraction}_{key[:12]}.npz'
   path = os.path.join(ctx.workdir, name)
   if os.path.exists(path):
     return np.load(path)['prototypes']
@@ -112,8 +117,12 @@ def level_prototypes(ctx: base.PrepareContext, level: int, num_prompts: int) -> 
                            batch_size=int(pi.batch_size), max_examples=keep)
   protos = prototypes(tokens, num_prompts, strategy, seed + 1000 * level, pi.last_window)
   os.makedirs(ctx.workdir, exist_ok=True)
-  np.savez(path, prototypes=protos, seed=seed, level=level, strategy=strategy, fraction=fraction,
+  buf = io.BytesIO()
+  np.savez(buf, prototypes=protos, seed=seed, level=level, strategy=strategy, fraction=fraction,
            num_images=keep)
+  with open(path + '.tmp', 'wb') as f:
+    f.write(buf.getvalue())
+  os.replace(path + '.tmp', path)
   logging.info('SPT %s level %d: %d prototypes from %d images -> %s', strategy, level,
                num_prompts, keep, path)
   return protos
@@ -181,5 +190,9 @@ def init_params(params: Any, prepared: dict[str, np.ndarray], config: base.Confi
   return _write(params, prepared)
 
 
-SPT = base.register(base.Method(name='spt', build_prompter=vpt.build_prompter, prepare=prepare,
-                                init_params=init_params, prompt_slots=vpt.prompt_slots))
+SPT = base.register(base.Method(
+    name='spt', build_prompter=vpt.build_prompter, prepare=prepare, init_params=init_params,
+    prompt_slots=vpt.prompt_slots, config_section='vpt',
+    prepare_keys=base.FEATURE_KEYS + ('vpt.num_prompts', 'vpt.deep', 'vpt.project_dim',
+                                      'prompt_init.strategy', 'prompt_init.fraction',
+                                      'prompt_init.seed', 'prompt_init.batch_size')))

@@ -78,4 +78,4 @@ def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...
 
 
 VPT = base.register(base.Method(name='vpt', build_prompter=build_prompter,
-                                prompt_slots=prompt_slots))
+                                prompt_slots=prompt_slots, config_section='vpt'))

@@ -87,3 +87,74 @@ def test_legacy_torch_file_without_torch_says_to_install_it(tmp_path, monkeypatc
   with pytest.raises(ImportError, match='pip install torch'):
     state_dict.read(path)
   assert os.path.exists(path)
+
+
+def _damaged(tmp_path, name: str, data: bytes, how: str) -> str:
+  path = tmp_path / f'{how}_{name}'
+  if how == 'truncated':
+    data = data[:len(data) // 2]
+  else:  # one flipped byte inside the second stored array
+    data = bytearray(data)
+    data[data.index(b'\x93NUMPY', 200) + 1000] ^= 0xFF
+  path.write_bytes(bytes(data))
+  return str(path)
+
+
+@pytest.mark.parametrize('how', ['truncated', 'flipped'])
+def test_damaged_npz_is_a_checkpoint_error_naming_path_and_format(tmp_path, how):
+  good = tmp_path / 'good.npz'
+  np.savez(good, x=np.zeros(4000, np.float32), y=np.zeros(4000, np.float32))
+  path = _damaged(tmp_path, 'ViT.npz', good.read_bytes(), how)
+  with pytest.raises(errors.CheckpointError) as e:
+    vit_ckpt.load(path, 'npz', EXPECTED, num_heads=1)
+  assert f'cannot read checkpoint {path} as format \'npz\'' in str(e.value)
+  assert 'BadZipFile' in str(e.value) and 'truncated or corrupted' in str(e.value)
+
+
+def test_damaged_torch_files_are_checkpoint_errors(tmp_path):
+  torch = pytest.importorskip('torch')
+  path = str(tmp_path / 'mae.pth')
+  torch.save({'model': {'cls_token': torch.zeros(1, 1, 4), 'x': torch.zeros(4000)}}, path)
+  data = open(path, 'rb').read()
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) - 100])
+  with pytest.raises(errors.CheckpointError, match=f"{path} as format 'mae' .*state dict under"):
+    vit_ckpt.load(path, 'mae', EXPECTED, num_heads=1)
+  legacy = str(tmp_path / 'legacy.pth')  # torch is installed: its unpickler fails
+  with open(legacy, 'wb') as f:
+    f.write(b'\x80\x02legacy pickle')
+  with pytest.raises(errors.CheckpointError, match="legacy.pth as format 'timm'.*Unpickling"):
+    vit_ckpt.load(legacy, 'timm', EXPECTED, num_heads=1)
+
+
+def test_damaged_torchscript_and_safetensors_are_checkpoint_errors(tmp_path):
+  torch = pytest.importorskip('torch')
+  from prompt_jax.checkpoints import clip as clip_ckpt
+  path = str(tmp_path / 'ViT-B-16.pt')
+  torch.jit.save(torch.jit.script(torch.nn.Linear(64, 64)), path)
+  data = open(path, 'rb').read()
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])
+  with pytest.raises(errors.CheckpointError, match="ViT-B-16.pt as format 'clip_openai'"):
+    clip_ckpt.load(path, 'clip_openai', EXPECTED)
+  bad = tmp_path / 'model.safetensors'
+  bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": garbage}')
+  with pytest.raises(errors.CheckpointError, match="model.safetensors as format 'clip_hf'"):
+    clip_ckpt.load(str(bad), 'clip_hf', EXPECTED)
+
+
+def test_nonfinite_backbone_weights_are_refused(tmp_path):
+  from conftest import micro_config
+  from prompt_jax import backbone
+  from prompt_jax.methods import base
+  cfg = micro_config('vpt')
+  params = backbone.load(base.get('vpt'), cfg)  # the seeded random init ('random')
+  flat = {k: np.asarray(v) for k, v in backbone.tree.flat(params).items()}
+  flat['Transformer/encoder_norm/scale'] = flat['Transformer/encoder_norm/scale'].copy()
+  flat['Transformer/encoder_norm/scale'][3] = np.inf
+  path = str(tmp_path / 'inf.npz')
+  np.savez(path, **flat)
+  cfg.unlock()
+  cfg.init.checkpoint = path
+  with pytest.raises(errors.CheckpointError, match='NaN / inf values in 1 tensor.*encoder_norm'):
+    backbone.load(base.get('vpt'), cfg)

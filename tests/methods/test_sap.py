@@ -121,7 +121,7 @@ def tiny_config(assets, workdir=None, **sap_over):
   c.model.variant = 'test_tiny/8'
   c.sap.update(dict(depth=2, descriptions=str(assets / 'desc.json'), bpe_path=str(assets),
                     encode_batch=8), **sap_over)
-  c.init.checkpoint = ''
+  c.init.checkpoint = 'random'
   c.data.update(dict(split_file=str(assets / 'split.json'), data_dir=str(assets / 'images'),
                      image_size=32, shots=4))
   c.train.update(dict(epochs=1, batch_size=4, eval_batch_size=8, eval_every_epochs=1,
