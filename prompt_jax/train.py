@@ -31,6 +31,7 @@ from prompt_jax import backbone as backbone_lib
 from prompt_jax import checkpointing
 from prompt_jax import features as features_lib
 from prompt_jax import optim
+from prompt_jax import progress
 from prompt_jax import sharding as shard_lib
 from prompt_jax import steps as steps_lib
 from prompt_jax import tree
@@ -103,8 +104,10 @@ def evaluate(setup: Setup, eval_fn, state: Any, frozen: Any, split: str, batch_s
              bsharding) -> dict[str, float]:
   """Top-1 and loss over a whole split (padding rows masked out)."""
   total = None
-  for batch in setup.source.iterate(split, batch_size, process_index=jax.process_index(),
-                                    process_count=jax.process_count()):
+  batches = setup.source.iterate(split, batch_size, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+  for batch in progress.bar(batches, total=-(-setup.source.splits[split] // batch_size),
+                            desc=f'eval {split}', unit='batch', leave=False):
     m = eval_fn(state['trainable'], frozen, shard_lib.put_batch(batch, bsharding))
     total = m if total is None else total.merge(m)
   if total is None:
@@ -195,6 +198,8 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   writer.write_hparams({'method': cfg.method, 'trainable_params': n_train_params,
                         'frozen_params': tree.count(frozen)})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  bars = progress.EpochBars(total_steps, steps_per_epoch, tcfg.batch_size,
+                            name=os.path.basename(os.path.normpath(workdir)))
   eval_splits = tuple(cfg.data.eval_splits)
 
   def run_eval(epoch: int) -> None:
@@ -225,6 +230,7 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
             f'checkpoint (step {mngr.latest_step()}) is kept in {workdir}/checkpoints; lower '
             'train.lr or check the data normalisation, then rerun to resume from it.')
       report(step)
+      bars(step)
       if step % tcfg.log_every_steps == 0 or step == total_steps:
         scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
         scalars['lr'] = float(schedule(step - 1))
