@@ -12,9 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(*args, timeout=600, env=None):
-  return subprocess.run([sys.executable, '-m', 'prompt_jax.main', *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout,
-                        env=None if env is None else {**os.environ, **env})
+  # bytes, decoded here: text mode would turn the progress bars' '\r' redraws into newlines
+  out = subprocess.run([sys.executable, '-m', 'prompt_jax.main', *args], cwd=ROOT,
+                       capture_output=True, timeout=timeout,
+                       env=None if env is None else {**os.environ, **env})
+  return subprocess.CompletedProcess(out.args, out.returncode, out.stdout.decode(),
+                                     out.stderr.decode())
 
 
 def test_help_exits_zero_and_says_how_to_list_fields():
