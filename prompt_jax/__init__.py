@@ -1,9 +1,22 @@
-"""prompt_jax: visual prompt tuning of Vision Transformers in JAX/Flax."""
+"""prompt_jax: visual prompt tuning of Vision Transformers in JAX/Flax.
+
+  model, params = prompt_jax.create_model('B/16', 'vpt', checkpoint='ViT-B_16.npz', num_classes=10)
+  trainable, frozen = prompt_jax.split_params(params, 'vpt')
+  images = prompt_jax.preprocess(uint8_images, 'configs/vpt_vtab.py')
+  model, params, config = prompt_jax.load_tuned('ViT-B_16.npz', 'workdir/tuned')
+
+(see prompt_jax.api and prompt_jax.export; the names import their modules on first use.)
+"""
 
 __version__ = '0.1.0'
 
+_API = {'create_model': 'api', 'split_params': 'api', 'model_config': 'api', 'preprocess': 'api',
+        'load_tuned': 'export'}
+__all__ = sorted(_API)
 
-def load_tuned(backbone_ckpt: str, tuned_ckpt: str, **kwargs):
-  """See `prompt_jax.export.load_tuned`."""
-  from prompt_jax import export
-  return export.load_tuned(backbone_ckpt, tuned_ckpt, **kwargs)
+
+def __getattr__(name: str):
+  if name in _API:
+    import importlib
+    return getattr(importlib.import_module(f'prompt_jax.{_API[name]}'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

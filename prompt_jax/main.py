@@ -1,15 +1,19 @@
-r"""Entry point.
+r"""prompt-jax (= python -m prompt_jax.main): train, evaluate and export one config.
 
-  python -m prompt_jax.main --config=configs/ship_vtab.py --workdir=/tmp/run \
-      --config.data.task=cifar100 --config.init.checkpoint=/data/ViT-B_16.npz
+  prompt-jax --config=configs/demo.py --workdir=/tmp/demo          # offline demo, ~1 minute
+  prompt-jax --config=configs/ship_vtab.py:task=cifar100 --workdir=/tmp/run \
+      --config.init.checkpoint=/data/ViT-B_16.npz
+  prompt-jax --config=configs/ship_vtab.py:task=cifar100 --show_config   # list the fields, exit
 
-`--config.a.b=v` overrides a field; configs are locked, so an unknown key is an error. The config
-path is looked up from the working directory, then among the installed package's configs.
+`--config.a.b=v` overrides a field; configs are locked, so an unknown key is an error
+(`--show_config` prints every field of a config with its value). The config path is looked up
+from the working directory, then among the installed package's configs (PACKAGED below).
 `config.program` picks what runs (PROGRAMS below); the default trains and evaluates one method.
 Every config value is checked before the program runs. Exit codes: 0 done; 1 an error (a bad
 config, workdir, checkpoint or a non-finite step is a message naming the fix, no traceback);
 128 + n when signal n (SIGTERM 143, SIGINT 130) stopped training after saving a checkpoint: rerun
 the same command to resume.
+`--verbose` shows every library's INFO log (orbax, clu, jax, TensorFlow) and the config.
 """
 
 from __future__ import annotations
@@ -25,10 +29,17 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from prompt_jax import console
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, summaries and results go.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_SHOW_CONFIG = flags.DEFINE_bool('show_config', False,
+                                 'Print the config (every field, overrides applied) and exit.')
+_VERBOSE = flags.DEFINE_bool('verbose', False,
+                             'Show every library\'s INFO log (orbax, clu, jax, TensorFlow).')
+flags.mark_flags_as_required(['config'])
+HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -63,6 +74,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  if _SHOW_CONFIG.value:
+    print(config)
+    print('# override a field with --config.FIELD=VALUE, e.g. --config.train.lr=0.1')
+    return
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required (where checkpoints, summaries and results go)')
   program = config.get('program', 'train')
   if program not in PROGRAMS:
     raise app.UsageError(f'unknown config.program {program!r}; known: {sorted(PROGRAMS)}')
@@ -71,7 +88,9 @@ def main(argv: list[str]) -> None:
   from prompt_jax import train
   from prompt_jax import validation
   from prompt_jax import workdir
-  logging.info('config:\n%s', config)
+  console.setup(_VERBOSE.value)
+  if _VERBOSE.value:
+    logging.info('config:\n%s', config)
   try:
     validation.check(config)
     result = PROGRAMS[program](config, _WORKDIR.value)
@@ -83,12 +102,30 @@ def main(argv: list[str]) -> None:
     sys.exit(128 + e.signum)
   if isinstance(result, dict):
     print(json.dumps({k: v for k, v in result.items() if k != 'history'}, indent=1, default=str))
+  print(console.outputs(_WORKDIR.value))
+
+
+def usage() -> str:
+  """--help: this module's docstring, the packaged configs and the flags."""
+  from prompt_jax import config_files
+  own = flags.FLAGS.module_help(sys.modules[__name__]) or flags.FLAGS.main_module_help()
+  return (f'{__doc__}\nPACKAGED configs (--config=NAME[:key=value,...]):\n  '
+          + '\n  '.join(config_files.available())
+          + f'\n\nPROGRAMS (config.program): {", ".join(PROGRAMS)}\n\nFlags:\n{own}\n'
+          '  --config.FIELD=VALUE: override one field (see --show_config)\n'
+          '  --helpfull: every flag, absl\'s included\n')
 
 
 def run() -> None:
   """Console entry point (`prompt-jax`): resolves `--config=configs/x.py` against the installed
   package when it is not found from the working directory, then runs `main`."""
   from prompt_jax import config_files
+  if '--helpfull' in sys.argv[1:]:
+    print(flags.FLAGS.get_help())
+    sys.exit(0)
+  if any(a in HELP_FLAGS for a in sys.argv[1:]):
+    print(usage())
+    sys.exit(0)
   try:
     sys.argv = config_files.resolve_argv(sys.argv)
   except FileNotFoundError as e:

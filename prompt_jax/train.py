@@ -45,6 +45,7 @@ from prompt_jax import backbone as backbone_lib
 from prompt_jax import checkpointing
 from prompt_jax import features as features_lib
 from prompt_jax import optim
+from prompt_jax import progress
 from prompt_jax import sharding as shard_lib
 from prompt_jax import steps as steps_lib
 from prompt_jax import tree
@@ -143,8 +144,10 @@ def evaluate(setup: Setup, eval_fn, state: Any, frozen: Any, split: str, batch_s
              bsharding) -> dict[str, float]:
   """Top-1 and loss over a whole split (padding rows masked out)."""
   total = None
-  for batch in setup.source.iterate(split, batch_size, process_index=jax.process_index(),
-                                    process_count=jax.process_count()):
+  batches = setup.source.iterate(split, batch_size, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+  for batch in progress.bar(batches, total=-(-setup.source.splits[split] // batch_size),
+                            desc=f'eval {split}', unit='batch', leave=False):
     m = eval_fn(state['trainable'], frozen, shard_lib.put_batch(batch, bsharding))
     total = m if total is None else total.merge(m)
   if total is None:
@@ -317,6 +320,8 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
   writer.write_hparams({'method': cfg.method, 'trainable_params': n_train_params,
                         'frozen_params': tree.count(frozen)})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  bars = progress.EpochBars(total_steps, steps_per_epoch, tcfg.batch_size,
+                            name=os.path.basename(os.path.normpath(workdir)))
   eval_splits = tuple(cfg.data.eval_splits)
   pending: list[tuple[int, dict[str, jax.Array]]] = []  # (step, metrics) not yet checked
   last_loss = meta.get('last_train_loss')
@@ -369,6 +374,7 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
           step += 1
           pending.append((step, metrics))
           report(step)
+          bars(step)
           log_now = step % tcfg.log_every_steps == 0 or step == total_steps
           save_now = step % tcfg.checkpoint_every_steps == 0
           stop_now = _stop_requested(signals, log_now)

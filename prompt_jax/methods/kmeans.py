@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from prompt_jax import progress
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -62,7 +64,8 @@ def euclidean_kmeans(x: np.ndarray, k: int, *, seed: int = 0, iters: int = 50,
     c.append(x[rng.choice(len(x), p=p)])
     d2 = np.minimum(d2, np.maximum(sq - 2 * x @ c[-1] + (c[-1] ** 2).sum(), 0))
   c = np.stack(c)
-  for _ in range(iters):
+  for _ in progress.bar(range(iters), desc=f'k-means k={k}, {len(x)} points', unit='iter',
+                        leave=False):
     dist = sq[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]
     assign = dist.argmin(1)
     new = c.copy()

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_jax import progress
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.models import attention as attn_lib
@@ -129,7 +130,10 @@ def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
     if aff is None:
       aff = affinity(feats)
     if bank is None:
-      bank = prototype_bank(feats[-1], s.num_prototypes, seed=s.seed, n_init=s.kmeans_n_init)
+      with progress.bar(total=1, desc=f'SHIP k-means: {s.num_prototypes} prototypes of '
+                        f'{len(feats[-1])} features, n_init={s.kmeans_n_init}', unit='fit') as b:
+        bank = prototype_bank(feats[-1], s.num_prototypes, seed=s.seed, n_init=s.kmeans_n_init)
+        b.update()
   anchors = greedy_anchors(aff, s.threshold)
   return {'anchors': anchors, 'bank': np.asarray(bank, np.float32), 'affinity': np.asarray(aff)}
 

@@ -37,6 +37,7 @@ from flax import traverse_util
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_jax import progress
 from prompt_jax import workdir as workdir_lib
 from prompt_jax.methods import base
 from prompt_jax.methods import kmeans
@@ -136,7 +137,8 @@ def compute(ctx: base.PrepareContext, shapes: dict[str, tuple[int, ...]],
     l, p, d = shapes[path]
     if len(levels) != l:
       raise ValueError(f'{path}: {l} rows but {len(levels)} levels')
-    rows = [level_prototypes(ctx, lv, p) for lv in levels]
+    rows = [level_prototypes(ctx, lv, p)
+            for lv in progress.bar(levels, desc=f'SPT prototypes {path}', unit='level')]
     if rows[0].shape[-1] != d:
       raise ValueError(f'{path}: prompt dim {d} != token dim {rows[0].shape[-1]} (projected '
                        'prompts cannot take SPT init)')
