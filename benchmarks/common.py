@@ -13,10 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def load_average() -> list[float]:
+  """`uptime`'s 1 / 5 / 15-minute load averages: timings on a busy machine are not idle ones."""
+  return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict[str, Any]:
+  """Where the figures were taken, with the load average at the time of the call."""
   return {'platform': platform.platform(), 'python': platform.python_version(),
           'cpus': os.cpu_count(), 'jax': jax.__version__, 'jax_backend': jax.default_backend(),
-          'devices': [d.device_kind for d in jax.devices()]}
+          'devices': [d.device_kind for d in jax.devices()], 'load_average': load_average()}
 
 
 def time_fn(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 5) -> float:
@@ -29,6 +35,22 @@ def time_fn(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 5) -> float:
     fn()
     times.append(time.perf_counter() - t)
   return float(np.median(times))
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: int = 5
+                     ) -> dict[str, float]:
+  """Median seconds per call of each fn, timed round-robin (one call of each per round) so that a
+  shared machine's changing load hits every candidate alike."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {k: [] for k in fns}
+  for _ in range(iters):
+    for k, fn in fns.items():
+      t = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - t)
+  return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:

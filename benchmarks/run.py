@@ -4,10 +4,12 @@
   python -m benchmarks.run              # S/16 and B/16 at 224px (CPU: tens of minutes)
 
 Prints one JSON table. JAX rows use the trainer's own train step (`steps.make_train_step`) built
-from each method's config. Every row also times an independent PyTorch model of the same train step
-in the same run: tests/torch_reference/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop
-path /
-AdamW), torch_ship.py SHIPViT (with the anchors and prototype bank the JAX row's prepare() found),
+from each method's config (live tokens, the default), and time it again with every token live in
+every block (`model.live_tokens=False`: `jax_images_per_s_all_live`, `live_over_all_live`); XLA's
+FLOPs of the live step count only the live-token work. Every row also times an independent PyTorch
+model of the same train step in the same run (all tokens live, as the releases):
+tests/torch_reference/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop path / AdamW),
+torch_ship.py SHIPViT (with the anchors and prototype bank the JAX row's prepare() found),
 torch_davpt.py DAVPTViT (with the JAX row's class map and trainable biases). Before timing, the JAX
 params are copied into the PyTorch model and logits / loss of one training-mode forward (drop path
 off) are compared ('check'); trainable parameter counts of both are reported. PyTorch is timed with
@@ -31,7 +33,8 @@ from benchmarks import common as bench
 METHODS = {'vpt_deep': 'vpt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab', 'spt': 'spt_vtab'}
 
 
-def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, dtype: str):
+def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, dtype: str,
+              live_tokens: bool = True):
   """ts.jax_step generalised to any method config (same construction)."""
   import importlib
   from prompt_jax import train, tree
@@ -43,6 +46,7 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
   cfg.model.variant, cfg.data.image_size, cfg.train.batch_size = variant, image, batch
   cfg.model.compute_dtype = dtype
   cfg.init.checkpoint = 'random'  # timing only: a random backbone on purpose
+  cfg.model.live_tokens = live_tokens
   if 'vpt' in cfg:  # same prompt count as the PyTorch VPT-deep row
     cfg.vpt.num_prompts, cfg.vpt.dropout = 50, 0.0
   depth = vit.decode_variant(variant)['depth']
@@ -216,9 +220,21 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
                                                          dtype)
   except Exception as e:
     return {**row, 'skipped': f'{type(e).__name__}: {e}'[:300]}
-  t = bench.time_fn(run, iters=iters)
+  runs = {'live': run}
+  try:  # the same step with every token live in every block (what the releases compute)
+    runs['all_live'], flops_full, _, _, _, _ = _jax_step(module, variant, batch, image, classes,
+                                                         dtype, live_tokens=False)
+  except Exception as e:
+    row['all_live'] = f'skipped: {type(e).__name__}: {e}'[:300]
+  secs = bench.time_interleaved(runs, iters=iters)
+  t = secs['live']
   row.update(trainable_params=n_train, jax_images_per_s=batch / t, jax_step_flops=flops,
              jax_flop_utilisation=flops / t / peak, jax_compile_s=compile_s, jax_memory=mem)
+  if 'all_live' in secs:
+    t_full = secs['all_live']
+    row.update(jax_images_per_s_all_live=batch / t_full, jax_step_flops_all_live=flops_full,
+               jax_flop_utilisation_all_live=flops_full / t_full / peak,
+               live_over_all_live=t_full / t)
   if not with_torch:
     return row
   if dtype != 'float32':
@@ -246,12 +262,14 @@ def main() -> None:
   dtype = 'bfloat16' if gpu else 'float32'
   grid = [('Mu/8', 8, 32)] if args.quick else [(v, 8, 224) for v in args.variants.split(',')]
   t0 = time.perf_counter()
+  load_before = bench.load_average()
   peak = bench.matmul_peak_flops(1024 if args.quick else 2048,
                                  jnp.bfloat16 if gpu else jnp.float32)
   rows = [bench_one(n, m, v, b, i, args.iters, peak, dtype, not args.no_torch)
           for v, b, i in grid for n, m in METHODS.items()]
   print(json.dumps({'benchmark': 'suite', 'quick': args.quick, 'matmul_peak_flops_per_s': peak,
-                    'rows': rows, 'wall_s': time.perf_counter() - t0, 'machine': bench.machine()},
+                    'rows': rows, 'wall_s': time.perf_counter() - t0,
+                    'load_average_before': load_before, 'machine': bench.machine()},
                    indent=1, default=str))
 
 

@@ -1,9 +1,18 @@
-"""Train-step throughput: prompt_jax VPT-deep vs the same model in PyTorch, in one run.
+"""Train-step throughput: prompt_jax VPT-deep (live tokens and all tokens live) vs the same model in
+PyTorch, in one run.
 
-  python -m benchmarks.train_step [--variant=B/16 --batch=8 --prompts=50 --iters=5]
+  python -m benchmarks.train_step [--variant=B/16 --batch=8 --prompts=50,100,200 --iters=5]
+      [--attention=auto] [--paths=live,full] [--no_torch]
 
-Prints JSON: images/s of both, the ratio, FLOPs of our compiled step (XLA cost analysis) and its
-utilisation of a measured matmul peak. Nothing is asserted.
+For each prompt count P: our trainer's jitted step with `model.live_tokens=True` ('live': prompts
+are key/value-only in every block, exact) and False ('full': every token in every block, what the
+release computes), and the PyTorch release-style step (tests/torch_reference/torch_vit.VPTDeepViT,
+all tokens live). `--attention=einsum,fused` times both attention implementations
+(models/attention.py). Prints JSON: images/s, ratios to PyTorch, FLOPs of each compiled step (XLA
+cost analysis: the live step's count holds only the live-token work) and their utilisation of a
+measured matmul peak, and the machine's load average before and after. The candidates of one P are
+timed round-robin (`bench.time_interleaved`), so a shared machine's load changes hit them alike.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -20,10 +29,13 @@ from prompt_jax import tree
 from prompt_jax.data.source import ArraySource
 
 
-def jax_step(variant: str, batch: int, prompts: int, image: int, classes: int = 100):
+def jax_step(batch: int, prompts: int, image: int, variant: str, classes: int = 100,
+             live_tokens: bool = True, attention: str = 'auto'):
   cfg = vpt_vtab.get_config()
   cfg.unlock()
   cfg.model.variant = variant
+  cfg.model.live_tokens = live_tokens
+  cfg.model.attention = attention
   cfg.vpt.num_prompts = prompts
   cfg.vpt.dropout = 0.0
   cfg.data.image_size = image
@@ -66,27 +78,49 @@ def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument('--variant', default='B/16')
   ap.add_argument('--batch', type=int, default=8)
-  ap.add_argument('--prompts', type=int, default=50)
+  ap.add_argument('--prompts', default='50,100,200', help='comma-separated prompt counts')
   ap.add_argument('--image', type=int, default=224)
   ap.add_argument('--iters', type=int, default=5)
+  ap.add_argument('--attention', default='auto', help='comma-separated: auto, einsum, fused')
+  ap.add_argument('--paths', default='live,full', help="'live' and/or 'full' (all tokens live)")
+  ap.add_argument('--no_torch', action='store_true')
   args = ap.parse_args()
   from prompt_jax.models import vit
   arch = vit.decode_variant(args.variant)
-  run_j, flops, compile_s, n_train = jax_step(args.variant, args.batch, args.prompts, args.image)
-  t_jax = bench.time_fn(run_j, iters=args.iters)
-  run_t, threads, torch_version = torch_step(
-      args.batch, args.prompts, args.image, patch=arch['patch_size'], d=arch['width'],
-      depth=arch['depth'], heads=arch['num_heads'], mlp=arch['mlp_dim'])
-  t_torch = bench.time_fn(run_t, iters=args.iters)
+  load_before = bench.load_average()
   peak = bench.matmul_peak_flops()
+  rows = []
+  for p in (int(v) for v in args.prompts.split(',')):
+    row, runs = {'prompts': p}, {}
+    for attention in args.attention.split(','):
+      for path in args.paths.split(','):
+        key = path if attention == 'auto' else f'{path}_{attention}'
+        runs[key], flops, compile_s, n_train = jax_step(
+            args.batch, p, args.image, args.variant, live_tokens=path == 'live',
+            attention=attention)
+        row.update({f'jax_{key}_step_flops': flops, f'jax_{key}_compile_s': compile_s,
+                    'trainable_params': n_train})
+    if not args.no_torch:
+      runs['torch'], threads, torch_version = torch_step(
+          args.batch, p, args.image, patch=arch['patch_size'], d=arch['width'],
+          depth=arch['depth'], heads=arch['num_heads'], mlp=arch['mlp_dim'])
+      row.update(torch_threads=threads, torch=torch_version)
+    secs = bench.time_interleaved(runs, iters=args.iters)
+    for key, t in secs.items():
+      name = 'torch' if key == 'torch' else f'jax_{key}'
+      row[f'{name}_images_per_s'] = args.batch / t
+      if key != 'torch':
+        row[f'jax_{key}_flop_utilisation'] = row[f'jax_{key}_step_flops'] / t / peak
+        if 'torch' in secs:
+          row[f'{key}_over_torch'] = secs['torch'] / t
+    if 'live' in secs and 'full' in secs:
+      row['live_over_full'] = secs['full'] / secs['live']
+    rows.append(row)
   print(json.dumps({
-      'benchmark': 'train_step', 'model': f'ViT-{args.variant} VPT-deep P={args.prompts}',
-      'batch': args.batch, 'image': args.image, 'dtype': 'float32', 'trainable_params': n_train,
-      'jax_images_per_s': args.batch / t_jax, 'torch_images_per_s': args.batch / t_torch,
-      'jax_over_torch': t_torch / t_jax, 'jax_step_flops': flops,
-      'jax_achieved_flops_per_s': flops / t_jax, 'matmul_peak_flops_per_s': peak,
-      'jax_flop_utilisation': flops / t_jax / peak, 'jax_compile_s': compile_s,
-      'torch_threads': threads, 'torch': torch_version, 'machine': bench.machine()}, indent=1))
+      'benchmark': 'train_step', 'model': f'ViT-{args.variant} VPT-deep', 'batch': args.batch,
+      'image': args.image, 'dtype': 'float32', 'attention': args.attention,
+      'matmul_peak_flops_per_s': peak, 'rows': rows, 'load_average_before': load_before,
+      'load_average_after': bench.load_average(), 'machine': bench.machine()}, indent=1))
 
 
 if __name__ == '__main__':

@@ -46,7 +46,12 @@ def base() -> ConfigDict:
       head_init='kaiming_fan_out',
       head_init_std=0.02,
       head_bias_init=-math.log(99.0),
-      compute_dtype='float32'))   # 'float32' or 'bfloat16'
+      compute_dtype='float32',    # 'float32' or 'bfloat16'
+      # Prompt tokens whose block output nothing reads are key/value-only in that block (no query,
+      # output projection, residual or MLP): exact, and faster. False: every token is computed in
+      # every block, as the releases do (models/prompter.py).
+      live_tokens=True,
+      attention='auto'))          # 'auto' | 'einsum' | 'fused' (models/attention.py)
 
   # Backbone weights: checkpoint path (local or gs://; 'random' = a seeded random init on purpose;
   # empty is an error), format npz | timm | mae | mocov3 | clip_openai | clip_hf,
@@ -127,7 +132,7 @@ def ship(**over: Any) -> ConfigDict:
       prompt_weight=0.1,       # image->prompt branch of the decoupled attention
       bank_weight=0.1,         # prototype share of the attribute prompt
       match_weight=0.5,        # prompt matching loss weight
-      fast_inference=True,     # eval: skip the last block's prompt queries / residual / MLP
+      fast_inference=True,     # eval, model.live_tokens=False: last block's prompts kv-only
       affinity_path='', prototypes_path=''))  # the release's shipped .npy files (optional)
   c.update(over)
   return c

@@ -23,6 +23,7 @@ ACTS = ('gelu', 'gelu_tanh', 'quick_gelu')
 POOLS = ('cls', 'norm_mean', 'mean_norm')
 HEAD_INITS = ('kaiming_fan_out', 'normal', 'trunc_normal', 'zeros')
 DTYPES = ('float32', 'bfloat16')
+ATTENTION = ('auto', 'einsum', 'fused')  # models/attention.py IMPLEMENTATIONS
 POSEMB_RESIZE = ('linear', 'bicubic')
 RESIZE = ('bilinear', 'bicubic')
 RESIZE_TO = ('square', 'shorter_side')
@@ -128,6 +129,7 @@ def _model(c: Config) -> list[str]:
   out += _one_of('model.pool', m.pool, POOLS)
   out += _one_of('model.head_init', m.head_init, HEAD_INITS)
   out += _one_of('model.compute_dtype', m.compute_dtype, DTYPES)
+  out += _one_of('model.attention', m.attention, ATTENTION)
   out += _fraction('model.drop_path', m.drop_path)
   return out
 

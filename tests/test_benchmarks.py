@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_quick_suite_rows_and_pytorch_checks():
   out = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--iters=1'], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:]
   table = json.loads(out.stdout)
   rows = {r['method']: r for r in table['rows']}

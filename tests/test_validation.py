@@ -59,7 +59,8 @@ def test_bad_values_are_all_listed_with_the_valid_ones():
            train__checkpoint_every_steps=0, train__eval_every_epochs=0, train__log_every_steps=0,
            train__optimizer='adam', train__max_steps=0, vpt__num_prompts=0, vpt__dropout=1.0,
            model__drop_path=-0.1, data__image_size=30, data__normalization='unit',
-           data__val_split='val', data__eval_splits=('test',), init__format='caffe')
+           data__val_split='val', data__eval_splits=('test',), init__format='caffe',
+           model__attention='flash')
   msg = _problems(c)
   for expected in [
       'train.lr=0.0: must be > 0', 'train.epochs=0: must be >= 1',
@@ -70,7 +71,8 @@ def test_bad_values_are_all_listed_with_the_valid_ones():
       'vpt.dropout=1.0: must be in [0, 1)', 'model.drop_path=-0.1: must be in [0, 1)',
       "data.image_size=30: must be a multiple of the patch size 8 of model.variant='Mu/8'",
       "data.normalization='unit': must be one of", "data.val_split='val': must be one of",
-      "init.format='caffe': must be one of ['clip_hf', 'clip_openai', 'mae', 'mocov3', 'npz'"]:
+      "init.format='caffe': must be one of ['clip_hf', 'clip_openai', 'mae', 'mocov3', 'npz'",
+      "model.attention='flash': must be one of"]:
     assert expected in msg, (expected, msg)
 
 

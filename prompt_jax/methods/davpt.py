@@ -10,10 +10,16 @@ with the proxy-anchor loss between anchors and the proxy prompts, positives = sa
 maps to the proxy's cluster (metric label m(y), held in the method state and remapped between
 epochs).
 
-Anchors at a proxy layer: CLS anchor = the full query of CLS ([B, H·Dh]); patch anchor
-`patch_anchor='input_mean'` (default; what the release executes) = mean of the block-input image
-tokens (pre-LN), or 'attn_out' (what its configs ask for) = attention output at the prompt slot of
-m(y).
+Anchors at a proxy layer: CLS anchor = the full query of CLS ([B, H·Dh]; the block sows its
+'queries'); patch anchor `patch_anchor='input_mean'` (default; what the release executes) = mean of
+the block-input image tokens (pre-LN), or 'attn_out' (what its configs ask for) = attention output
+(after the output projection) at the prompt slot of m(y) (the block sows its 'attn_out').
+
+Live tokens (`model.live_tokens`, default True; exact): prompts are replaced after every block, so
+they are key/value-only, except in the last block when the pool reads them (MAE: mean over
+tokens[1:]) and in the proxy layers with the 'attn_out' anchor. The prompt mask restricts only
+prompt queries, so it applies only where prompts are live. `model.live_tokens=False` computes every
+token in every block, as the release does.
 
 Release behaviour kept as the default: `prompt_norm` ('none' in the release's VTAB configs, 'l2'
 in its FGVC cub/dogs configs: see configs/davpt_fgvc.py) normalises every prompt before it enters
@@ -40,9 +46,10 @@ import numpy as np
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.methods import kmeans
-from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
+from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
+from prompt_jax.models.prompter import Tokens
 
 Array = Any
 
@@ -88,6 +95,7 @@ class DAVPTPrompter(Prompter):
   patch_anchor: str = 'input_mean'
   dropout: float = 0.0
   prompt_norm: str = 'none'
+  live_tokens: bool = True
 
   def setup(self):
     if not 0 <= self.proxy_start <= self.proxy_end < self.depth:
@@ -132,37 +140,50 @@ class DAVPTPrompter(Prompter):
     return self.normed(self.other[layer if layer < self.proxy_start else
                                   layer - (self.proxy_end + 1 - self.proxy_start)])
 
-  def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
-    del prev_info
-    rest = x[:, 1:] if layer == 0 else x[:, 1 + self.count(layer - 1):]
+  def prompts_live(self, layer: int, pool_reads_prompts: bool = False) -> bool:
+    """Whether block `layer`'s prompts are live: their outputs are read by the pool (last block,
+    MAE) or by the 'attn_out' patch anchor (proxy layers); otherwise they are key/value-only (the
+    next block replaces them). Always live with `live_tokens=False`."""
+    if not self.live_tokens:
+      return True
+    last = layer == self.depth - 1
+    return (last and pool_reads_prompts) or (self.is_proxy(layer) and
+                                             self.patch_anchor == 'attn_out')
+
+  def prompt_mask(self, layer: int, num_tokens: int) -> Array:
+    """bool [T, T] for [CLS, n prompts, patches]: prompt queries see the image tokens only."""
+    n = self.count(layer)
+    mask = np.ones((num_tokens, num_tokens), bool)
+    mask[1:1 + n, :1 + n] = False
+    return jnp.asarray(mask)
+
+  def insert(self, layer: int, prev: BlockOutput, train: bool,
+             pool_reads_prompts: bool = False) -> Tokens:
+    x = prev.x
+    n_prev = self.count(layer - 1) if layer > 0 and self.prompts_live(layer - 1) else 0
+    image = x[:, 1 + n_prev:]  # the previous block's prompt outputs are dropped
+    proxy = self.is_proxy(layer)
+    sow = ()
+    if proxy:  # the loss reads: proxies, the CLS query, the patch anchor
+      self.sow('aux', 'proxies', self.layer_prompts(layer))  # after prompt_norm
+      sow = ('queries',)
+      if self.patch_anchor == 'input_mean':
+        self.sow('aux', 'patch_anchor', image.mean(axis=1))
+      else:
+        sow += ('attn_out',)
+    x = x if n_prev == 0 else jnp.concatenate([x[:, :1], image], axis=1)
     p = self.layer_prompts(layer)
     if p is None:
-      return jnp.concatenate([x[:, :1], rest], axis=1)
-    p = jnp.broadcast_to(p.astype(x.dtype)[None], (x.shape[0],) + p.shape)
-    p = self.drop(p, deterministic=not train)
-    return jnp.concatenate([x[:, :1], p, rest], axis=1)
-
-  def attention(self, layer: int, num_tokens: int, train: bool = False):
-    n = self.count(layer)
-    if not self.mask_prompts or n == 0:
-      return super().attention(layer, num_tokens, train)
-    mask = np.ones((num_tokens, num_tokens), bool)
-    mask[1:1 + n, :1 + n] = False  # prompt queries see image tokens only
-    return attn_lib.JOINT, jnp.asarray(mask)
-
-  def observe(self, layer: int, x_in: Array, x_out: Array, info: dict[str, Array],
-              train: bool) -> None:
-    del x_out, train
-    if not self.is_proxy(layer):
-      return
-    b = x_in.shape[0]
-    n = self.num_proxies
-    self.sow('aux', 'proxies', self.layer_prompts(layer))
-    self.sow('aux', 'cls_anchor', info['q'][:, 0].reshape(b, -1))
-    if self.patch_anchor == 'input_mean':
-      self.sow('aux', 'patch_anchor', x_in[:, 1 + n:].mean(axis=1))
-    else:  # [B, P, D]: the loss picks the slot m(y)
-      self.sow('aux', 'patch_anchor', info['attn_out'][:, 1:1 + n])
+      return Tokens(x, sow=sow)
+    p = p.astype(x.dtype)
+    if train and self.dropout > 0:  # after the broadcast (the release): one mask per example
+      p = self.drop(jnp.broadcast_to(p[None], (x.shape[0],) + p.shape), deterministic=False)
+    if not self.prompts_live(layer, pool_reads_prompts):
+      return Tokens(x, kv=p, sow=sow)  # x = [CLS, patches]; the mask restricts prompt queries only
+    p = jnp.broadcast_to(p, (x.shape[0],) + p.shape[-2:])
+    live = jnp.concatenate([x[:, :1], p, image], axis=1)
+    mask = self.prompt_mask(layer, live.shape[1]) if self.mask_prompts else None
+    return Tokens(live, mask=mask, sow=sow)
 
 
 # ---------------------------------------------------------------- losses
@@ -218,7 +239,7 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   if c.lambda_patch == 0 and c.lambda_cls == 0:
     return ce, metrics
   aux = inputs.aux.get('prompt', {})  # the prompter's sown values live under its module name
-  for k in ('proxies', 'cls_anchor', 'patch_anchor'):
+  for k in ('proxies',) + (('patch_anchor',) if c.patch_anchor == 'input_mean' else ()):
     if k not in aux:
       raise KeyError(f"DA-VPT loss needs aux['prompt'][{k!r}] sown by the proxy layers; got "
                      f'{jax.tree_util.tree_map(jnp.shape, inputs.aux)}')
@@ -226,13 +247,19 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   kw = dict(alpha=c.alpha, delta_pos=c.delta_pos, delta_neg=c.delta_neg, scale=c.scale)
   m = inputs.method_state['map'][inputs.batch['label']]
   mask = inputs.batch['mask']
+  b = m.shape[0]
   l_patch, l_cls = 0.0, 0.0
-  n_layers = len(aux['proxies'])
-  for prox, za, zc in zip(aux['proxies'], aux['patch_anchor'], aux['cls_anchor']):
-    if za.ndim == 3:  # attention output at the prompt slot of m(y)
+  layers = range(c.proxy_start, c.proxy_end + 1)
+  for i, layer in enumerate(layers):
+    prox = aux['proxies'][i]  # after prompt_norm, as they entered the block
+    zc = vit.sown(inputs.aux, layer, 'queries')[:, 0].reshape(b, -1)  # the full CLS query
+    if c.patch_anchor == 'input_mean':
+      za = aux['patch_anchor'][i]
+    else:  # attention output at the prompt slot of m(y); block input [CLS, prompts, patches]
+      za = vit.sown(inputs.aux, layer, 'attn_out')[:, 1:1 + prox.shape[0]]
       za = jnp.take_along_axis(za, m[:, None, None], axis=1)[:, 0]
-    l_patch += fn(za, prox, m, mask, **kw) / n_layers
-    l_cls += fn(zc, prox, m, mask, **kw) / n_layers
+    l_patch += fn(za, prox, m, mask, **kw) / len(layers)
+    l_cls += fn(zc, prox, m, mask, **kw) / len(layers)
   total = ce + c.lambda_patch * l_patch + c.lambda_cls * l_cls
   return total, dict(metrics, da_patch=l_patch, da_cls=l_cls)
 
@@ -350,7 +377,7 @@ def build_prompter(config: base.Config, prepared: Any) -> DAVPTPrompter:
                        num_other=c.num_other, proxy_start=c.proxy_start, proxy_end=c.proxy_end,
                        mask_prompts=c.mask_prompts, init_div8=c.init_div8,
                        patch_anchor=c.patch_anchor, dropout=c.dropout,
-                       prompt_norm=c.prompt_norm)
+                       prompt_norm=c.prompt_norm, live_tokens=config.model.live_tokens)
 
 
 def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...]]:

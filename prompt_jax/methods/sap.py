@@ -46,6 +46,7 @@ import numpy as np
 from prompt_jax.data import fewshot  # (registers data 'fewshot')
 from prompt_jax.methods import base
 from prompt_jax.models import clip as clip_lib
+from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
 from prompt_jax.text import tokenizer as tok_lib
 
@@ -147,8 +148,9 @@ class IVLPTextPrompter(Prompter):
     self.deep = (self.param('deep', init, (self.depth - 1, self.n_ctx, self.width))
                  if self.depth > 1 else None)
 
-  def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
-    del prev_info, train
+  def insert(self, layer: int, prev: BlockOutput, train: bool) -> Array:
+    del train
+    x = prev.x
     if layer >= self.depth:
       return x
     p = self.ctx if layer == 0 else self.deep[layer - 1]
@@ -170,8 +172,9 @@ class IVLPVisionPrompter(Prompter):
                               (self.depth, self.n_ctx, self.width))
     self.token_bias = self.param('token_bias', nn.initializers.zeros, (self.embed_dim,))
 
-  def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
-    del prev_info, train
+  def insert(self, layer: int, prev: BlockOutput, train: bool) -> Array:
+    del train
+    x = prev.x
     if layer >= self.depth:
       return x
     p = jnp.broadcast_to(self.prompts[layer].astype(x.dtype)[None],

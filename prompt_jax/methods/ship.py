@@ -17,13 +17,17 @@ uniform(±sqrt(6/(10·D))). The recipe around it (direct 224×224 bicubic resize
 N(0, .02); full batches only) is in configs/ship_vtab.py.
 
 Token layout [CLS, patches (n-1), independent (P), (attribute 10), shared (10)]; prompts get no
-position embedding. Every block uses decoupled attention (0.9 image / 0.1 prompt, two softmaxes);
-prompts issue queries only at the last block. Loss = CE + ship.match_weight * matching loss.
+position embedding. Every block uses decoupled attention (0.9 image / 0.1 prompt, two softmaxes;
+`decoupled_attention`, this method's attention kernel); prompts issue queries only at the last
+block. Loss = CE + ship.match_weight * matching loss.
 
-`ship.fast_inference` (on by default; applies only when train=False): at the last block the
-prompt tokens issue no queries and are dropped right after attention (`AttentionSpec.drop_prompts`),
-so their residual and MLP are skipped; none of that reaches the CLS token, so the logits are
-unchanged. Training always runs the full last block (its prompt outputs feed the matching loss).
+Live tokens (`model.live_tokens`, default True; exact, see `SHIPPrompter`): a prompt is only keys
+and values in a block whose output of it nothing reads: the shared prompt in every block, the
+independent / attribute prompts in the block before the next anchor, every prompt in the last
+block at inference. `model.live_tokens=False` computes every token in every block, as the release
+does; then `ship.fast_inference` (on by default; eval only) still makes the last block's prompts
+key/value-only (no queries, residual or MLP; none of that reaches the CLS token, so the logits are
+unchanged). Training always runs the full last block (its prompt outputs feed the matching loss).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
+from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
+from prompt_jax.models.prompter import Tokens
 
 Array = Any
 NUM_SHARED = 10
@@ -163,9 +169,62 @@ def matching_loss(x: Array, cls_scores: Array, n: int, mask: Array | None = None
   return per_row.mean() if mask is None else base.masked_mean(per_row, mask)
 
 
+def decoupled_attention(q: Array, k: Array, v: Array, *, y: Array, y_fixed: Array | None,
+                        impl: str, n: int, weight: float, prompt_queries: bool, cls_scores: bool
+                        ) -> tuple[Array, Array | None, Array | None]:
+  """SHIP's decoupled attention (spec 02 §5), a `prompter.Kernel`.
+
+  Live tokens [0, n) and keys [0, n) are CLS + patches; keys [n, S) are prompts (live, fixed, then
+  key/value-only ones: the order of keys does not matter). q: [B, n, H, Dh], or [B, T, H, Dh] with
+  prompt_queries; k, v: [B, S, H, Dh]; y: [B, T, D] the normed live tokens; y_fixed: [C, D] the
+  normed fixed prompts (or None).
+    z' = (1-w)·softmax(Q_z K_zᵀ/√d) V_z + w·softmax(Q_z K_pᵀ/√d) V_p   (two separate softmaxes)
+    p' = one joint softmax over all keys if prompt_queries, else the normed prompt itself.
+  Returns (out [B, T, H, Dh], fixed out [C, H, Dh] or None, the CLS row of the image-to-image
+  pre-softmax scores [B, H, n] when `cls_scores`, else None): only that row is formed, the rest is
+  fused attention. With no prompt keys this is exactly the joint attention of the image tokens.
+  """
+  b, t = y.shape[:2]
+  h, dh = q.shape[2:]
+  qz = q[:, :n]
+  out = attn_lib.dot_product_attention(qz, k[:, :n], v[:, :n], impl=impl)
+  if k.shape[1] > n:
+    out_p = attn_lib.dot_product_attention(qz, k[:, n:], v[:, n:], impl=impl)
+    out = (1.0 - weight) * out + weight * out_p
+  if t > n:
+    if prompt_queries:
+      prompt_out = attn_lib.dot_product_attention(q[:, n:], k, v, impl=impl)
+    else:
+      prompt_out = y[:, n:].reshape(b, t - n, h, dh)
+    out = jnp.concatenate([out, prompt_out], axis=1)
+  fixed_out = None if y_fixed is None else y_fixed.reshape(-1, h, dh)
+  scores = attn_lib.attention_scores(q[:, :1], k[:, :n])[:, :, 0] if cls_scores else None
+  return out, fixed_out, scores
+
+
+def _tokens(parts: list[Array], b: int) -> Array | None:
+  """Concatenates [P, D] / [B, P, D] token groups; [P, D] only when every group is."""
+  parts = [p for p in parts if p.shape[-2]]
+  if not parts:
+    return None
+  if any(p.ndim == 3 for p in parts):
+    parts = [p if p.ndim == 3 else jnp.broadcast_to(p[None], (b,) + p.shape) for p in parts]
+  return jnp.concatenate(parts, axis=-2)
+
+
 class SHIPPrompter(Prompter):
   """Params under 'prompt/': independent [A, P, D], shared [10, D], attribute [2, 10, D],
-  bank [K, D] (frozen constant set by `init_params`)."""
+  bank [K, D] (frozen constant set by `init_params`).
+
+  Liveness per block (`live_tokens`): independent and attribute prompts are live inside their
+  hierarchy and key/value-only in the block before the next anchor; the shared prompt is
+  key/value-only in every block; in the last block every prompt is live in training (the matching
+  loss reads them, and they issue queries) and key/value-only at inference (nothing reads them).
+  Live prompts issue no queries before the last block (their attention output is their normed
+  input), so at inference the independent prompts, the same for every example, are computed once
+  per batch ('fixed' tokens). The CLS-row scores are formed in the block before an attribute anchor
+  (carried to `insert`) and in the last training block (sown as 'ship_scores').
+  """
 
   width: int
   depth: int
@@ -176,6 +235,7 @@ class SHIPPrompter(Prompter):
   prompt_weight: float = 0.1
   bank_weight: float = 0.1
   fast_inference: bool = False
+  live_tokens: bool = True
 
   def setup(self):
     d, p = self.width, self.num_prompts
@@ -187,43 +247,61 @@ class SHIPPrompter(Prompter):
                                 (2, NUM_ATTRIBUTE, d))
     self.bank = self.param('bank', nn.initializers.zeros, (self.num_prototypes, d))
 
-  def _attribute(self, slot: int, x: Array, prev_info: dict[str, Array]) -> Array:
-    z = topk_tokens(x, prev_info['cls_scores'], self.num_image_tokens)
+  def _attribute(self, slot: int, x: Array, cls_scores: Array) -> Array:
+    z = topk_tokens(x, cls_scores, self.num_image_tokens)
     bank = jax.lax.stop_gradient(self.bank).astype(x.dtype)
     w = jax.nn.softmax(jnp.einsum('bkd,md->bkm', _unit(z), _unit(bank)), axis=-1)
     own = self.attribute[slot].astype(x.dtype)
     return self.bank_weight * (w @ bank) + (1 - self.bank_weight) * own
 
-  def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
-    del train
-    b = x.shape[0]
-    bcast = lambda t: jnp.broadcast_to(t.astype(x.dtype)[None], (b,) + t.shape)
-    shared = bcast(self.shared)
-    if layer not in self.anchors:
-      return jnp.concatenate([x[:, :-NUM_SHARED], shared], axis=1)
-    a = self.anchors.index(layer)
-    parts = [x[:, :self.num_image_tokens], bcast(self.independent[a])]
-    attr_slot = a - (len(self.anchors) - 2)
-    if attr_slot >= 0 and layer > 0:  # layer 0 has no previous attention: no attribute prompt
-      parts.append(self._attribute(attr_slot, x, prev_info))
-    parts.append(shared)
-    return jnp.concatenate(parts, axis=1)
+  def _attribute_slot(self, layer: int) -> int | None:
+    """0 / 1 at the second-to-last / last anchor (never layer 0: no previous attention)."""
+    if layer == 0 or layer not in self.anchors:
+      return None
+    slot = self.anchors.index(layer) - (len(self.anchors) - 2)
+    return slot if slot >= 0 else None
 
-  def attention(self, layer: int, num_tokens: int, train: bool = False):
-    del num_tokens
+  def _kernel(self, prompt_queries: bool, cls_scores: bool, sow_scores: bool):
+    def kernel(q, k, v, *, y, y_fixed, impl):
+      out, fixed_out, scores = decoupled_attention(
+          q, k, v, y=y, y_fixed=y_fixed, impl=impl, n=self.num_image_tokens,
+          weight=self.prompt_weight, prompt_queries=prompt_queries, cls_scores=cls_scores)
+      if sow_scores:
+        self.sow('aux', 'ship_scores', scores)
+      return out, fixed_out, scores
+    return kernel
+
+  def insert(self, layer: int, prev: BlockOutput, train: bool,
+             pool_reads_prompts: bool = False) -> Tokens:
+    x, n, b = prev.x, self.num_image_tokens, prev.x.shape[0]
+    if layer in self.anchors:
+      carried = [self.independent[self.anchors.index(layer)].astype(x.dtype)]
+      slot = self._attribute_slot(layer)
+      if slot is not None:
+        carried.append(self._attribute(slot, x, prev.carry))
+    elif self.live_tokens:  # the live path never carries the shared prompt's outputs
+      carried = [x[:, n:]] + ([prev.fixed] if prev.fixed is not None else [])
+    else:
+      carried = [x[:, n:-NUM_SHARED]]
+    shared = self.shared.astype(x.dtype)
     last = layer == self.depth - 1
-    fast = last and self.fast_inference and not train  # training keeps the full last block
-    return attn_lib.AttentionSpec(kind='decoupled', num_image_tokens=self.num_image_tokens,
-                                  prompt_weight=self.prompt_weight,
-                                  prompt_queries=last and not fast,
-                                  drop_prompts=fast), None
-
-  def observe(self, layer: int, x_in: Array, x_out: Array, info: dict[str, Array],
-              train: bool) -> None:
-    del x_in
-    if train and layer == self.depth - 1:
-      self.sow('aux', 'ship_x', x_out)
-      self.sow('aux', 'ship_scores', info['cls_scores'])
+    if last:  # training: the matching loss reads every prompt output
+      keep = train or pool_reads_prompts or not (self.live_tokens or self.fast_inference)
+      keep_carried = keep_shared = queries = keep
+    else:
+      keep_carried = not self.live_tokens or layer + 1 not in self.anchors
+      keep_shared, queries = not self.live_tokens, False
+    # Prompts issue no queries, so at inference (no drop path) a carried prompt that is the same
+    # for every example stays so through its hierarchy: computed once (Tokens.fixed).
+    fixed_ok = self.live_tokens and not train and not queries
+    live, fixed, kv = [x[:, :n]], [], []
+    for p in carried:
+      (kv if not keep_carried else fixed if p.ndim == 2 and fixed_ok else live).append(p)
+    (live if keep_shared else kv).append(shared)
+    cls_scores = (last and train) or self._attribute_slot(layer + 1) is not None
+    return Tokens(_tokens(live, b), kv=_tokens(kv, b), fixed=_tokens(fixed, b),
+                  num_queries=None if queries else n,
+                  kernel=self._kernel(queries, cls_scores, sow_scores=last and train))
 
 
 def num_image_tokens(config: base.Config) -> int:
@@ -239,7 +317,7 @@ def build_prompter(config: base.Config, prepared: Any) -> SHIPPrompter:
                       num_prompts=s.num_prompts, num_image_tokens=num_image_tokens(config),
                       num_prototypes=int(np.asarray(prepared['bank']).shape[0]),
                       prompt_weight=s.prompt_weight, bank_weight=s.bank_weight,
-                      fast_inference=s.fast_inference)
+                      fast_inference=s.fast_inference, live_tokens=config.model.live_tokens)
 
 
 def init_params(params: Any, prepared: Any, config: base.Config) -> Any:
@@ -253,12 +331,14 @@ def init_params(params: Any, prepared: Any, config: base.Config) -> Any:
 
 
 def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
+  """CE + match_weight · matching loss on the last block's output (every token live in training)
+  and its sown CLS-row scores."""
   ce, metrics = base.cross_entropy_loss(inputs)
   aux = inputs.aux.get('prompt', {})
-  if 'ship_x' not in aux:
+  if 'ship_scores' not in aux:
     return ce, metrics
   n = num_image_tokens(inputs.config)
-  lm = matching_loss(aux['ship_x'][-1].astype(jnp.float32),
+  lm = matching_loss(inputs.out['encoded'].astype(jnp.float32),
                      aux['ship_scores'][-1].astype(jnp.float32), n, inputs.batch['mask'])
   total = ce + inputs.config.ship.match_weight * lm
   return total, {**metrics, 'match': lm, 'loss': total}

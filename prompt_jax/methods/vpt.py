@@ -7,6 +7,12 @@ Init uniform(-v, v), v = sqrt(6 / (3·patch² + D)) (0.0625 for ViT-B/16); with 
 (`project_dim` > 0) prompts live in project_dim and a Dense maps them to D, v uses project_dim.
 Prompt dropout (`vpt.dropout`) is applied after the prompts are broadcast to the batch, so every
 example gets its own mask (the release's `incorporate_prompt` / `forward_deep_prompt`).
+
+Live tokens (`model.live_tokens`, default True; exact): deep prompts are replaced after every block,
+so in every block they are key/value-only ([CLS, patches] live, the prompts only give keys and
+values), except in the last block when the pool reads them (MAE mean over tokens[1:]). Shallow
+prompts are live up to the last block, where they are key/value-only unless the pool reads them.
+`live_tokens=False` computes every token in every block, as the release does.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import jax.numpy as jnp
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.models import vit
+from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
+from prompt_jax.models.prompter import Tokens
 
 Array = Any
 
@@ -35,6 +43,7 @@ class VPTPrompter(Prompter):
   deep: bool = True
   dropout: float = 0.0
   project_dim: int = 0
+  live_tokens: bool = True
 
   def setup(self):
     dim = self.project_dim or self.width
@@ -49,17 +58,27 @@ class VPTPrompter(Prompter):
     p = self.prompts[layer]
     return p if self.proj is None else self.proj(p)
 
-  def insert(self, layer: int, x: Array, prev_info: Any, train: bool) -> Array:
-    del prev_info
-    n = self.num_prompts
-    if layer > 0 and not self.deep:
-      return x
-    p = jnp.broadcast_to(self.layer_prompts(layer).astype(x.dtype)[None],
-                         (x.shape[0], n, self.width))
-    # Dropout after the broadcast (the release): every example gets its own [P, D] mask.
-    p = self.drop(p, deterministic=not train)
-    rest = x[:, 1:] if layer == 0 else x[:, 1 + n:]
-    return jnp.concatenate([x[:, :1], p, rest], axis=1)
+  def insert(self, layer: int, prev: BlockOutput, train: bool,
+             pool_reads_prompts: bool = False) -> Tokens:
+    x, n = prev.x, self.num_prompts
+    last = layer == self.depth - 1
+    # A block's prompt outputs are read by the next block (shallow) or by the pool (last block).
+    read = (not self.deep and not last) or (last and pool_reads_prompts)
+    kv_only = self.live_tokens and not read
+    if self.deep or layer == 0:  # fresh prompts; live path: x = [CLS, patches]
+      p = self.layer_prompts(layer).astype(x.dtype)
+      if train and self.dropout > 0:
+        # Dropout after the broadcast (the release): every example gets its own [P, D] mask.
+        p = self.drop(jnp.broadcast_to(p[None], (x.shape[0],) + p.shape), deterministic=False)
+      if kv_only:
+        return Tokens(x, kv=p)  # [P, D] shared by the batch when no dropout mask differs
+      if p.ndim == 2:
+        p = jnp.broadcast_to(p[None], (x.shape[0],) + p.shape)
+      rest = x[:, 1:] if layer == 0 or self.live_tokens else x[:, 1 + n:]
+      return Tokens(jnp.concatenate([x[:, :1], p, rest], axis=1))
+    if kv_only:  # shallow, last block: x = [CLS, prompts, patches]
+      return Tokens(jnp.concatenate([x[:, :1], x[:, 1 + n:]], axis=1), kv=x[:, 1:1 + n])
+    return Tokens(x)
 
 
 def build_prompter(config: base.Config, prepared: Any) -> VPTPrompter:
@@ -68,7 +87,7 @@ def build_prompter(config: base.Config, prepared: Any) -> VPTPrompter:
   p = config.vpt
   return VPTPrompter(num_prompts=p.num_prompts, width=arch['width'], depth=arch['depth'],
                      patch_size=arch['patch_size'], deep=p.deep, dropout=p.dropout,
-                     project_dim=p.project_dim)
+                     project_dim=p.project_dim, live_tokens=config.model.live_tokens)
 
 
 def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...]]:

@@ -11,13 +11,13 @@ Param tree (ViT-B/16):
   logit_scale []
 Blocks are `vit.Encoder1DBlock` (q/k/v kernels [D,H,Dh]); loaders in prompt_jax/checkpoints/clip.py.
 
-Prompts plug in through `Prompter.insert(i, x, None, train)` (the `attention`/`observe` hooks are
-not
-called here). Vision: insert(0) runs after the position embedding and before ln_pre, insert(i ≥ 1)
-before block i. Text: insert(0) runs on the token embeddings BEFORE the position embedding (CoOp /
-IVLP), insert(i ≥ 1) before block i. Every tower call takes `use_prompts` so the same parameters
-also
-give the frozen zero-shot features.
+Prompts plug in through `Prompter.insert(i, BlockOutput(x), train)`, whose result here is the
+whole token array [B, T, D] (or Tokens with live tokens only): every token is live in every block
+(the full path; the text tower's causal mask and IVLP's replaced prompts are not split into live /
+key-value-only tokens). Vision: insert(0) runs after the position embedding and before ln_pre,
+insert(i ≥ 1) before block i. Text: insert(0) runs on the token embeddings BEFORE the position
+embedding (CoOp / IVLP), insert(i ≥ 1) before block i. Every tower call takes `use_prompts` so the
+same parameters also give the frozen zero-shot features.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
+from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
+from prompt_jax.models.prompter import Tokens
 
 Array = Any
 
@@ -73,6 +74,17 @@ def trim_to_eot(ids: np.ndarray, min_len: int = 1) -> np.ndarray:
   return ids[:, :max(int(ids.argmax(-1).max()) + 1, min_len)]
 
 
+def _insert(prompter: Prompter, layer: int, x: Array, train: bool) -> Array:
+  """The prompter's tokens for block `layer`, every one live (the CLIP towers' full path)."""
+  tokens = prompter.insert(layer, BlockOutput(x), train)
+  if not isinstance(tokens, Tokens):
+    return tokens
+  if tokens.kv is not None or tokens.fixed is not None or tokens.kernel is not None:
+    raise ValueError('the CLIP towers compute every token live with joint attention: return '
+                     'Tokens(live) only')
+  return tokens.live
+
+
 def _block(width: int, heads: int, act: str, eps: float, dtype: Any, name: str):
   return vit.Encoder1DBlock(4 * width, heads, act=act, ln_eps=eps, dtype=dtype, name=name)
 
@@ -109,14 +121,14 @@ class VisionTower(nn.Module):
     x = x + pos.astype(x.dtype)
     prompter = self.prompter if use_prompts else None
     if prompter is not None:
-      x = prompter.insert(0, x, None, train)
+      x = _insert(prompter, 0, x, train)
     x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='ln_pre')(x)
     blocks = []
     for i in range(self.layers):
       if prompter is not None and i > 0:
-        x = prompter.insert(i, x, None, train)
-      x, _ = _block(d, self.heads, self.act, self.ln_eps, self.dtype,
-                    f'resblocks_{i}')(x, attn_lib.JOINT, None, not train)
+        x = _insert(prompter, i, x, train)
+      x = _block(d, self.heads, self.act, self.ln_eps, self.dtype,
+                 f'resblocks_{i}')(x, deterministic=not train).x
       blocks.append(x)
     normed = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='ln_post')(x)
     proj = self.param('proj', nn.initializers.normal(scale), (d, self.output_dim))
@@ -147,16 +159,16 @@ class TextTower(nn.Module):
                  dtype=self.dtype, name='token_embedding')(ids)
     prompter = self.prompter if use_prompts else None
     if prompter is not None:
-      x = prompter.insert(0, x, None, train)
+      x = _insert(prompter, 0, x, train)
     pos = self.param('positional_embedding', nn.initializers.normal(0.01),
                      (self.context_length, self.width))
     x = x + pos[:t].astype(x.dtype)
     mask = causal_mask(t)
     for i in range(self.layers):
       if prompter is not None and i > 0:
-        x = prompter.insert(i, x, None, train)
-      x, _ = _block(self.width, self.heads, self.act, self.ln_eps, self.dtype,
-                    f'resblocks_{i}')(x, attn_lib.JOINT, mask, not train)
+        x = _insert(prompter, i, x, train)
+      x = _block(self.width, self.heads, self.act, self.ln_eps, self.dtype,
+                 f'resblocks_{i}')(x, mask=mask, deterministic=not train).x
     x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='ln_final')(x)
     eot = jnp.argmax(ids, axis=-1)
     pooled = x[jnp.arange(x.shape[0]), eot]

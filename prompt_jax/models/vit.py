@@ -6,10 +6,9 @@ Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_1/{query
 LayerNorm_2, MlpBlock_3/{Dense_0, Dense_1}}, Transformer/encoder_norm, head/{kernel, bias},
 plus `prompt/...` when a prompter is attached. Flattened with '/' these are the .npz keys.
 
-Prompt methods plug in through a `Prompter` (see `prompt_jax/models/prompter.py`): before each block
-it edits the token sequence, it picks that block's attention variant/mask, and after each block it
-may
-record (sow) what its loss needs.
+Prompt methods plug in through a `Prompter` (`prompt_jax/models/prompter.py`): before each block it
+lays out that block's tokens (`Tokens`: live tokens, key/value-only tokens, an optional attention
+kernel and mask, intermediates to sow). Blocks know transformers, not methods.
 """
 
 from __future__ import annotations
@@ -22,7 +21,10 @@ import jax
 import jax.numpy as jnp
 
 from prompt_jax.models import attention as attn_lib
+from prompt_jax.models.prompter import BlockOutput
+from prompt_jax.models.prompter import Kernel
 from prompt_jax.models.prompter import Prompter
+from prompt_jax.models.prompter import Tokens
 
 Array = Any
 
@@ -95,60 +97,108 @@ class MultiHeadAttention(nn.Module):
   """q/k/v kernels [D, H, Dh], out kernel [H, Dh, D]: the original checkpoint layout."""
 
   num_heads: int
+  attention: str = 'auto'
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, spec: attn_lib.AttentionSpec, mask: Array | None
-               ) -> tuple[Array, dict[str, Array]]:
-    """x: [B, T, D] -> ([B, T, D], info)."""
-    d = x.shape[-1]
+  def __call__(self, y: Array, y_kv: Array | None = None, y_fixed: Array | None = None, *,
+               num_queries: int | None = None, kernel: Kernel | None = None,
+               mask: Array | None = None) -> tuple[Array, Array | None, Array, Any]:
+    """y: [B, T, D] normed live tokens; y_kv: [B, S, D] or [S, D] normed key/value-only tokens;
+    y_fixed: [C, D] normed fixed tokens (see `prompter.Tokens`).
+
+    Returns (out [B, T, D], out_fixed [C, D] or None, queries [B, Tq, H, Dh], the kernel's carry).
+    """
+    b, t, d = y.shape
     head_dim = d // self.num_heads
     dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name)
-    q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
-    if spec.kind == 'joint':
-      y, scores = attn_lib.joint_attention(q, k, v, mask)
-      cls_scores = scores[:, :, 0]
-    elif spec.kind == 'decoupled':
-      n = spec.num_image_tokens
-      prompt_in = x[:, n:].reshape(x.shape[0], -1, self.num_heads, head_dim)
-      y, scores = attn_lib.decoupled_attention(q, k, v, prompt_in, spec)
-      cls_scores = scores[:, :, 0]
+    query, key, value = dense('query'), dense('key'), dense('value')
+    out_proj = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name='out')
+    nq = t if num_queries is None else num_queries
+    if kernel is None and (nq != t or y_fixed is not None):
+      raise ValueError('live tokens that issue no query (Tokens.num_queries, Tokens.fixed) get '
+                       "their attention output from the prompter's kernel (Tokens.kernel)")
+    q = query(y if nq == t else y[:, :nq])
+    batched = [y] + ([y_kv] if y_kv is not None and y_kv.ndim == 3 else [])
+    y_all = batched[0] if len(batched) == 1 else jnp.concatenate(batched, axis=1)
+    k, v = key(y_all), value(y_all)
+    shared = [a for a in (y_fixed, y_kv) if a is not None and a.ndim == 2]
+    if shared:  # the same for every example: projected once
+      y_shared = shared[0] if len(shared) == 1 else jnp.concatenate(shared, axis=0)
+      bcast = lambda a: jnp.broadcast_to(a[None], (b,) + a.shape)
+      k_s, v_s = bcast(key(y_shared)), bcast(value(y_shared))
+      if y_fixed is not None and y_kv is not None and y_kv.ndim == 3:  # order: live, fixed, kv
+        k = jnp.concatenate([k[:, :t], k_s, k[:, t:]], axis=1)
+        v = jnp.concatenate([v[:, :t], v_s, v[:, t:]], axis=1)
+      else:
+        k, v = jnp.concatenate([k, k_s], axis=1), jnp.concatenate([v, v_s], axis=1)
+    impl = attn_lib.resolve(self.attention)
+    if kernel is None:
+      o, o_fixed, carry = attn_lib.dot_product_attention(q, k, v, mask, impl), None, None
     else:
-      raise ValueError(f'unknown attention kind {spec.kind!r}')
-    out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name='out')(y)
-    return out, {'q': q, 'cls_scores': cls_scores}
+      o, o_fixed, carry = kernel(q, k, v, y=y, y_fixed=y_fixed, impl=impl)
+    return out_proj(o), None if o_fixed is None else out_proj(o_fixed), q, carry
+
+
+SOWABLE = ('queries', 'attn_out')
 
 
 class Encoder1DBlock(nn.Module):
-  """Pre-LN block: x + MHA(LN(x)); x + MLP(LN(x))."""
+  """Pre-LN block: x + MHA(LN(x)); x + MLP(LN(x)), on the live tokens only (see `Tokens`)."""
 
   mlp_dim: int
   num_heads: int
   drop_path: float = 0.0
   act: str = 'gelu'
   ln_eps: float = 1e-6
+  attention: str = 'auto'
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, spec: attn_lib.AttentionSpec = attn_lib.JOINT,
-               mask: Array | None = None, deterministic: bool = True
-               ) -> tuple[Array, dict[str, Array]]:
-    """x: [B, T, D] -> ([B, T, D], info {'q': [B,T,H,Dh], 'cls_scores': [B,H,T],
-    'attn_out': [B,T,D]})."""
-    y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_0')(x)
-    y, info = MultiHeadAttention(self.num_heads, dtype=self.dtype,
-                                 name='MultiHeadDotProductAttention_1')(y, spec, mask)
-    if spec.drop_prompts:  # only the image tokens go on (see AttentionSpec.drop_prompts)
-      x, y = x[:, :spec.num_image_tokens], y[:, :spec.num_image_tokens]
-    info['attn_out'] = y
+  def __call__(self, x: Array, kv: Array | None = None, fixed: Array | None = None, *,
+               num_queries: int | None = None, kernel: Kernel | None = None,
+               mask: Array | None = None, sow: tuple[str, ...] = (),
+               deterministic: bool = True) -> BlockOutput:
+    """x: [B, T, D] live tokens, kv: [B, S, D] / [S, D] key/value-only tokens, fixed: [C, D] fixed
+    tokens -> BlockOutput(x [B, T, D], fixed [C, D], the kernel's carry). `sow` names
+    intermediates recorded in 'aux' (SOWABLE)."""
+    unknown = set(sow) - set(SOWABLE)
+    if unknown:
+      raise ValueError(f'blocks cannot sow {sorted(unknown)}; known: {SOWABLE}')
+    if fixed is not None and not deterministic and self.drop_path > 0:
+      raise ValueError('fixed tokens (Tokens.fixed) are the same for every example, which a '
+                       'per-example drop path breaks: pass them batched in Tokens.live')
+    ln = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_0')
+    norm = lambda a: None if a is None else ln(a)
+    mha = MultiHeadAttention(self.num_heads, attention=self.attention, dtype=self.dtype,
+                             name='MultiHeadDotProductAttention_1')
+    y, y_fixed, q, carry = mha(ln(x), norm(kv), norm(fixed), num_queries=num_queries,
+                               kernel=kernel, mask=mask)
+    if 'queries' in sow:
+      self.sow('aux', 'queries', q)
+    if 'attn_out' in sow:
+      self.sow('aux', 'attn_out', y)
+    ln2 = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_2')
+    mlp = MlpBlock(self.mlp_dim, act=self.act, dtype=self.dtype, name='MlpBlock_3')
     x = x + DropPath(self.drop_path)(y, deterministic)
-    y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_2')(x)
-    y = MlpBlock(self.mlp_dim, act=self.act, dtype=self.dtype, name='MlpBlock_3')(y)
-    return x + DropPath(self.drop_path)(y, deterministic), info
+    x = x + DropPath(self.drop_path)(mlp(ln2(x)), deterministic)
+    if fixed is not None:
+      fixed = fixed + y_fixed
+      fixed = fixed + mlp(ln2(fixed))
+    return BlockOutput(x, fixed, carry)
+
+
+def sown(aux: dict[str, Any], layer: int, name: str) -> Array:
+  """What block `layer` sowed as `name` (Tokens.sow) in this forward pass."""
+  try:
+    return aux['Transformer'][f'encoderblock_{layer}'][name][0]
+  except KeyError:
+    raise KeyError(f'block {layer} sowed no {name!r} (ask for it with Tokens.sow, and apply the '
+                   "model with mutable=['aux'])") from None
 
 
 class Encoder(nn.Module):
-  """posembed_input, encoderblock_{i}, encoder_norm; the prompter edits tokens between blocks."""
+  """posembed_input, encoderblock_{i}, encoder_norm; the prompter lays out each block's tokens."""
 
   depth: int
   mlp_dim: int
@@ -157,43 +207,40 @@ class Encoder(nn.Module):
   drop_path: float = 0.0
   act: str = 'gelu'
   ln_eps: float = 1e-6
-  ln_pre: bool = False
   pool: str = 'cls'
+  attention: str = 'auto'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> dict[str, Array]:
-    """x: [B, 1+N, D] (CLS + patches) -> dict(encoded=[B,T,D] pre-norm, normed=[B,T,D],
-    pooled=[B,D], blocks=(block outputs [B,T_i,D]...))."""
-    x = AddPositionEmbs(name='posembed_input')(x)
-    prompter = self.prompter
-    info = None
+    """x: [B, 1+N, D] (CLS + patches) -> dict(encoded=[B,T,D] the last block's live tokens,
+    pre-norm, normed=[B,T,D], pooled=[B,D], blocks=(each block's live output [B,T_i,D]...))."""
+    if self.pool not in ('cls', 'norm_mean', 'mean_norm'):
+      raise ValueError(f'unknown pool {self.pool!r}; known: cls, norm_mean, mean_norm')
+    prev = BlockOutput(AddPositionEmbs(name='posembed_input')(x))
     blocks = []
     for i in range(self.depth):
-      if prompter is not None:
-        x = prompter.insert(i, x, info, train)
-      if i == 0 and self.ln_pre:
-        x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='ln_pre')(x)
-      spec, mask = (prompter.attention(i, x.shape[1], train) if prompter is not None
-                    else (attn_lib.JOINT, None))
+      tokens = Tokens(prev.x)
+      if self.prompter is not None:
+        tokens = self.prompter.insert(i, prev, train, i == self.depth - 1 and self.pool != 'cls')
+        if not isinstance(tokens, Tokens):  # a bare array: every token live
+          tokens = Tokens(tokens)
       rate = self.drop_path * i / max(self.depth - 1, 1)
-      x_in = x
-      x, info = Encoder1DBlock(self.mlp_dim, self.num_heads, drop_path=rate, act=self.act,
-                               ln_eps=self.ln_eps, dtype=self.dtype,
-                               name=f'encoderblock_{i}')(x, spec, mask, not train)
-      if prompter is not None:
-        prompter.observe(i, x_in, x, info, train)
-      blocks.append(x)
+      prev = Encoder1DBlock(self.mlp_dim, self.num_heads, drop_path=rate, act=self.act,
+                            ln_eps=self.ln_eps, attention=self.attention, dtype=self.dtype,
+                            name=f'encoderblock_{i}')(
+          tokens.live, tokens.kv, tokens.fixed, num_queries=tokens.num_queries,
+          kernel=tokens.kernel, mask=tokens.mask, sow=tokens.sow, deterministic=not train)
+      blocks.append(prev.x)
+    x = prev.x
     norm = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='encoder_norm')
     normed = norm(x)
     if self.pool == 'cls':
       pooled = normed[:, 0]
     elif self.pool == 'norm_mean':
       pooled = normed[:, 1:].mean(axis=1)
-    elif self.pool == 'mean_norm':
-      pooled = norm(x[:, 1:].mean(axis=1))
     else:
-      raise ValueError(f'unknown pool {self.pool!r}; known: cls, norm_mean, mean_norm')
+      pooled = norm(x[:, 1:].mean(axis=1))
     return {'encoded': x, 'normed': normed, 'pooled': pooled, 'blocks': tuple(blocks)}
 
 
@@ -241,6 +288,7 @@ class VisionTransformer(nn.Module):
   head_init: str = 'zeros'
   head_init_std: float = 0.02
   head_bias_init: float = 0.0
+  attention: str = 'auto'  # attention.IMPLEMENTATIONS
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -256,7 +304,7 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
     enc = Encoder(self.depth, self.mlp_dim, self.num_heads, prompter=self.prompt,
                   drop_path=self.drop_path, act=self.act, ln_eps=self.ln_eps, pool=self.pool,
-                  dtype=self.dtype, name='Transformer')(x, train)
+                  attention=self.attention, dtype=self.dtype, name='Transformer')(x, train)
     out.update(enc)
     feat = out['pre_logits'] = enc['pooled']
     if not self.num_classes:

@@ -11,6 +11,7 @@ from prompt_jax import tree
 from prompt_jax.methods import base
 from prompt_jax.methods import davpt
 from prompt_jax.models import vit
+from prompt_jax.models.prompter import BlockOutput
 
 
 def numpy_proxy_anchor(z, p, y, alpha=32.0, dp=0.1, dn=-0.1, r=5.0):
@@ -61,7 +62,8 @@ def test_proxy_anchor_matches_numpy_loops_and_fd_gradient():
 
 
 def _prompter(**kw):
-  args = dict(width=16, depth=4, num_proxies=3, num_other=2, proxy_start=2, proxy_end=3)
+  args = dict(width=16, depth=4, num_proxies=3, num_other=2, proxy_start=2, proxy_end=3,
+              live_tokens=False)
   args.update(kw)
   return davpt.DAVPTPrompter(**args)
 
@@ -69,38 +71,67 @@ def _prompter(**kw):
 def test_layout_drops_previous_prompts():
   p = _prompter()
   x0 = jnp.arange(2 * 5 * 16, dtype=jnp.float32).reshape(2, 5, 16)
-  v = p.init(jax.random.PRNGKey(0), 0, x0, None, False, method=p.insert)['params']
+  v = p.init(jax.random.PRNGKey(0), 0, BlockOutput(x0), False, method=p.insert)['params']
   assert v['proxy'].shape == (2, 3, 16) and v['other'].shape == (2, 2, 16)
   x = x0
   for layer, n in enumerate([2, 2, 3, 3]):
-    x = p.apply({'params': v}, layer, x, None, False, method=p.insert)
+    x = p.apply({'params': v}, layer, BlockOutput(x), False, method=p.insert).live
     assert x.shape == (2, 1 + n + 4, 16)
     np.testing.assert_array_equal(x[:, 1 + n:], x0[:, 1:])
     want = v['other'][layer] if layer < 2 else v['proxy'][layer - 2]
     np.testing.assert_array_equal(x[:, 1:1 + n], jnp.broadcast_to(want, (2, n, 16)))
   bound = math.sqrt(6 / (3 * 16 + 2 * 16))
   assert np.abs(v['proxy']).max() <= bound
-  assert _prompter(num_other=0).init(jax.random.PRNGKey(0), 0, x0, None, False,
+  assert _prompter(num_other=0).init(jax.random.PRNGKey(0), 0, BlockOutput(x0), False,
                                      method=p.insert)['params'].keys() == {'proxy'}
+
+
+@pytest.mark.parametrize('anchor', ['input_mean', 'attn_out'])
+def test_live_token_layout(anchor):
+  """Prompts are key/value-only ([P, D]) except at the last block when the pool reads them and at
+  the proxy layers with the 'attn_out' anchor; proxy layers ask the block for its queries."""
+  p = _prompter(live_tokens=True, patch_anchor=anchor, mask_prompts=True)
+  x0 = jnp.arange(2 * 5 * 16, dtype=jnp.float32).reshape(2, 5, 16)
+  v = p.init(jax.random.PRNGKey(0), 0, BlockOutput(x0), False, method=p.insert)['params']
+  x = x0
+  for layer in range(4):
+    block_input = x  # (the previous block's live output, here unchanged by the block)
+    t = p.apply({'params': v}, layer, BlockOutput(x), False, method=p.insert)
+    proxy = layer >= 2
+    assert t.sow == ((('queries', 'attn_out') if anchor == 'attn_out' else ('queries',))
+                     if proxy else ())
+    if proxy and anchor == 'attn_out':
+      assert t.kv is None and t.live.shape == (2, 1 + 3 + 4, 16) and t.mask.shape == (8, 8)
+      np.testing.assert_array_equal(t.live[:, 4:], x0[:, 1:])
+    else:
+      assert t.mask is None and t.kv.shape == (3 if proxy else 2, 16)
+      np.testing.assert_array_equal(t.live, x0)
+    x = t.live
+  t = p.apply({'params': v}, 3, BlockOutput(block_input), False, True,  # the pool reads them
+              method=p.insert)
+  assert t.kv is None and t.live.shape == (2, 8, 16)
 
 
 def test_mask_prompt_queries_see_only_image_tokens():
   p = _prompter(mask_prompts=True)
-  v = p.init(jax.random.PRNGKey(0), 0, jnp.zeros((1, 5, 16)), None, False, method=p.insert)
-  _, mask = p.apply(v, 2, 8, method=p.attention)  # CLS + 3 proxies + 4 patches
+  x0 = jnp.zeros((1, 5, 16))
+  v = p.init(jax.random.PRNGKey(0), 0, BlockOutput(x0), False, method=p.insert)
+  x1 = jnp.zeros((1, 7, 16))  # block 1's output: CLS + 2 other prompts + 4 patches
+  mask = p.apply(v, 2, BlockOutput(x1), False, method=p.insert).mask  # CLS, 3 proxies, 4 patches
   mask = np.asarray(mask)
+  assert mask.shape == (8, 8)
   assert mask[0].all() and mask[4:].all()
   assert not mask[1:4, :4].any() and mask[1:4, 4:].all()
   # with the block's attention: prompt rows are invariant to CLS and other prompts' values
   mha = vit.MultiHeadAttention(num_heads=2)
   x = jax.random.normal(jax.random.PRNGKey(1), (1, 8, 16))
-  prm = mha.init(jax.random.PRNGKey(2), x, davpt.attn_lib.JOINT, jnp.asarray(mask))
-  y0, _ = mha.apply(prm, x, davpt.attn_lib.JOINT, jnp.asarray(mask))
+  prm = mha.init(jax.random.PRNGKey(2), x, mask=jnp.asarray(mask))
+  y0 = mha.apply(prm, x, mask=jnp.asarray(mask))[0]
   x1 = x.at[:, 0].add(3.0).at[:, 2:4].add(-2.0)  # perturb CLS and prompts 2, 3
-  y1, _ = mha.apply(prm, x1, davpt.attn_lib.JOINT, jnp.asarray(mask))
+  y1 = mha.apply(prm, x1, mask=jnp.asarray(mask))[0]
   np.testing.assert_allclose(y0[:, 1], y1[:, 1], atol=1e-5)  # prompt 1 unaffected
   assert not np.allclose(y0[:, 4:], y1[:, 4:])                # image tokens see CLS/prompts
-  yu, _ = mha.apply(prm, x1, davpt.attn_lib.JOINT, None)
+  yu = mha.apply(prm, x1)[0]
   assert not np.allclose(y0[:, 1], yu[:, 1])                  # and without mask prompt 1 moves
 
 
@@ -124,7 +155,9 @@ def test_loss_through_model(anchor):
   params = model.init(jax.random.PRNGKey(1), images)['params']
   (logits, out), mut = model.apply({'params': params}, images, mutable=['aux'])
   aux = mut['aux']['prompt']
-  assert len(aux['proxies']) == 2 and aux['cls_anchor'][0].shape == (4, 64)
+  assert len(aux['proxies']) == 2
+  live = 17 if anchor == 'input_mean' else 20  # CLS + patches (+ the 3 proxies for 'attn_out')
+  assert vit.sown(mut['aux'], 3, 'queries').shape == (4, live, 4, 16)
   batch = {'image': images, 'label': jnp.array([0, 1, 3, 4]), 'mask': jnp.ones(4, bool)}
   state = method.init_state(prepared, cfg)
   total, metrics = method.loss(base.LossInputs(logits, out, mut['aux'], batch, state, cfg))
@@ -133,7 +166,7 @@ def test_loss_through_model(anchor):
   np.testing.assert_allclose(float(total), want, rtol=1e-5)
   m = np.array([0, 1, 0, 1])
   # CLS anchor check at layer 3 against the loss function with explicit inputs
-  zc = aux['cls_anchor'][1]
+  zc = vit.sown(mut['aux'], 3, 'queries')[:, 0].reshape(4, -1)
   direct = davpt.proxy_anchor_loss(zc, aux['proxies'][1], jnp.asarray(m), jnp.ones(4, bool))
   assert np.isfinite(float(direct))
   with pytest.raises(KeyError):  # missing anchors are an error, never a silent 0
@@ -216,13 +249,14 @@ def test_prompt_norm_applies_before_the_block(norm):
   # The release's forward_features: prompt = vpt_norm(prompt) before it is concatenated.
   p = _prompter(width=64, proxy_start=0, proxy_end=0, prompt_norm=norm)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 17, 64))
-  v = p.init(jax.random.PRNGKey(1), 0, x, None, False, method=p.insert)
+  insert = lambda v: p.apply(v, 0, BlockOutput(x), False, method=p.insert).live
+  v = p.init(jax.random.PRNGKey(1), 0, BlockOutput(x), False, method=p.insert)
   params = v['params']
   raw = np.asarray(params['proxy'][0])
   if norm == 'layer':  # a trainable affine LayerNorm (under prompt/, trained with the prompts)
     assert set(params['norm']) == {'scale', 'bias'}
     params['norm']['bias'] = params['norm']['bias'] + 0.5
-  rows = np.asarray(p.apply({'params': params}, 0, x, None, False, method=p.insert))[:, 1:4]
+  rows = np.asarray(insert({'params': params}))[:, 1:4]
   want = {'none': raw, 'l2': raw / np.linalg.norm(raw, axis=-1, keepdims=True),
           'layer': (raw - raw.mean(-1, keepdims=True)) / np.sqrt(raw.var(-1, keepdims=True) + 1e-6)
           + 0.5}[norm]
@@ -235,13 +269,16 @@ def test_prompt_norm_applies_before_the_block(norm):
   images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   mp = model.init(jax.random.PRNGKey(1), images)['params']
   _, mut = model.apply({'params': mp}, images, mutable=['aux'])
-  want = np.asarray(p.apply({'params': mp['prompt']}, 0, x, None, False, method=p.insert))[0, 1:4]
+  want = np.asarray(insert({'params': mp['prompt']}))[0, 1:4]
   np.testing.assert_allclose(np.asarray(mut['aux']['prompt']['proxies'][0]), want, rtol=1e-5,
                              atol=1e-6)
 
 
-def test_prompt_dropout_mask_is_per_example():
+@pytest.mark.parametrize('live_tokens', [True, False])
+def test_prompt_dropout_mask_is_per_example(live_tokens):
   cfg = _cfg(dropout=0.5)
+  cfg.unlock()
+  cfg.model.live_tokens = live_tokens
   prepared = {'num_proxies': 3, 'class_map': np.array([0, 1, 2, 0, 1], np.int32),
               'centroids': np.eye(3, 64, dtype=np.float32)}
   model = base.get('davpt').model(cfg, 5, prepared)

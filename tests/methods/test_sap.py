@@ -11,6 +11,7 @@ import pytest
 from prompt_jax.methods import base
 from prompt_jax.methods import sap
 from prompt_jax.models import clip
+from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.text import tokenizer as tok_lib
 
 # A tiny CLIP for these tests, selected by config.model.variant.
@@ -162,8 +163,8 @@ def test_prompt_placement(assets, tiny):
   p = sap.IVLPTextPrompter(4, 32, 2)
   x = jnp.arange(2 * 9 * 32, dtype=jnp.float32).reshape(2, 9, 32)
   v = {'params': {'ctx': jnp.ones((4, 32)), 'deep': 2 * jnp.ones((1, 4, 32))}}
-  y0 = p.apply(v, 0, x, None, False, method=p.insert)
-  y1 = p.apply(v, 1, x, None, False, method=p.insert)
+  y0 = p.apply(v, 0, BlockOutput(x), False, method=p.insert)
+  y1 = p.apply(v, 1, BlockOutput(x), False, method=p.insert)
   np.testing.assert_array_equal(y0[:, 1:5], 1.0)
   np.testing.assert_array_equal(y1[:, 1:5], 2.0)
   np.testing.assert_array_equal(y0[:, [0, 5, 6, 7, 8]], x[:, [0, 5, 6, 7, 8]])
@@ -171,10 +172,10 @@ def test_prompt_placement(assets, tiny):
   q = sap.IVLPVisionPrompter(4, 32, 2, 16)
   w = {'params': {'prompts': jnp.stack([jnp.ones((4, 32)), 2 * jnp.ones((4, 32))]),
                   'token_bias': jnp.zeros(16)}}
-  z0 = q.apply(w, 0, x, None, False, method=q.insert)
+  z0 = q.apply(w, 0, BlockOutput(x), False, method=q.insert)
   assert z0.shape == (2, 13, 32)
   np.testing.assert_array_equal(z0[:, :9], x)
-  z1 = q.apply(w, 1, z0, None, False, method=q.insert)
+  z1 = q.apply(w, 1, BlockOutput(z0), False, method=q.insert)
   np.testing.assert_array_equal(z1[:, 9:], 2.0)
   np.testing.assert_array_equal(z1[:, :9], x)
 

@@ -1,5 +1,6 @@
 """SHIP: anchors, matching loss, decoupled attention, fast inference, end-to-end runs."""
 
+import functools
 import json
 import os
 import subprocess
@@ -15,9 +16,10 @@ from prompt_jax import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import ship
-from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
+from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
+from prompt_jax.models.prompter import Tokens
 
 
 def test_greedy_anchors_known_answers():
@@ -66,26 +68,38 @@ def _np_decoupled(q, k, v, prompt_in, n, w, queries):
   return out
 
 
+@pytest.mark.parametrize('impl', ['einsum', 'fused'])
 @pytest.mark.parametrize('queries', [False, True])
-def test_decoupled_attention_matches_numpy_loops(queries):
+def test_decoupled_attention_matches_numpy_loops(queries, impl):
   rng = np.random.default_rng(0)
   q, k, v = (rng.normal(size=(2, 7, 2, 4)) for _ in range(3))
   pin = rng.normal(size=(2, 3, 2, 4))
-  spec = attn_lib.AttentionSpec('decoupled', num_image_tokens=4, prompt_weight=0.1,
-                                prompt_queries=queries)
-  got, cls = attn_lib.decoupled_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v, pin)),
-                                          spec)
+  y = np.concatenate([np.zeros((2, 4, 8)), pin.reshape(2, 3, 8)], axis=1)  # normed live tokens
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  kw = dict(y_fixed=None, impl=impl, n=4, weight=0.1)
+  got, _, cls = ship.decoupled_attention(f32(q if queries else q[:, :4]), f32(k), f32(v), y=f32(y),
+                                         prompt_queries=queries, cls_scores=True, **kw)
   np.testing.assert_allclose(np.asarray(got), _np_decoupled(q, k, v, pin, 4, 0.1, queries),
                              atol=1e-5)
-  want_cls = np.einsum('bhd,bthd->bht', q[:, 0], k) / 2.0
-  np.testing.assert_allclose(np.asarray(cls)[:, :, 0], want_cls, atol=1e-5)
+  want_cls = np.einsum('bhd,bthd->bht', q[:, 0], k[:, :4]) / 2.0
+  np.testing.assert_allclose(np.asarray(cls), want_cls, atol=1e-5)
+  # live / fixed / key-value-only: prompt 0 live, prompt 1 fixed ([C, D]), prompt 2 only keys and
+  # values (not in the output)
+  want = _np_decoupled(q, k, v, pin, 4, 0.1, False)
+  kw.update(y_fixed=f32(y[0, 5:6]))
+  got_kv, fixed, _ = ship.decoupled_attention(f32(q[:, :4]), f32(k), f32(v), y=f32(y[:, :5]),
+                                              prompt_queries=False, cls_scores=False, **kw)
+  np.testing.assert_allclose(np.asarray(got_kv), want[:, :5], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(fixed), want[0, 5:6], atol=1e-5)
 
 
 class _DecoupledNoPrompts(Prompter):
   n: int = 17
 
-  def attention(self, layer, num_tokens, train=False):
-    return attn_lib.AttentionSpec('decoupled', num_image_tokens=self.n), None
+  def insert(self, layer, prev, train, pool_reads_prompts=False):
+    kernel = functools.partial(ship.decoupled_attention, n=self.n, weight=0.1,
+                               prompt_queries=False, cls_scores=False)
+    return Tokens(prev.x, num_queries=self.n, kernel=kernel)
 
 
 def _tiny(prompter):
@@ -101,9 +115,10 @@ def test_decoupled_without_prompts_is_the_plain_vit():
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
 
-def _ship_model(fast, anchors=(0, 2, 3)):
+def _ship_model(fast, anchors=(0, 2, 3), live_tokens=False):
   return _tiny(ship.SHIPPrompter(width=64, depth=4, anchors=anchors, num_prompts=3,
-                                 num_image_tokens=17, num_prototypes=6, fast_inference=fast))
+                                 num_image_tokens=17, num_prototypes=6, fast_inference=fast,
+                                 live_tokens=live_tokens))
 
 
 def test_ship_forward_layout_and_fast_inference_equal_logits():
@@ -120,18 +135,27 @@ def test_ship_forward_layout_and_fast_inference_equal_logits():
   fast, fast_out = _ship_model(True).apply({'params': params}, img, train=False)
   np.testing.assert_allclose(np.asarray(fast), np.asarray(logits), atol=1e-5)
   assert fast_out['blocks'][-1].shape[1] == 17  # the last block kept only CLS + patches
+  # live tokens: the shared prompt is kv-only everywhere, the carried prompts in the blocks before
+  # anchors 2 and 3 (blocks 1, 2), every prompt in the last block at inference; the independent
+  # prompt, live in block 0, is there the same for every example (fixed: not in the live tokens)
+  live_model = _ship_model(False, live_tokens=True)
+  live, live_out = live_model.apply({'params': params}, img, train=False)
+  assert [b.shape[1] for b in live_out['blocks']] == [17, 17, 17, 17]
+  np.testing.assert_allclose(np.asarray(live), np.asarray(logits), atol=1e-5)
+  (_, train_out), _ = live_model.apply({'params': params}, img, train=True, mutable=['aux'])
+  assert [b.shape[1] for b in train_out['blocks']] == [17 + 3, 17, 17, 40]
   # fast_inference never changes training: the same sown outputs bit for bit
   rngs = {'dropout': jax.random.PRNGKey(2)}
-  _, slow_aux = model.apply({'params': params}, img, train=True, rngs=rngs, mutable=['aux'])
-  _, fast_aux = _ship_model(True).apply({'params': params}, img, train=True, rngs=rngs,
+  (_, slow_out), slow_aux = model.apply({'params': params}, img, train=True, rngs=rngs,
                                         mutable=['aux'])
+  (_, fast_out), fast_aux = _ship_model(True).apply({'params': params}, img, train=True, rngs=rngs,
+                                                    mutable=['aux'])
   jax.tree_util.tree_map(np.testing.assert_array_equal, slow_aux, fast_aux)
-  # the matching loss is sown in training and is finite
-  _, mut = model.apply({'params': params}, img, train=True, rngs={'dropout': jax.random.PRNGKey(2)},
-                       mutable=['aux'])
-  x = mut['aux']['prompt']['ship_x'][0]
-  assert x.shape == (2, 40, 64)
-  assert np.isfinite(float(ship.matching_loss(x, mut['aux']['prompt']['ship_scores'][0], 17)))
+  np.testing.assert_array_equal(slow_out['encoded'], fast_out['encoded'])
+  # the matching loss reads the last block's output (every token) and its sown CLS-row scores
+  x = slow_out['encoded']
+  assert x.shape == (2, 40, 64) and slow_aux['aux']['prompt']['ship_scores'][0].shape == (2, 4, 17)
+  assert np.isfinite(float(ship.matching_loss(x, slow_aux['aux']['prompt']['ship_scores'][0], 17)))
 
 
 def test_configs_load():
@@ -228,10 +252,9 @@ def test_independent_prompt_init_is_torch_xavier_of_1_p_d():
   p = ship.SHIPPrompter(width=768, depth=12, anchors=(0, 4, 8), num_prompts=50,
                         num_image_tokens=197, num_prototypes=4)
   x = jnp.zeros((1, 197, 768))
-  v = jax.eval_shape(lambda: p.init(jax.random.PRNGKey(0), 0, x, None, False, method=p.insert))
-  assert v['params']['independent'].shape == (3, 50, 768)
-  w = np.asarray(p.init(jax.random.PRNGKey(0), 0, x, None, False,
-                        method=p.insert)['params']['independent'])
+  init = lambda: p.init(jax.random.PRNGKey(0), 0, BlockOutput(x), False, method=p.insert)
+  assert jax.eval_shape(init)['params']['independent'].shape == (3, 50, 768)
+  w = np.asarray(init()['params']['independent'])
   bound = np.sqrt(6 / (51 * 768))
   assert abs(bound - 0.0124) < 1e-4
   assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound

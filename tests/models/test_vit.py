@@ -40,17 +40,50 @@ def test_gelu_variants_differ_and_exact_is_default():
   assert backbone.build_vit(micro_config(), 5, None).act == 'gelu'
 
 
-def test_joint_attention_matches_numpy_softmax():
+@pytest.mark.parametrize('impl', ['einsum', 'fused', 'auto'])
+def test_attention_matches_numpy_softmax(impl):
   rng = np.random.default_rng(0)
-  q, k, v = (rng.normal(size=(2, 5, 3, 4)).astype(np.float32) for _ in range(3))
-  mask = rng.random((5, 5)) > 0.3
+  q = rng.normal(size=(2, 4, 3, 4)).astype(np.float32)
+  k, v = (rng.normal(size=(2, 5, 3, 4)).astype(np.float32) for _ in range(2))
+  mask = rng.random((4, 5)) > 0.3
   mask[:, 0] = True
-  out, _ = attention.joint_attention(q, k, v, mask)
   s = np.einsum('bqhd,bkhd->bhqk', q, k) / 2.0
-  s = np.where(mask, s, -np.inf)
-  w = np.exp(s - s.max(-1, keepdims=True))
-  w /= w.sum(-1, keepdims=True)
-  np.testing.assert_allclose(out, np.einsum('bhqk,bkhd->bqhd', w, v), atol=1e-5)
+  for m in (None, mask):
+    out = attention.dot_product_attention(q, k, v, m, impl=impl)
+    sm = s if m is None else np.where(m, s, -np.inf)
+    w = np.exp(sm - sm.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out, np.einsum('bhqk,bkhd->bqhd', w, v), atol=1e-5)
+  np.testing.assert_allclose(attention.attention_scores(q, k), s, atol=1e-5)
+  with pytest.raises(ValueError, match='model.attention'):
+    attention.dot_product_attention(q, k, v, impl='flash')
+
+
+def test_block_live_and_kv_only_tokens_equal_all_live():
+  """Key/value-only tokens (batched [B, S, D] or shared [S, D]) change nothing for the live ones."""
+  block = vit.Encoder1DBlock(mlp_dim=32, num_heads=2, drop_path=0.1)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 7, 16)), jnp.float32)
+  shared = jnp.asarray(rng.normal(size=(2, 16)), jnp.float32)
+  params = block.init(jax.random.PRNGKey(0), x)
+  rngs = {'dropout': jax.random.PRNGKey(1)}
+  full = block.apply(params, x, deterministic=False, rngs=rngs).x
+  split = block.apply(params, x[:, :4], x[:, 4:], deterministic=False, rngs=rngs).x
+  np.testing.assert_allclose(split, full[:, :4], atol=1e-5)
+  x2 = jnp.concatenate([x, jnp.broadcast_to(shared, (3, 2, 16))], axis=1)
+  full2 = block.apply(params, x2).x
+  np.testing.assert_allclose(block.apply(params, x, shared).x, full2[:, :7], atol=1e-5)
+  mask = np.ones((4, 7), bool)
+  mask[:, 5] = False
+  got = block.apply(params, x[:, :4], x[:, 4:], mask=jnp.asarray(mask)).x
+  masked = block.apply(params, jnp.concatenate([x[:, :5], x[:, 6:]], axis=1)).x
+  np.testing.assert_allclose(got, masked[:, :4], atol=1e-5)  # the mask drops key 5
+  with pytest.raises(ValueError, match='kernel'):  # query-less tokens need the method's kernel
+    block.apply(params, x, num_queries=3)
+  with pytest.raises(ValueError, match='drop path'):
+    block.apply(params, x, fixed=shared, deterministic=False, rngs=rngs)
+  with pytest.raises(ValueError, match='sow'):
+    block.apply(params, x, sow=('scores',))
 
 
 @pytest.mark.parametrize('method', ['linear', 'full'])
