@@ -164,5 +164,11 @@ def init_params(params: Any, prepared: dict[str, np.ndarray], config: base.Confi
   return _write(params, prepared)
 
 
+def variant(config: base.Config) -> str:
+  """'spt_{deep|shallow}_{strategy}', e.g. 'spt_deep_kmeans'."""
+  return f"spt_{'deep' if config.vpt.deep else 'shallow'}_{config.prompt_init.strategy}"
+
+
 SPT = base.register(base.Method(name='spt', build_prompter=vpt.build_prompter, prepare=prepare,
-                                init_params=init_params, prompt_slots=vpt.prompt_slots))
+                                init_params=init_params, prompt_slots=vpt.prompt_slots,
+                                variant=variant))
