@@ -27,8 +27,10 @@ Selection (`--search`):
         test-selected epoch (as the releases report), each labelled.
   vpt   VPT's grid (protocol.SEARCHES): every (lr, wd) trains on train800 with the first seed and
         is scored by its final-epoch val200 accuracy; no trial evaluates a test split (asserted).
-        The best (ties: smaller lr) is written to DIR/<task>/selection.json and retrained on
-        train800val200 with every seed, scored on test. `--lrs` / `--wds` replace the grid's values.
+        The best of the trials that finished (ties: smaller lr; failed trials are listed) is
+        written to DIR/<task>/selection.json, which later reruns reuse (delete it to select
+        again), and retrained on train800val200 with every seed, scored on test. `--lrs` / `--wds`
+        replace the grid's values.
 
 Output: DIR/report.{md,csv,png} (per-task top-1 as mean ± std over seeds, Natural / Specialized /
 Structured and overall means, each row labelled by its selection) and DIR/sweep.json (jobs, their
@@ -449,7 +451,9 @@ def _run_sweep(plan: Plan, dry_run: bool) -> dict[str, Any]:
     saved = _read_json(os.path.join(plan.workdir, task, SELECTION))
     if saved is None and dry_run and len(results) < len(first[task]):
       pending.append(f'{task}: final runs wait for its search ({len(results)} of '
-                     f'{len(first[task])} trials finished); run --dry_run again after them')
+                     f'{len(first[task])} trials finished); run --dry_run again after them (a '
+                     'trial that cannot finish, e.g. diverged: run the sweep without --dry_run, '
+                     'it selects among the trials that finished)')
       runner.done += len(plan.seeds)
       continue
     try:
