@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from absl import logging
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -43,6 +44,8 @@ def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(os.path.join(path, 'params'), nested, force=True)
   ckptr.wait_until_finished()
+  if jax.process_index() > 0:  # multi-host: every process joins the save, process 0 writes
+    return path
   with open(os.path.join(path, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=1))
   head = tuned.get('head/kernel')

@@ -1,54 +1,275 @@
-"""Collects per-run results into a VTAB table with group means.
+"""Tables from finished runs: per-task top-1 (mean ± std over seeds), VTAB group means, and the
+non-VTAB tasks (FGVC, digits, ...) in their own columns.
 
-  python -m prompt_jax.report --workdirs=runs/vpt_cifar100,runs/vpt_dtd --out=table.md [--png=b.png]
+  python -m prompt_jax.report --workdirs=runs/ --out=table.md [--csv=t.csv] [--png=b.png]
+      [--json=all.json] [--metric=final|val_selected|test_selected] [--split=test]
 
-Each workdir holds `results.json`, written once per finished run:
-  {"task": "cifar100", "method": "vpt", "val200": 0.71, "test": 0.70, ...}
-Accuracies are top-1 fractions in [0, 1]; extra keys are ignored. Several runs of the same
-(method, task) (e.g. seeds) are averaged. The table has one row per method: per-task top-1 (%),
-the Natural / Specialized / Structured group means and their average (`tasks_lib.group_means`).
+`--workdirs` is a comma list of run folders, results.json files or ANY parent folder: every
+results.json below it is read (a sweep's root, the demo's workdir). Each run's results.json
+(written by prompt_jax/train.py) records its method, `variant` (e.g. vpt_deep / vpt_shallow /
+spt_deep_kmeans), seed, splits and full config. Rows are (method, variant, config): the config
+label is the backbone checkpoint's file name, plus every config field that differs between runs
+which would otherwise be averaged together (same task and seed), e.g. `vpt.num_prompts=100`.
+Several seeds of one row and task give mean ± std (population std over seeds).
+
+Metrics (`--metric`), each labelled in the table's `selection` column:
+  final          accuracy on `--split` after the last epoch;
+  val_selected   on `--split` at the epoch with the best accuracy on the run's val split;
+  test_selected  the best epoch on `--split` itself: selection on test, as several papers report.
+Group means (tasks.group_means): Natural / Specialized / Structured over the tasks present, and
+`mean` = the average of the three when all 19 tasks are present; `fgvc` = the mean of the 5 FGVC
+sets when all are present. No TensorFlow import; matplotlib only for --png.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from prompt_jax.data import tasks as tasks_lib
 
+RESULTS = 'results.json'
 GROUP_COLUMNS = ('natural', 'specialized', 'structured', 'mean')
+FGVC_COLUMN = 'fgvc'
+METRICS = {
+    'final': 'final epoch',
+    'val_selected': 'val-selected epoch',
+    'test_selected': 'test-selected epoch (as released)',
+}
+# Folders a run writes that never hold another run's results.
+_SKIP_DIRS = ('checkpoints', 'tuned', 'plugins')
+# Fields that differ between runs of one row without making them different experiments.
+_PER_RUN_KEYS = ('seed', 'data.task', 'recipe_task', 'init.checkpoint', 'data.data_dir',
+                 'data.image_root', 'data.split_file', 'data.tfds_version', 'mesh.distributed',
+                 'mesh.fsdp', 'train.eval_batch_size', 'train.checkpoint_every_steps',
+                 'train.keep_checkpoints', 'train.log_every_steps', 'train.export')
 
 
-def load_results(workdirs: list[str], metric: str = 'test') -> dict[str, dict[str, float]]:
-  """-> {method: {task: mean `metric` over runs}}."""
-  runs = collections.defaultdict(lambda: collections.defaultdict(list))
-  for d in workdirs:
-    path = d if d.endswith('.json') else os.path.join(d, 'results.json')
-    with open(path) as f:
-      r = json.load(f)
-    if metric not in r:
-      raise KeyError(f'{path} has no {metric!r}; keys: {sorted(r)}')
-    runs[r.get('method', 'unknown')][tasks_lib.ALIASES.get(r['task'], r['task'])].append(
-        float(r[metric]))
-  return {m: {t: float(np.mean(v)) for t, v in ts.items()} for m, ts in runs.items()}
+class NoResultsError(FileNotFoundError):
+  """No results.json under the given paths."""
 
 
-def table_rows(results: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
-  """-> (header, rows) with percentages to 2 decimals; '' where a task/group is missing."""
-  tasks = [t for g in tasks_lib.GROUPS.values() for t in g
-           if any(t in r for r in results.values())]
-  header = ['method'] + tasks + list(GROUP_COLUMNS)
+@dataclasses.dataclass
+class Run:
+  """One finished run."""
+
+  path: str                    # its results.json
+  method: str
+  variant: str
+  task: str                    # canonical VTAB name, or the task as recorded
+  seed: int | None
+  results: dict[str, Any]
+  config: dict[str, Any]       # flat {dotted key: value} ({} for results without a config)
+
+
+# ----------------------------------------------------------------------------- finding runs
+
+
+def find_results(paths: Iterable[str]) -> list[str]:
+  """results.json files: each path is a results.json, or a folder searched recursively (sorted,
+  without checkpoints/ and tuned/). Raises NoResultsError naming the paths when none is found."""
+  found, missing = [], []
+  for p in paths:
+    if p.endswith('.json') and os.path.isfile(p):
+      found.append(p)
+      continue
+    if not os.path.isdir(p):
+      missing.append(p)
+      continue
+    for root, dirs, files in os.walk(p):
+      dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+      if RESULTS in files:
+        found.append(os.path.join(root, RESULTS))
+  unique = list(dict.fromkeys(os.path.realpath(f) for f in found))
+  if not unique:
+    where = ', '.join(paths) or '(no paths)'
+    detail = f' ({", ".join(missing)}: no such file or folder)' if missing else ''
+    raise NoResultsError(
+        f'no {RESULTS} under {where}{detail}. A training run writes {RESULTS} into its --workdir '
+        'when it finishes (python -m prompt_jax.main --config=... --workdir=DIR); a sweep writes '
+        'one per run below its --workdir. Pass those folders or any parent folder.')
+  return unique
+
+
+def _flat(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = tuple(v) if isinstance(v, list) else v
+  return out
+
+
+def load_run(path: str) -> Run:
+  with open(path) as f:
+    r = json.load(f)
+  task = str(r.get('task', ''))
+  if tasks_lib.is_vtab_task(task):
+    task = tasks_lib.canonical_task(task)
+  method = str(r.get('method', 'unknown'))
+  return Run(path=path, method=method, variant=str(r.get('variant', method)), task=task,
+             seed=r.get('seed'), results=r, config=_flat(r.get('config', {})))
+
+
+def load_runs(paths: Iterable[str]) -> list[Run]:
+  """Every run under `paths` (see find_results)."""
+  return [load_run(p) for p in find_results(paths)]
+
+
+def metric_value(run: Run, metric: str = 'final', split: str = 'test') -> float | None:
+  """The run's top-1 on `split` under `metric` (see the module docstring); None when the run did
+  not evaluate it (e.g. a search trial scored on val200 only)."""
+  r = run.results
+  if metric == 'final':
+    v = r.get('final', {}).get(split, r.get(split))
+  elif metric == 'val_selected':
+    v = r.get('val_selected', {}).get(split)
+  elif metric == 'test_selected':
+    v = r.get(f'best_epoch_selected_on_{split}', {}).get(split)
+  else:
+    raise ValueError(f'unknown metric {metric!r}; known: {sorted(METRICS)}')
+  return None if v is None else float(v)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def backbone_label(config: dict[str, Any]) -> str:
+  ckpt = str(config.get('init.checkpoint', '') or '')
+  if ckpt in ('', 'random'):
+    return f"random {config.get('model.variant', '')}".strip() if config else 'unknown config'
+  return os.path.basename(ckpt.rstrip('/'))
+
+
+def _config_labels(runs: list[Run]) -> dict[str, str]:
+  """path -> config label: the backbone, plus the fields that tell apart runs of one
+  (method, variant, backbone) which share a task and seed."""
+  labels = {}
+  groups = collections.defaultdict(list)
+  for r in runs:
+    groups[(r.method, r.variant, backbone_label(r.config))].append(r)
+  for (_, _, backbone), members in groups.items():
+    by_slot = collections.defaultdict(list)
+    for r in members:
+      by_slot[(r.task, r.seed)].append(r)
+    keys = set()
+    for clash in by_slot.values():
+      if len(clash) > 1:
+        flat = [r.config for r in clash]
+        for k in set().union(*flat):
+          if k not in _PER_RUN_KEYS and len({repr(c.get(k)) for c in flat}) > 1:
+            keys.add(k)
+    for r in members:
+      extra = [f'{k}={r.config.get(k)}' for k in sorted(keys)]
+      labels[r.path] = '; '.join([backbone] + extra)
+  return labels
+
+
+@dataclasses.dataclass
+class Cell:
+  mean: float
+  std: float
+  n: int
+  seeds: list[Any]
+
+
+@dataclasses.dataclass
+class Row:
+  method: str
+  variant: str
+  config: str
+  selection: str
+  cells: dict[str, Cell]       # task or group column -> value (fractions in [0, 1])
+
+
+def _cell(values: dict[Any, float]) -> Cell:
+  v = np.asarray(list(values.values()), np.float64)
+  return Cell(float(v.mean()), float(v.std()), len(v), sorted(values, key=str))
+
+
+def _group_cells(by_task: dict[str, dict[Any, float]]) -> dict[str, Cell]:
+  """Group means of the per-task means; their std over the seeds every task of the group has."""
+  means = {t: float(np.mean(list(v.values()))) for t, v in by_task.items()}
+  out = {}
+  g = tasks_lib.group_means({t: m for t, m in means.items() if tasks_lib.is_vtab_task(t)})
+  seeds = set.intersection(*(set(v) for v in by_task.values())) if by_task else set()
+  per_seed = [tasks_lib.group_means({t: v[s] for t, v in by_task.items()
+                                     if tasks_lib.is_vtab_task(t)}) for s in sorted(seeds, key=str)]
+  columns = {c: g[c] for c in GROUP_COLUMNS if c in g}
+  per_seed_cols = [{c: p[c] for c in GROUP_COLUMNS if c in p} for p in per_seed]
+  fgvc = [t for t in tasks_lib.FGVC_TASKS if t in means]
+  if len(fgvc) == len(tasks_lib.FGVC_TASKS):
+    columns[FGVC_COLUMN] = float(np.mean([means[t] for t in fgvc]))
+    for p, s in zip(per_seed_cols, sorted(seeds, key=str)):
+      p[FGVC_COLUMN] = float(np.mean([by_task[t][s] for t in fgvc]))
+  for c, m in columns.items():
+    vals = [p[c] for p in per_seed_cols if c in p]
+    std = float(np.std(vals)) if len(vals) > 1 else 0.0
+    out[c] = Cell(m, std, len(vals) or 1, sorted(seeds, key=str))
+  return out
+
+
+def build_rows(runs: Sequence[Run], metrics: Sequence[str] = ('final',), split: str = 'test',
+               selection_labels: dict[str, str] | None = None) -> list[Row]:
+  """Rows (method, variant, config, selection) with per-task and group cells. Runs without a
+  value for a metric (no such split) are left out of that metric's rows."""
+  labels = _config_labels(list(runs))
   rows = []
-  for method, acc in sorted(results.items()):
-    g = tasks_lib.group_means(acc)
-    cells = [acc.get(t) for t in tasks] + [g.get(c) for c in GROUP_COLUMNS]
-    rows.append([method] + ['' if v is None else f'{100 * v:.2f}' for v in cells])
-  return header, rows
+  for metric in metrics:
+    values = collections.defaultdict(lambda: collections.defaultdict(dict))
+    for r in runs:
+      v = metric_value(r, metric, split)
+      if v is not None:
+        values[(r.method, r.variant, labels[r.path])][r.task][r.seed] = v
+    for (method, variant, config), by_task in sorted(values.items()):
+      cells = {t: _cell(v) for t, v in by_task.items()}
+      cells.update(_group_cells(by_task))
+      selection = (selection_labels or {}).get(metric, METRICS[metric])
+      rows.append(Row(method, variant, config, selection, cells))
+  return rows
+
+
+def task_columns(rows: Sequence[Row]) -> list[str]:
+  """VTAB tasks in the papers' order, then FGVC, then any other task (sorted)."""
+  present = {c for r in rows for c in r.cells} - set(GROUP_COLUMNS) - {FGVC_COLUMN}
+  vtab = [t for t in tasks_lib.VTAB_TASKS if t in present]
+  fgvc = [t for t in tasks_lib.FGVC_TASKS if t in present]
+  return vtab + fgvc + sorted(present - set(vtab) - set(fgvc))
+
+
+def group_columns(rows: Sequence[Row]) -> list[str]:
+  have = {c for r in rows for c in r.cells}
+  out = [c for c in GROUP_COLUMNS if any(t in have for t in tasks_lib.VTAB_TASKS)]
+  return out + ([FGVC_COLUMN] if FGVC_COLUMN in have else [])
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _fmt(cell: Cell | None) -> str:
+  if cell is None:
+    return ''
+  if cell.n > 1:
+    return f'{100 * cell.mean:.2f} ± {100 * cell.std:.2f}'
+  return f'{100 * cell.mean:.2f}'
+
+
+def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+  """(header, rows of strings): top-1 in %, 'mean ± std' over seeds; '' where missing."""
+  cols = task_columns(rows) + group_columns(rows)
+  header = ['method', 'variant', 'config', 'selection'] + cols
+  body = [[r.method, r.variant, r.config, r.selection] + [_fmt(r.cells.get(c)) for c in cols]
+          for r in rows]
+  return header, body
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -57,46 +278,110 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def csv(header: list[str], rows: list[list[str]]) -> str:
-  return '\n'.join(','.join(r) for r in [header] + rows) + '\n'
+def csv(rows: Sequence[Row]) -> str:
+  """Long form: one line per (row, column) with mean, std (percent) and the number of seeds."""
+  import csv as csv_lib
+  import io
+  out = io.StringIO()
+  w = csv_lib.writer(out, lineterminator='\n')
+  w.writerow(['method', 'variant', 'config', 'selection', 'column', 'mean', 'std', 'n'])
+  cols = task_columns(rows) + group_columns(rows)
+  for r in rows:
+    for c in cols:
+      if c in r.cells:
+        cell = r.cells[c]
+        w.writerow([r.method, r.variant, r.config, r.selection, c, f'{100 * cell.mean:.4f}',
+                    f'{100 * cell.std:.4f}', cell.n])
+  return out.getvalue()
 
 
-def bar_chart(results: dict[str, dict[str, float]], path: str) -> None:
-  """Group means per method as grouped bars (PNG)."""
+def to_json(rows: Sequence[Row], runs: Sequence[Run] = ()) -> dict[str, Any]:
+  return {'rows': [dataclasses.asdict(r) for r in rows],
+          'runs': [{'path': r.path, 'method': r.method, 'variant': r.variant, 'task': r.task,
+                    'seed': r.seed} for r in runs]}
+
+
+def _row_name(r: Row) -> str:
+  return f'{r.variant} [{r.config}] {r.selection}'
+
+
+def bar_chart(rows: Sequence[Row], path: str) -> bool:
+  """Grouped bars of the group means (or, without VTAB groups, of every task) per row.
+  Returns False, writing nothing, when there is no value to draw."""
+  cols = group_columns(rows) or task_columns(rows)
+  rows = [r for r in rows if any(c in r.cells for c in cols)]
+  if not rows or not cols:
+    return False
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  methods = sorted(results)
-  means = [tasks_lib.group_means(results[m]) for m in methods]
-  fig, ax = plt.subplots(figsize=(7, 3.5))
-  width = 0.8 / max(len(methods), 1)
-  x = np.arange(len(GROUP_COLUMNS))
-  for i, (m, g) in enumerate(zip(methods, means)):
-    ax.bar(x + i * width, [100 * g.get(c, np.nan) for c in GROUP_COLUMNS], width, label=m)
-  ax.set_xticks(x + width * (len(methods) - 1) / 2, GROUP_COLUMNS)
+  fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(cols)), 3.5))
+  width = 0.8 / len(rows)
+  x = np.arange(len(cols))
+  for i, r in enumerate(rows):
+    cells = [r.cells.get(c) for c in cols]
+    ax.bar(x + i * width, [np.nan if c is None else 100 * c.mean for c in cells], width,
+           yerr=[0 if c is None else 100 * c.std for c in cells], label=_row_name(r))
+  ax.set_xticks(x + width * (len(rows) - 1) / 2, cols, rotation=30 if len(cols) > 6 else 0)
   ax.set_ylabel('top-1 (%)')
-  ax.legend()
+  ax.legend(fontsize='small')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+  return True
+
+
+def write(rows: Sequence[Row], runs: Sequence[Run], *, md: str | None = None,
+          csv_path: str | None = None, png: str | None = None, json_path: str | None = None,
+          extra: dict[str, Any] | None = None) -> str:
+  """Writes the outputs asked for; returns the markdown table."""
+  text = markdown(*table(rows))
+  if md:
+    with open(md, 'w') as f:
+      f.write(text)
+  if csv_path:
+    with open(csv_path, 'w') as f:
+      f.write(csv(rows))
+  if png and not bar_chart(rows, png):
+    print(f'no chart written to {png}: no value to plot', file=sys.stderr)
+  if json_path:
+    with open(json_path, 'w') as f:
+      json.dump({**to_json(rows, runs), **(extra or {})}, f, indent=1)
+  return text
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument('--workdirs', required=True, help='comma list of run dirs (or results.json)')
-  p.add_argument('--metric', default='test')
-  p.add_argument('--out', default=None, help='write the table here (.csv -> CSV, else markdown)')
-  p.add_argument('--png', default=None, help='optional bar chart of the group means')
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--workdirs', required=True,
+                 help='comma list of run folders, results.json files or parent folders')
+  p.add_argument('--metric', default='final', choices=sorted(METRICS))
+  p.add_argument('--split', default='test', help='which evaluated split (default test)')
+  p.add_argument('--out', default=None, help='write the table here (.csv: long-form CSV)')
+  p.add_argument('--csv', default=None, help='long-form CSV (mean, std, n per cell)')
+  p.add_argument('--png', default=None, help='bar chart of the group means (or of the tasks)')
+  p.add_argument('--json', default=None, help='rows and the runs they come from')
   args = p.parse_args(argv)
-  results = load_results([d for d in args.workdirs.split(',') if d], args.metric)
-  header, rows = table_rows(results)
-  text = csv(header, rows) if (args.out or '').endswith('.csv') else markdown(header, rows)
+  try:
+    runs = load_runs([d for d in args.workdirs.split(',') if d])
+  except NoResultsError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  rows = build_rows(runs, (args.metric,), args.split)
+  if not rows:
+    print(f'error: none of the {len(runs)} runs has a {args.metric} accuracy on '
+          f'{args.split!r} (e.g. search trials scored on val only); try --split or --metric',
+          file=sys.stderr)
+    return 1
+  md, csv_path = args.out, args.csv
+  if md and md.endswith('.csv'):
+    md, csv_path = None, csv_path or md
+  text = write(rows, runs, md=md, csv_path=csv_path, png=args.png, json_path=args.json)
   print(text, end='')
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(text)
-  if args.png:
-    bar_chart(results, args.png)
+  left_out = [r.path for r in runs if metric_value(r, args.metric, args.split) is None]
+  if left_out:
+    print(f'({len(left_out)} runs without {args.metric} {args.split} accuracy left out, e.g. '
+          f'{left_out[0]})', file=sys.stderr)
   return 0
 
 

@@ -4,6 +4,7 @@ dim."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -15,10 +16,16 @@ DATA_AXES = ('data', 'fsdp')
 
 
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
-  """Multi-host: `jax.distributed.initialize()` (coordinator from the environment or TPU metadata)
-  when `mesh.distributed` is set."""
-  if cfg.distributed and jax.process_count() == 1:
-    jax.distributed.initialize()
+  """Multi-host: `jax.distributed.initialize()` when `mesh.distributed` is set, before anything
+  touches the devices. Cloud TPU, SLURM and Open MPI are detected by JAX; elsewhere set
+  JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID."""
+  if not cfg.distributed or jax.distributed.is_initialized():
+    return
+  kw = {}
+  for key, env in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID')):
+    if os.environ.get(env):
+      kw[key] = int(os.environ[env])
+  jax.distributed.initialize(**kw)
 
 
 def make_mesh(cfg: ml_collections.ConfigDict) -> Mesh:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -414,19 +415,23 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
     mngr.close()
 
   results = {
-      'method': cfg.method, 'task': cfg.data.get('task', ''), 'steps': step,
-      'started_from_step': first_step, 'trainable_params': n_train_params,
+      'method': cfg.method, 'variant': setup.method.label(cfg), 'task': cfg.data.get('task', ''),
+      'seed': cfg.seed, 'num_classes': setup.source.num_classes,
+      'splits': {'train': cfg.data.train_split, 'val': cfg.data.val_split or None,
+                 'eval': list(eval_splits)},
+      'steps': step, 'started_from_step': first_step, 'trainable_params': n_train_params,
       'train_seconds_this_run': time.time() - t0, 'last_train_loss': last_loss,
       **summarize(meta['history'], eval_splits, cfg.data.val_split), 'history': meta['history'],
+      'config': json.loads(cfg.to_json()),
   }
   for split in eval_splits:  # convenience: final accuracy per split at top level
     results[split] = meta['history'][-1][split]
   if jax.process_index() == 0:
     workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
-    if tcfg.export:
-      from prompt_jax import export
-      export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(state['trainable']),
-                          jax.device_get(frozen), cfg, setup.prepared,
-                          backbone_digest=setup.backbone_digest)
+  if tcfg.export:  # on every process: the orbax save is collective (process 0 writes)
+    from prompt_jax import export
+    export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(state['trainable']),
+                        jax.device_get(frozen), cfg, setup.prepared,
+                        backbone_digest=setup.backbone_digest)
   writer.flush()
   return results

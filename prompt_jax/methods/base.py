@@ -24,6 +24,8 @@ A method is a `Method` record of pure functions, registered by name (`config.met
                                     which backbone level feeds each leading row of a prompt tensor
                                     (deep VPT 'prompt/prompts' [12,P,D] -> (0..11)); used by prompt
                                     initialisers such as SPT (`config.prompt_init.name`).
+  variant(config) -> str            the run's label in results.json and report tables (default:
+                                    the method name; VPT: 'vpt_deep' / 'vpt_shallow').
   trainable / frozen: regexes over '/'-joined param paths (trainable may be a function of the
                       config); frozen wins. `config.train.trainable` / `config.train.frozen`
                       override them when non-empty (`Method.trainable_patterns`).
@@ -125,6 +127,16 @@ class Method:
   trainable: tuple[str, ...] | Callable[[Config], tuple[str, ...]] = (r'^prompt/', r'^head/')
   frozen: tuple[str, ...] = ()
   config_section: str = ''
+  variant: Callable[[Config], str] | None = None
+
+  def label(self, config: Config) -> str:
+    """The variant label of a run (`variant(config)`, else the method name), with a non-default
+    prompt initialiser appended: 'vpt_deep', 'spt_deep_kmeans', 'vpt_deep+spt_kmeans'."""
+    out = self.variant(config) if self.variant is not None else self.name
+    init = config.get('prompt_init', {})
+    if init and init.name != 'default':
+      out += f'+{init.name}_{init.strategy}'
+    return out
 
   def model(self, config: Config, num_classes: int, prepared: Any) -> nn.Module:
     if self.build_model is not None:

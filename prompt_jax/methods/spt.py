@@ -192,9 +192,14 @@ def init_params(params: Any, prepared: dict[str, np.ndarray], config: base.Confi
   return _write(params, prepared)
 
 
+def variant(config: base.Config) -> str:
+  """'spt_{deep|shallow}_{strategy}', e.g. 'spt_deep_kmeans'."""
+  return f"spt_{'deep' if config.vpt.deep else 'shallow'}_{config.prompt_init.strategy}"
+
+
 SPT = base.register(base.Method(
     name='spt', build_prompter=vpt.build_prompter, prepare=prepare, init_params=init_params,
-    prompt_slots=vpt.prompt_slots, config_section='vpt',
+    prompt_slots=vpt.prompt_slots, config_section='vpt', variant=variant,
     prepare_keys=base.FEATURE_KEYS + ('vpt.num_prompts', 'vpt.deep', 'vpt.project_dim',
                                       'prompt_init.strategy', 'prompt_init.fraction',
                                       'prompt_init.seed', 'prompt_init.batch_size')))

@@ -96,5 +96,11 @@ def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...
   return {'prompt/prompts': tuple(range(depth)) if config.vpt.deep else (0,)}
 
 
+def variant(config: base.Config) -> str:
+  """'vpt_deep' | 'vpt_shallow'."""
+  return 'vpt_deep' if config.vpt.deep else 'vpt_shallow'
+
+
 VPT = base.register(base.Method(name='vpt', build_prompter=build_prompter,
-                                prompt_slots=prompt_slots, config_section='vpt'))
+                                prompt_slots=prompt_slots, config_section='vpt',
+                                variant=variant))
