@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 
 import jax
 import numpy as np
@@ -26,15 +25,6 @@ from prompt_jax import tree
 from prompt_jax import workdir
 from prompt_jax.checkpoints import vit as vit_ckpt
 from prompt_jax.configs import common
-
-
-def _median(fn, iters: int) -> float:
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
 
 
 def main():
@@ -55,15 +45,14 @@ def main():
     path = os.path.join(d, 'backbone.npz')
     np.savez(path, **flat)
     loaded = vit_ckpt.load(path, 'npz', expected, num_heads=heads)
+    median = lambda fn: bench.time_fn(fn, warmup=0, iters=args.iters)
     out = {
         'variant': args.variant, 'params': tree.count(flat),
         'file_mb': os.path.getsize(path) / 2**20,
-        'load_npz_s': _median(lambda: vit_ckpt.load(path, 'npz', expected, num_heads=heads),
-                              args.iters),
-        'digest_loaded_s': _median(lambda: tree.digest(loaded), args.iters),
-        'finite_check_s': _median(lambda: [np.isfinite(v).all() for v in loaded.values()],
-                                  args.iters),
-        'file_sha256_s': _median(lambda: workdir.file_digest(path), args.iters),
+        'load_npz_s': median(lambda: vit_ckpt.load(path, 'npz', expected, num_heads=heads)),
+        'digest_loaded_s': median(lambda: tree.digest(loaded)),
+        'finite_check_s': median(lambda: [np.isfinite(v).all() for v in loaded.values()]),
+        'file_sha256_s': median(lambda: workdir.file_digest(path)),
         'loadavg_1min': os.getloadavg()[0], 'machine': bench.machine(),
     }
   print(json.dumps(out, indent=1))

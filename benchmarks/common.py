@@ -77,10 +77,8 @@ def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
   cfg = setup.config
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
-           'opt_state': tx.init(trainable),
-           'method_state': setup.method.init_state(setup.prepared, cfg),
-           'rng': jax.random.PRNGKey(0)}
+  state = steps.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
+                              jax.random.PRNGKey(0))
   b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y), bool)}
   t = time.perf_counter()
   step = steps.make_train_step(setup.model, setup.method, cfg, tx)

@@ -227,13 +227,20 @@ def apply_recipe(c: ConfigDict, task: str, table: dict[str, dict[str, Any]]) -> 
   c.data.task = task
   c.recipe_task = task
   for dotted, value in table[task].items():
-    node = c
-    *parents, leaf = dotted.split('.')
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f'recipe key {dotted!r} is not a config field')
-    node[leaf] = value
+    set_field(c, dotted, value, what='recipe key')
+
+
+def set_field(c: ConfigDict, dotted: str, value: Any, what: str = 'config field') -> None:
+  """c['a']['b'] = value for dotted 'a.b'; a field the config does not declare is a KeyError."""
+  node = c
+  *parents, leaf = dotted.split('.')
+  for p in parents:
+    if p not in node:
+      raise KeyError(f'unknown {what} {dotted!r}')
+    node = node[p]
+  if leaf not in node:
+    raise KeyError(f'unknown {what} {dotted!r}')
+  node[leaf] = value
 
 
 def finalize(c: ConfigDict) -> ConfigDict:

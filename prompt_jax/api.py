@@ -59,13 +59,7 @@ def model_config(variant: str = 'B/16', method: str = 'vpt', *, checkpoint: str 
   if name:
     c[name].update(method_options)
   for dotted, value in (overrides or {}).items():
-    node = c
-    *parents, leaf = dotted.split('.')
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f'unknown config field {dotted!r}')
-    node[leaf] = value
+    common.set_field(c, dotted, value)
   return common.finalize(c)
 
 

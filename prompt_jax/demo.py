@@ -19,6 +19,7 @@ from absl import logging
 from prompt_jax import checkpointing
 from prompt_jax import train
 from prompt_jax import tree
+from prompt_jax.configs import common
 
 # name -> (method, overrides)
 RUNS = {
@@ -31,13 +32,7 @@ RUNS = {
 def _override(cfg: ml_collections.ConfigDict, updates: dict[str, Any]) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy
   for dotted, value in updates.items():
-    node = cfg
-    *parents, leaf = dotted.split('.')
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f'unknown config key {dotted!r}')
-    node[leaf] = value
+    common.set_field(cfg, dotted, value, what='config key')
   cfg.lock()
   return cfg
 

@@ -99,11 +99,12 @@ def find_results(paths: Iterable[str]) -> list[str]:
   return unique
 
 
-def _flat(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+def flat_config(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """A results.json config {'train': {'lr': .1}} -> {'train.lr': .1}; lists become tuples."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
+      out.update(flat_config(v, f'{prefix}{k}.'))
     else:
       out[prefix + k] = tuple(v) if isinstance(v, list) else v
   return out
@@ -117,7 +118,7 @@ def load_run(path: str) -> Run:
     task = tasks_lib.canonical_task(task)
   method = str(r.get('method', 'unknown'))
   return Run(path=path, method=method, variant=str(r.get('variant', method)), task=task,
-             seed=r.get('seed'), results=r, config=_flat(r.get('config', {})))
+             seed=r.get('seed'), results=r, config=flat_config(r.get('config', {})))
 
 
 def load_runs(paths: Iterable[str]) -> list[Run]:

@@ -21,6 +21,13 @@ EvalMetrics = clu_metrics.Collection.create(accuracy=clu_metrics.Accuracy,
                                             loss=clu_metrics.Average.from_output('loss'))
 
 
+def initial_state(trainable: Any, tx: optax.GradientTransformation, method: base.Method,
+                  prepared: Any, cfg: Config, rng: jax.Array) -> dict[str, Any]:
+  """The train state at step 0: {'step', 'trainable', 'opt_state', 'method_state', 'rng'}."""
+  return {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
+          'opt_state': tx.init(trainable), 'method_state': method.init_state(prepared, cfg),
+          'rng': rng}
+
 
 def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
                     tx: optax.GradientTransformation) -> Callable[..., Any]:

@@ -161,16 +161,12 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return None
 
 
-def _flat(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-  return report._flat(d, prefix)  # pylint: disable=protected-access
-
-
 def config_differences(recorded: dict[str, Any], config: ml_collections.ConfigDict
                        ) -> list[str]:
   """'key: recorded -> now' for every field in which a finished run's recorded config differs
   from `config` (paths that depend on the machine ignored; checkpoints compared by file name)."""
-  want = _flat(json.loads(config.to_json()))
-  have = _flat(recorded)
+  want = report.flat_config(json.loads(config.to_json()))
+  have = report.flat_config(recorded)
   out = []
   for k in sorted(set(want) | set(have)):
     a, b = have.get(k), want.get(k)
@@ -359,7 +355,7 @@ class Runner:
     try:
       from prompt_jax import main  # the same programs main runs
       results = main.PROGRAMS[config.get('program', 'train')](config, job.workdir)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # a failing run is recorded, the sweep goes on
       line = (f'{type(e).__name__}: {str(e).strip().splitlines()[0]}' if str(e).strip()
               else type(e).__name__)
       self.failures.append({'job': job.name, 'workdir': job.workdir, 'error': line})
@@ -516,7 +512,7 @@ def _b2n_runs(dirs: Sequence[str]) -> list[report.Run]:
     if r is None:
       continue
     train = r.get('train', {})
-    config = report._flat(train.get('config', {}))  # pylint: disable=protected-access
+    config = report.flat_config(train.get('config', {}))
     common = dict(task=r.get('task', ''), seed=train.get('seed'), config=config)
     runs.append(report.Run(path=d, method=r.get('method', 'sap'),
                            variant=train.get('variant', 'sap'),

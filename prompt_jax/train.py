@@ -37,7 +37,6 @@ from clu import metric_writers
 from clu import periodic_actions
 from etils import epath
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -289,10 +288,8 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
 
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, schedule = optim.make_optimizer(tcfg, trainable, steps_per_epoch)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
-           'opt_state': tx.init(trainable),
-           'method_state': setup.method.init_state(setup.prepared, cfg),
-           'rng': jax.random.PRNGKey(cfg.seed + 1)}
+  state = steps_lib.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
+                                  jax.random.PRNGKey(cfg.seed + 1))
 
   mesh = shard_lib.make_mesh(cfg.mesh)
   rep, bsh = shard_lib.replicated(mesh), shard_lib.batch_sharding(mesh)

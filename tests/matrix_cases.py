@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
       record['result'] = run_case(case, assets, tempfile.mkdtemp(dir=assets['workdir']))
       record['ok'] = True
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # the case records the error
       record.update(ok=False, error_type=type(e).__name__, error=str(e),
                     traceback=traceback.format_exc())
     record.update(seconds=time.time() - t0, cpu_seconds=time.process_time() - c0)

@@ -2,7 +2,6 @@
 batch to the static batch shape) change neither the loss, the update nor the method state."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -36,10 +35,8 @@ def test_padding_rows_change_nothing(method, tmp_path):
   setup = train.build(cfg, str(tmp_path))
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
-           'opt_state': tx.init(trainable),
-           'method_state': setup.method.init_state(setup.prepared, cfg),
-           'rng': jax.random.PRNGKey(0)}
+  state = steps.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
+                              jax.random.PRNGKey(0))
   step = jax.jit(steps.make_train_step(setup.model, setup.method, cfg, tx))
   real = next(setup.source.iterate('train800', 12, shuffle_seed=0))
   rng = np.random.default_rng(0)
