@@ -83,12 +83,12 @@ def main(argv: list[str]) -> None:
   program = config.get('program', 'train')
   if program not in PROGRAMS:
     raise app.UsageError(f'unknown config.program {program!r}; known: {sorted(PROGRAMS)}')
+  console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
   from prompt_jax import checkpointing
   from prompt_jax import checkpoints
   from prompt_jax import train
   from prompt_jax import validation
   from prompt_jax import workdir
-  console.setup(_VERBOSE.value)
   if _VERBOSE.value:
     logging.info('config:\n%s', config)
   try:
