@@ -1,0 +1,67 @@
+"""Accelerator readiness without the hardware: the trainer's train step (device-cached input) and
+eval step of every method lower for TPU and CUDA with `jax.export`, in bf16 compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import micro_config
+from prompt_jax import optim
+from prompt_jax import steps
+from prompt_jax import train
+from prompt_jax import tree
+from prompt_jax.configs import common
+
+PLATFORMS = ('tpu', 'cuda')
+SECTIONS = {
+    'ship': lambda: common.ship(num_prompts=4, threshold=0.9, num_prototypes=8, kmeans_n_init=1,
+                                max_images=64),
+    'davpt': lambda: common.davpt(num_proxies=3, num_other=2, proxy_start=3, proxy_end=3),
+}
+
+
+def _config(method):
+  c = micro_config(method)
+  c.unlock()
+  c.model.compute_dtype = 'bfloat16'
+  c.data.update(cache_dtype='uint8', augment=True)
+  if method in SECTIONS:
+    c[method] = SECTIONS[method]()
+  c.lock()
+  return c
+
+
+def _shapes(tree_):
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype),
+                                tree_)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['vpt', 'linear', 'full', 'ship', 'davpt', 'spt'])
+def test_train_and_eval_steps_lower_for_tpu_and_cuda_in_bf16(method, tmp_path):
+  cfg = _config(method)
+  setup = train.build(cfg, str(tmp_path))
+  trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
+  tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
+  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
+           'opt_state': tx.init(trainable),
+           'method_state': setup.method.init_state(setup.prepared, cfg),
+           'rng': jax.random.PRNGKey(0)}
+  s, b = cfg.data.image_size, cfg.train.batch_size
+  cache = {'image': jax.ShapeDtypeStruct((1000, s, s, 3), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((1000,), jnp.int32)}
+  idx = {'index': jax.ShapeDtypeStruct((b,), jnp.int32), 'mask': jax.ShapeDtypeStruct((b,), bool)}
+  train_step = jax.jit(steps.make_cached_train_step(setup.model, setup.method, cfg, tx))
+  exp = jax.export.export(train_step, platforms=PLATFORMS)(_shapes(state), _shapes(frozen), cache,
+                                                           idx)
+  assert exp.platforms == PLATFORMS
+  text = exp.mlir_module()
+  assert 'bf16' in text  # the blocks compute in bfloat16
+  assert 'xf32' in text  # the trainable state stays float32
+  batch = {'image': jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((b,), jnp.int32), 'mask': idx['mask']}
+  eval_step = jax.jit(steps.make_eval_step(setup.model, cfg.data.normalization))
+  exp = jax.export.export(eval_step, platforms=PLATFORMS)(_shapes(trainable), _shapes(frozen),
+                                                          batch)
+  assert exp.platforms == PLATFORMS and 'bf16' in exp.mlir_module()
