@@ -47,12 +47,15 @@ def _axis_weights(lo: jax.Array, hi: jax.Array, size_in: int, size_out: int
   return i0, i1, w
 
 
-def crop_and_resize(image: jax.Array, box: jax.Array, size: int) -> jax.Array:
+def crop_and_resize(image: jax.Array, box: jax.Array, size: int, flip: jax.Array | bool = False
+                    ) -> jax.Array:
   """image [H, W, C] float, box [y0, x0, y1, x1] in [0, 1] -> [size, size, C], bilinear
-  (separable; the same values as tf.image.crop_and_resize for boxes inside the image)."""
+  (separable; the same values as tf.image.crop_and_resize for boxes inside the image), mirrored
+  left-right when `flip` (the column samples reversed: no separate reverse pass)."""
   h, w = image.shape[:2]
   r0, r1, wr = _axis_weights(box[0], box[2], h, size)
   c0, c1, wc = _axis_weights(box[1], box[3], w, size)
+  c0, c1, wc = (jnp.where(flip, v[::-1], v) for v in (c0, c1, wc))
   rows = image[r0] * (1 - wr)[:, None, None] + image[r1] * wr[:, None, None]  # [size, W, C]
   return rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
 
@@ -75,8 +78,7 @@ def random_resized_crop_flip(images01: jax.Array, key: jax.Array) -> jax.Array:
   flipped (see the module docstring)."""
   b, s = images01.shape[0], images01.shape[1]
   boxes, flip = random_boxes(key, b)
-  out = jax.vmap(lambda x, box: crop_and_resize(x, box, s))(images01, boxes)
-  return jnp.where(flip[:, None, None, None], out[:, :, ::-1], out)
+  return jax.vmap(lambda x, box, f: crop_and_resize(x, box, s, f))(images01, boxes, flip)
 
 
 def prepare(raw: jax.Array, normalization: str, augment_key: jax.Array | None = None

@@ -42,7 +42,11 @@ def test_augmentation_is_a_function_of_seed_and_step():
   assert 0.45 < float(np.mean(flip)) < 0.55
 
 
-def test_the_full_box_without_flip_is_the_identity():
+def test_the_full_box_is_the_identity_and_flip_mirrors_it():
   x = np.random.default_rng(3).random((16, 16, 3)).astype(np.float32)
-  out = device_input.crop_and_resize(x, np.array([0.0, 0.0, 1.0, 1.0], np.float32), 16)
-  np.testing.assert_allclose(out, x, atol=1e-6)
+  box = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+  np.testing.assert_allclose(device_input.crop_and_resize(x, box, 16), x, atol=1e-6)
+  np.testing.assert_allclose(device_input.crop_and_resize(x, box, 16, True), x[:, ::-1], atol=1e-6)
+  box = np.array([0.1, 0.2, 0.7, 0.9], np.float32)
+  np.testing.assert_array_equal(device_input.crop_and_resize(x, box, 12, True),
+                                np.asarray(device_input.crop_and_resize(x, box, 12))[:, ::-1])
