@@ -324,6 +324,9 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
 
     eval_step = jax.jit(steps_lib.make_eval_step(setup.model, cfg.data.normalization))
   else:
+    if cfg.data.device_cache:
+      logging.info('data.source=%r keeps no decoded splits: host input path (normalised '
+                   'float32 batches per step)', cfg.data.source)
     labels = None
     train_step = jax.jit(steps_lib.make_train_step(setup.model, setup.method, cfg, tx),
                          in_shardings=(state_sh, frozen_sh, bsh),

@@ -119,3 +119,30 @@ def test_only_indices_reach_the_step(tmp_path, monkeypatch):
   assert all(s == {'index': (np.int32, (32,)), 'mask': (np.bool_, (32,))} for s in steps)
   evals = [s for s in seen if 'image' in s]  # eval batches carry uint8 pixels, unnormalised
   assert evals and all(s['image'][0] == np.uint8 for s in evals)
+
+
+@pytest.mark.slow
+def test_device_cache_sharded_over_8_devices_matches_one_device(tmp_path, monkeypatch):
+  import json
+  import os
+  import subprocess
+  import sys
+  monkeypatch.setattr(data_registry, 'get_source', lambda cfg: _source())
+  one = train.train_and_evaluate(_cfg(augment=True, cache_dtype='uint8'), str(tmp_path / 'one'))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = (
+      'import sys, json; sys.path.insert(0, "tests"); import jax;'
+      'assert jax.device_count() == 8, jax.devices();'
+      'import test_inputs as t; from prompt_jax import train;'
+      'from prompt_jax.data import registry; registry.get_source = lambda cfg: t._source();'
+      'cfg = t._cfg(augment=True, cache_dtype="uint8"); cfg.unlock(); cfg.mesh.fsdp = 2;'
+      'r = train.train_and_evaluate(cfg, sys.argv[1]);'
+      'print(json.dumps([r["last_train_loss"], r["history"]]))')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'eight')], cwd=root,
+                       env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  loss8, history8 = json.loads(out.stdout.strip().splitlines()[-1])
+  assert loss8 == pytest.approx(one['last_train_loss'], abs=1e-5)
+  assert [h['test'] for h in history8] == pytest.approx([h['test'] for h in one['history']])
