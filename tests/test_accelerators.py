@@ -1,5 +1,8 @@
 """Accelerator readiness without the hardware: the trainer's train step (device-cached input) and
-eval step of every method lower for TPU and CUDA with `jax.export`, in bf16 compute."""
+eval step of every method lower for TPU and CUDA with `jax.export`, in bf16 compute (SAP, on the
+few-shot host path: its host-batch train step)."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
+from methods.test_sap import CLASSES, _prepared_model, assets, tiny_config  # noqa: F401
 from prompt_jax import optim
 from prompt_jax import steps
 from prompt_jax import train
@@ -32,6 +36,18 @@ def _config(method):
   return c
 
 
+def _bf16_matmuls(exported) -> tuple[int, int]:
+  """(matmuls with a bf16 operand, all matmuls) in an exported module."""
+  dots = re.findall(r'stablehlo\.dot_general.*', exported.mlir_module())
+  return sum('bf16' in d for d in dots), len(dots)
+
+
+def _check(exported) -> None:
+  assert exported.platforms == PLATFORMS
+  bf16, total = _bf16_matmuls(exported)
+  assert total and bf16 >= total // 2, f'{bf16} of {total} matmuls in bf16'
+
+
 def _shapes(tree_):
   return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype),
                                 tree_)
@@ -55,13 +71,35 @@ def test_train_and_eval_steps_lower_for_tpu_and_cuda_in_bf16(method, tmp_path):
   train_step = jax.jit(steps.make_cached_train_step(setup.model, setup.method, cfg, tx))
   exp = jax.export.export(train_step, platforms=PLATFORMS)(_shapes(state), _shapes(frozen), cache,
                                                            idx)
-  assert exp.platforms == PLATFORMS
-  text = exp.mlir_module()
-  assert 'bf16' in text  # the blocks compute in bfloat16
-  assert 'xf32' in text  # the trainable state stays float32
+  _check(exp)
+  assert 'xf32' in exp.mlir_module()  # the trainable state stays float32
   batch = {'image': jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8),
            'label': jax.ShapeDtypeStruct((b,), jnp.int32), 'mask': idx['mask']}
   eval_step = jax.jit(steps.make_eval_step(setup.model, cfg.data.normalization))
   exp = jax.export.export(eval_step, platforms=PLATFORMS)(_shapes(trainable), _shapes(frozen),
                                                           batch)
-  assert exp.platforms == PLATFORMS and 'bf16' in exp.mlir_module()
+  _check(exp)
+
+
+@pytest.mark.slow
+def test_sap_train_and_eval_steps_lower_for_tpu_and_cuda_in_bf16(assets):  # noqa: F811
+  # SAP reads the few-shot source through the host path: its step takes normalised images.
+  from prompt_jax.methods import sap
+  config = tiny_config(assets)
+  config.unlock()
+  config.model.compute_dtype = 'bfloat16'
+  config.lock()
+  model, params, _, _ = _prepared_model(config, CLASSES)
+  trainable, frozen = tree.split(params, *sap.SAP.trainable_patterns(config))
+  tx, _ = optim.make_optimizer(config.train, trainable, 10)
+  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
+           'opt_state': tx.init(trainable), 'method_state': sap.SAP.init_state(None, config),
+           'rng': jax.random.PRNGKey(0)}
+  b = config.train.batch_size
+  batch = {'image': jax.ShapeDtypeStruct((b, 32, 32, 3), jnp.float32),
+           'label': jax.ShapeDtypeStruct((b,), jnp.int32),
+           'mask': jax.ShapeDtypeStruct((b,), bool)}
+  step = jax.jit(steps.make_train_step(model, sap.SAP, config, tx))
+  _check(jax.export.export(step, platforms=PLATFORMS)(_shapes(state), _shapes(frozen), batch))
+  _check(jax.export.export(jax.jit(steps.make_eval_step(model)), platforms=PLATFORMS)(
+      _shapes(trainable), _shapes(frozen), batch))
