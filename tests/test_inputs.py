@@ -31,10 +31,14 @@ def _source(seed=0):
   return pipeline.TfSource(read, SPLITS, 5, opts)
 
 
-def _cfg(**data):
-  cfg = micro_config('vpt', epochs=3, checkpoint_every_steps=4)
+def _cfg(method='vpt', **data):
+  cfg = micro_config(method, epochs=3, checkpoint_every_steps=4)
   cfg.unlock()
   cfg.data.update(data)
+  if method == 'davpt':
+    from prompt_jax.configs import common
+    cfg.davpt = common.davpt(num_proxies=3, num_other=2, proxy_start=3, proxy_end=3)
+    cfg.train.drop_last = True
   cfg.lock()
   return cfg
 
@@ -52,6 +56,17 @@ def test_device_path_trains_as_the_host_path(tmp_path, monkeypatch):
   assert dev['history'] == host['history']
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                          _trainable(str(tmp_path / 'dev')), _trainable(str(tmp_path / 'host')))
+
+
+@pytest.mark.slow
+def test_class_balanced_davpt_on_the_device_path_trains_as_the_host_path(tmp_path, monkeypatch):
+  monkeypatch.setattr(data_registry, 'get_source', lambda cfg: _source())
+  kw = dict(sampler='class_balanced', images_per_class=2)
+  dev = train.train_and_evaluate(_cfg('davpt', **kw), str(tmp_path / 'dev'))
+  host = train.train_and_evaluate(_cfg('davpt', device_cache=False, **kw), str(tmp_path / 'host'))
+  assert dev['steps'] == host['steps'] == 9
+  assert dev['last_train_loss'] == pytest.approx(host['last_train_loss'], abs=1e-5)
+  assert [h['test'] for h in dev['history']] == [h['test'] for h in host['history']]
 
 
 def test_eval_splits_and_the_train_split_are_decoded_once_per_run(tmp_path, monkeypatch):
