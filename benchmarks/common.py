@@ -61,11 +61,41 @@ def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
   return 2 * n ** 3 / secs
 
 
-def compiled_flops(compiled) -> float:
+def compiled_cost(compiled) -> dict[str, float]:
+  """XLA's cost analysis of a compiled step: {'flops', 'bytes_accessed'} (nan where missing)."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
-  return float(cost.get('flops', float('nan'))) if cost else float('nan')
+  cost = cost or {}
+  return {'flops': float(cost.get('flops', float('nan'))),
+          'bytes_accessed': float(cost.get('bytes accessed', float('nan')))}
+
+
+def compiled_flops(compiled) -> float:
+  return compiled_cost(compiled)['flops']
+
+
+# Peak bf16 dense matmul FLOP/s and memory bandwidth of the accelerators the roofline estimates
+# assume (vendor figures, not measured here):
+# - H100 SXM5: 989.4 TFLOP/s bf16 dense (NVIDIA H100 Tensor Core GPU datasheet: 1,979 with 2:4
+#   sparsity), 3.35 TB/s HBM3.
+# - TPU v5e: 197 TFLOP/s bf16, 819 GB/s HBM2 (Google Cloud TPU v5e system architecture page).
+ACCELERATORS = {'h100_sxm': {'peak_flops_per_s': 989.4e12, 'bytes_per_s': 3.35e12},
+                'tpu_v5e': {'peak_flops_per_s': 197e12, 'bytes_per_s': 819e9}}
+
+
+def roofline(flops: float, bytes_accessed: float, batch: int) -> dict[str, dict[str, float]]:
+  """Per accelerator: the step's time bound max(flops / peak, bytes / bandwidth), which bound
+  binds, and the implied img/s (an upper bound: perfect overlap, no launch or input cost)."""
+  out = {}
+  for name, a in ACCELERATORS.items():
+    t_flops = flops / a['peak_flops_per_s']
+    t_bytes = bytes_accessed / a['bytes_per_s']
+    t = max(t_flops, t_bytes)
+    out[name] = {'step_s': t, 'images_per_s': batch / t if t > 0 else float('nan'),
+                 'bound': 'compute' if t_flops >= t_bytes else 'memory',
+                 'arithmetic_intensity': flops / bytes_accessed if bytes_accessed else float('nan')}
+  return out
 
 
 def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):

@@ -2,6 +2,14 @@
 
   python -m benchmarks.run --quick      # Mu/8 at 32px, ~1 minute on 2 CPU cores
   python -m benchmarks.run              # S/16 and B/16 at 224px (CPU: tens of minutes)
+  python -m benchmarks.run --dtype=bfloat16 --no_torch   # the bf16 train step (CPU avx512_bf16)
+
+Each row also reports XLA's cost analysis of the compiled step (`jax_step_flops`,
+`jax_step_bytes_accessed`, of the step compiled for the device it runs on) and a roofline
+estimate from them for an H100 SXM and a TPU v5e (`roofline`: max(FLOPs / peak, bytes /
+bandwidth); the assumed peaks and their sources are `common.ACCELERATORS`). On CPU the byte count
+is of the CPU's fusion decisions, so the estimate is a bound of the same step's arithmetic, not a
+prediction of the accelerator's compiled program.
 
 Prints one JSON table. JAX rows use the trainer's own train step (`steps.make_train_step`) built
 from each method's config (live tokens, the default), and time it again with every token live in
@@ -82,6 +90,7 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
     mem = {'unavailable': str(e)}
   ctx = {'setup': setup, 'cfg': cfg, 'x': x, 'y': y,
          'method_state': state['method_state']}
+  ctx['cost'] = bench.compiled_cost(compiled)
   return run, bench.compiled_flops(compiled), compile_s, tree.count(trainable), mem, ctx
 
 
@@ -228,8 +237,11 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
     row['all_live'] = f'skipped: {type(e).__name__}: {e}'[:300]
   secs = bench.time_interleaved(runs, iters=iters)
   t = secs['live']
+  cost = ctx['cost']
   row.update(trainable_params=n_train, jax_images_per_s=batch / t, jax_step_flops=flops,
-             jax_flop_utilisation=flops / t / peak, jax_compile_s=compile_s, jax_memory=mem)
+             jax_step_bytes_accessed=cost['bytes_accessed'],
+             jax_flop_utilisation=flops / t / peak, jax_compile_s=compile_s, jax_memory=mem,
+             roofline=bench.roofline(flops, cost['bytes_accessed'], batch))
   if 'all_live' in secs:
     t_full = secs['all_live']
     row.update(jax_images_per_s_all_live=batch / t_full, jax_step_flops_all_live=flops_full,
@@ -257,17 +269,21 @@ def main() -> None:
   ap.add_argument('--iters', type=int, default=3)
   ap.add_argument('--no_torch', action='store_true')
   ap.add_argument('--variants', default='S/16,B/16', help='full run: comma-separated ViT variants')
+  ap.add_argument('--dtype', default='', help="model.compute_dtype; '' = bfloat16 on an "
+                  'accelerator, float32 on CPU (bfloat16 there times the avx512_bf16 path)')
+  ap.add_argument('--methods', default=','.join(METHODS), help='comma-separated subset')
   args = ap.parse_args()
   gpu = jax.default_backend() != 'cpu'
-  dtype = 'bfloat16' if gpu else 'float32'
+  dtype = args.dtype or ('bfloat16' if gpu else 'float32')
   grid = [('Mu/8', 8, 32)] if args.quick else [(v, 8, 224) for v in args.variants.split(',')]
   t0 = time.perf_counter()
   load_before = bench.load_average()
-  peak = bench.matmul_peak_flops(1024 if args.quick else 2048,
-                                 jnp.bfloat16 if gpu else jnp.float32)
+  peak = bench.matmul_peak_flops(1024 if args.quick else 2048, jnp.dtype(dtype))
+  methods = {n: METHODS[n] for n in args.methods.split(',')}
   rows = [bench_one(n, m, v, b, i, args.iters, peak, dtype, not args.no_torch)
-          for v, b, i in grid for n, m in METHODS.items()]
-  print(json.dumps({'benchmark': 'suite', 'quick': args.quick, 'matmul_peak_flops_per_s': peak,
+          for v, b, i in grid for n, m in methods.items()]
+  print(json.dumps({'benchmark': 'suite', 'quick': args.quick, 'dtype': dtype,
+                    'matmul_peak_flops_per_s': peak, 'accelerators_assumed': bench.ACCELERATORS,
                     'rows': rows, 'wall_s': time.perf_counter() - t0,
                     'load_average_before': load_before, 'machine': bench.machine()},
                    indent=1, default=str))

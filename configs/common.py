@@ -76,6 +76,13 @@ def base() -> ConfigDict:
       sampler='shuffle',          # 'shuffle' | 'class_balanced' (DA-VPT)
       images_per_class=2,         # class_balanced: images of one class per batch
       cache_train=True,           # keep the decoded training split in memory between epochs
+      # True: a source that keeps decoded splits (vtab, folder) decodes the training split once,
+      # keeps it on the devices (sharded over the data axes) and normalises / augments in the
+      # jitted step (only indices cross per step); each eval split is decoded once per run.
+      # False: the host path (normalised float32 batches per step). prompt_jax/inputs.py.
+      device_cache=True,
+      cache_dtype='float32',      # cached pixels: 'float32' (exact) | 'uint8' (4x less memory)
+      cache_memory_gb=4.0,        # an eval split larger than this is memmapped to workdir/cache
       layout='vtab1k',            # folder: 'vtab1k' (<data_dir>/<task>/<split>.txt) | 'fgvc'
       image_root=_opt_str(),      # folder/fgvc: image folder under data_dir (None: the task's)
       split_file='',              # fewshot: CoOp split json ('' = TFDS)

@@ -13,6 +13,7 @@ import ml_collections
 import optax
 
 from prompt_jax import tree
+from prompt_jax.data import device_input
 from prompt_jax.methods import base
 
 Config = ml_collections.ConfigDict
@@ -71,11 +72,45 @@ def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
   return train_step
 
 
-def make_eval_step(model: nn.Module) -> Callable[..., Any]:
-  """eval_step(trainable, frozen, batch) -> EvalMetrics (accuracy, loss; padded rows masked)."""
+AUGMENT_STREAM = 0x61756700  # folded into PRNGKey(seed): the augmentation's own rng stream
+
+
+def augment_key(seed: int, step: jax.Array) -> jax.Array:
+  """The augmentation key of training step `step` (0-based): a function of (seed, step) only."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), AUGMENT_STREAM), step)
+
+
+def make_cached_train_step(model: nn.Module, method: base.Method, cfg: Config,
+                           tx: optax.GradientTransformation) -> Callable[..., Any]:
+  """train_step(state, frozen, cache, batch) -> (state, metrics) over a device-resident split.
+
+  cache: {'image': [N, S, S, 3] uint8 or float32 in [0, 1] (sharded over the data axes),
+  'label': int32[N]}; batch: {'index': int32[B], 'mask': bool[B]} (only indices cross from the
+  host). The step gathers its rows, augments them (data.augment; key `augment_key(seed, step)`),
+  normalises (data.normalization) and runs `make_train_step`'s update."""
+  inner = make_train_step(model, method, cfg, tx)
+  d = cfg.data
+
+  def train_step(state, frozen, cache, batch):
+    key = augment_key(cfg.seed, state['step']) if d.augment else None
+    images = device_input.prepare(cache['image'][batch['index']], d.normalization, key)
+    return inner(state, frozen, {'image': images, 'label': cache['label'][batch['index']],
+                                 'mask': batch['mask']})
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, normalization: str | None = None) -> Callable[..., Any]:
+  """eval_step(trainable, frozen, batch) -> EvalMetrics (accuracy, loss; padded rows masked).
+
+  With `normalization`, batch['image'] holds cached pixels (uint8, or float32 in [0, 1]) that the
+  step normalises (`device_input.prepare`); without, model-ready float32 images."""
 
   def eval_step(trainable, frozen, batch):
-    logits, _ = model.apply({'params': tree.merge(trainable, frozen)}, batch['image'], train=False)
+    images = batch['image']
+    if normalization is not None:
+      images = device_input.prepare(images, normalization)
+    logits, _ = model.apply({'params': tree.merge(trainable, frozen)}, images, train=False)
     logits = logits.astype(jnp.float32)
     ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch['label'][:, None], axis=-1)[:, 0]
     return EvalMetrics.single_from_model_output(logits=logits, labels=batch['label'], loss=ce,

@@ -44,6 +44,7 @@ import orbax.checkpoint as ocp
 from prompt_jax import backbone as backbone_lib
 from prompt_jax import checkpointing
 from prompt_jax import features as features_lib
+from prompt_jax import inputs
 from prompt_jax import optim
 from prompt_jax import progress
 from prompt_jax import sharding as shard_lib
@@ -141,11 +142,15 @@ def build(cfg: Config, workdir: str) -> Setup:
 
 
 def evaluate(setup: Setup, eval_fn, state: Any, frozen: Any, split: str, batch_size: int,
-             bsharding) -> dict[str, float]:
-  """Top-1 and loss over a whole split (padding rows masked out)."""
+             bsharding, workdir: str = '') -> dict[str, float]:
+  """Top-1 and loss over a whole split (padding rows masked out). Device path
+  (`inputs.device_cached`): the split is decoded once per run and `eval_fn` normalises."""
   total = None
-  batches = setup.source.iterate(split, batch_size, process_index=jax.process_index(),
-                                 process_count=jax.process_count())
+  if inputs.device_cached(setup.config, setup.source):
+    batches = inputs.eval_batches(setup.source, setup.config, split, batch_size, workdir)
+  else:
+    batches = setup.source.iterate(split, batch_size, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
   for batch in progress.bar(batches, total=-(-setup.source.splits[split] // batch_size),
                             desc=f'eval {split}', unit='batch', leave=False):
     m = eval_fn(state['trainable'], frozen, shard_lib.put_batch(batch, bsharding))
@@ -176,12 +181,19 @@ def summarize(history: list[dict[str, Any]], eval_splits: tuple[str, ...], val_s
 # ---------------------------------------------------------------- loop
 
 
-def _train_batches(setup: Setup, epoch: int, skip: int, steps_per_epoch: int) -> Iterator[Any]:
+def _train_batches(setup: Setup, epoch: int, skip: int, steps_per_epoch: int,
+                   labels: np.ndarray | None) -> Iterator[Any]:
+  """Epoch `epoch` from batch `skip` on: index batches (device path, `labels` given) or host
+  batches of images."""
   cfg = setup.config
-  it = setup.source.iterate(cfg.data.train_split, cfg.train.batch_size,
-                            shuffle_seed=cfg.seed * 1_000_003 + epoch,
-                            drop_remainder=cfg.train.drop_last,
-                            process_index=jax.process_index(), process_count=jax.process_count())
+  if labels is not None:
+    it = inputs.index_batches(setup.source, cfg, labels, epoch)
+  else:
+    it = setup.source.iterate(cfg.data.train_split, cfg.train.batch_size,
+                              shuffle_seed=inputs.shuffle_seed(cfg, epoch),
+                              drop_remainder=cfg.train.drop_last,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count())
   for i, batch in enumerate(it):
     if i >= steps_per_epoch:
       return
@@ -297,10 +309,26 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
   frozen_sh = shard_lib.frozen_shardings(mesh, frozen)
   state = jax.device_put(state, state_sh)
   frozen = jax.device_put(frozen, frozen_sh)
-  train_step = jax.jit(steps_lib.make_train_step(setup.model, setup.method, cfg, tx),
-                       in_shardings=(state_sh, frozen_sh, bsh),
-                       out_shardings=(state_sh, rep), donate_argnums=(0,))
-  eval_step = jax.jit(steps_lib.make_eval_step(setup.model))
+  if inputs.device_cached(cfg, setup.source):  # pixels stay on the devices; indices per step
+    cache = inputs.put_train_split(setup.source, cfg, mesh)
+    labels = inputs.train_labels(setup.source, cfg)
+    cached_step = jax.jit(steps_lib.make_cached_train_step(setup.model, setup.method, cfg, tx),
+                          in_shardings=(state_sh, frozen_sh, bsh, bsh),
+                          out_shardings=(state_sh, rep), donate_argnums=(0,))
+
+    def train_step(state, frozen, batch):
+      return cached_step(state, frozen, cache, batch)
+
+    eval_step = jax.jit(steps_lib.make_eval_step(setup.model, cfg.data.normalization))
+  else:
+    if cfg.data.device_cache:
+      logging.info('data.source=%r keeps no decoded splits: host input path (normalised '
+                   'float32 batches per step)', cfg.data.source)
+    labels = None
+    train_step = jax.jit(steps_lib.make_train_step(setup.model, setup.method, cfg, tx),
+                         in_shardings=(state_sh, frozen_sh, bsh),
+                         out_shardings=(state_sh, rep), donate_argnums=(0,))
+    eval_step = jax.jit(steps_lib.make_eval_step(setup.model))
 
   mngr = checkpointing.manager(workdir, tcfg.keep_checkpoints)
   meta: dict[str, Any] = {'history': []}
@@ -353,7 +381,8 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
   def run_eval(epoch: int) -> None:
     row: dict[str, Any] = {'epoch': epoch, 'step': int(jax.device_get(state['step']))}
     for split in eval_splits:
-      m = evaluate(setup, eval_step, state, frozen, split, tcfg.eval_batch_size, bsh)
+      m = evaluate(setup, eval_step, state, frozen, split, tcfg.eval_batch_size, bsh,
+                   workdir)
       row[split] = m['accuracy']
       writer.write_scalars(row['step'], {f'{split}/accuracy': m['accuracy'],
                                          f'{split}/loss': m['loss']})
@@ -367,7 +396,7 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
       while step < total_steps:
         epoch, skip = divmod(step, steps_per_epoch)
         step_at_start = step
-        for batch in _train_batches(setup, epoch, skip, steps_per_epoch):
+        for batch in _train_batches(setup, epoch, skip, steps_per_epoch, labels):
           state, metrics = train_step(state, frozen, shard_lib.put_batch(batch, bsh))
           step += 1
           pending.append((step, metrics))

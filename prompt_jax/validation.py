@@ -29,6 +29,7 @@ RESIZE = ('bilinear', 'bicubic')
 RESIZE_TO = ('square', 'shorter_side')
 LAST_WINDOW = ('release', 'remainder')
 SAMPLERS = ('shuffle', 'class_balanced')
+CACHE_DTYPES = ('float32', 'uint8')
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULE_PER = ('epoch', 'step')
 CLIP_PROGRAMS = ('b2n', 'clip_zeroshot')  # programs that run the CLIP method 'sap'
@@ -146,6 +147,10 @@ def _data(c: Config) -> list[str]:
     out.append(f'data.crop_pct={d.crop_pct!r}: must be in (0, 1]')
   out += _one_of('data.normalization', d.normalization, sorted(preprocess.MEAN_STD))
   out += _one_of('data.sampler', d.sampler, SAMPLERS)
+  out += _one_of('data.cache_dtype', d.cache_dtype, CACHE_DTYPES)
+  if not d.cache_memory_gb >= 0:
+    out.append(f'data.cache_memory_gb={d.cache_memory_gb!r}: must be >= 0 (0: every eval split '
+               'is memmapped to workdir/cache)')
   if not d.eval_splits:
     out.append('data.eval_splits is empty: name at least one split to evaluate on')
   if d.val_split and d.val_split not in d.eval_splits:

@@ -24,5 +24,17 @@ def test_quick_suite_rows_and_pytorch_checks():
   for name, r in rows.items():
     assert 'skipped' not in r, (name, r.get('skipped'))
     assert r['jax_images_per_s'] > 0 and r['jax_step_flops'] > 0
+    assert r['jax_step_bytes_accessed'] > 0
+    assert set(r['roofline']) == {'h100_sxm', 'tpu_v5e'}
+    assert all(v['images_per_s'] > 0 for v in r['roofline'].values())
     assert r['trainable_params_match'], (name, r['trainable_params'], r['torch_trainable_params'])
     assert r['check']['ok'], (name, r['check'])
+
+
+def test_input_loop_rows():
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.input_loop', '--image_size=32',
+                        '--n_train=64', '--n_test=48', '--batch_size=16', '--eval_batch_size=32',
+                        '--epochs=1'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads(out.stdout)['rows']
+  assert len(rows) == 7 and all(v > 0 for v in rows.values()), rows

@@ -60,7 +60,7 @@ def test_bad_values_are_all_listed_with_the_valid_ones():
            train__optimizer='adam', train__max_steps=0, vpt__num_prompts=0, vpt__dropout=1.0,
            model__drop_path=-0.1, data__image_size=30, data__normalization='unit',
            data__val_split='val', data__eval_splits=('test',), init__format='caffe',
-           model__attention='flash')
+           model__attention='flash', data__cache_dtype='float16', data__cache_memory_gb=-1.0)
   msg = _problems(c)
   for expected in [
       'train.lr=0.0: must be > 0', 'train.epochs=0: must be >= 1',
@@ -72,7 +72,9 @@ def test_bad_values_are_all_listed_with_the_valid_ones():
       "data.image_size=30: must be a multiple of the patch size 8 of model.variant='Mu/8'",
       "data.normalization='unit': must be one of", "data.val_split='val': must be one of",
       "init.format='caffe': must be one of ['clip_hf', 'clip_openai', 'mae', 'mocov3', 'npz'",
-      "model.attention='flash': must be one of"]:
+      "model.attention='flash': must be one of",
+      "data.cache_dtype='float16': must be one of ['float32', 'uint8']",
+      'data.cache_memory_gb=-1.0: must be >= 0']:
     assert expected in msg, (expected, msg)
 
 

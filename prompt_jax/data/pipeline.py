@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 
 from prompt_jax.data import preprocess
 from prompt_jax.data import sampler as sampler_lib
+from prompt_jax.data import split_cache
 from prompt_jax.data.source import Batch, batch_indices, host_rows
 
 
@@ -83,6 +84,8 @@ class TfSource:
     self.augment = augment
     self.cache_train = cache_train
     self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    self._decoded: dict[tuple[str, np.dtype], tuple[np.ndarray, np.ndarray]] = {}
+    self.decodes: dict[str, int] = {}  # split -> passes that decoded it (tests count them)
 
   def _dataset(self, split: str) -> tf.data.Dataset:
     if split not in self.splits:
@@ -90,11 +93,34 @@ class TfSource:
     return self._read(split).map(lambda ex: prepare_example(ex, self.opts),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+  def decoded(self, split: str, dtype=np.float32, path: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The whole split resized, before normalisation, decoded once per source: (images
+    [N, S, S, 3], labels int32[N]); float32 in [0, 1], or uint8 = round(255 x). With `path` (a
+    local .npy) the images live in a memmap there (`split_cache`). Kept for later calls."""
+    dtype = np.dtype(dtype)
+    if (split, dtype) in self._decoded:
+      return self._decoded[(split, dtype)]
+    if dtype == np.float32 and split in self._cache:
+      return self._cache[split]
+    s = self.opts.image_size
+
+    def batches():
+      self.decodes[split] = self.decodes.get(split, 0) + 1
+      for b in tfds.as_numpy(self._dataset(split).batch(256)):
+        yield b['image'], b['label']
+    out = split_cache.fill(batches(), self.splits[split], (s, s, 3), dtype, path)
+    self._decoded[(split, dtype)] = out
+    return out
+
   def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Whole split in [0, 1] before normalisation: (float32[N, S, S, 3], int32[N])."""
     if split in self._cache:
       return self._cache[split]
+    if (split, np.dtype(np.float32)) in self._decoded:
+      return self._decoded[(split, np.dtype(np.float32))]
     images, labels = [], []
+    self.decodes[split] = self.decodes.get(split, 0) + 1
     for b in tfds.as_numpy(self._dataset(split).batch(256)):
       images.append(b['image'])
       labels.append(b['label'])
@@ -104,6 +130,18 @@ class TfSource:
     if self.cache_train:
       self._cache[split] = out
     return out
+
+  def train_indices(self, labels: np.ndarray, batch_size: int, shuffle_seed: int,
+                    drop_remainder: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One training pass as (indices[batch_size], mask[batch_size]) into the split: a seeded
+    permutation, or the class-balanced order (`sampler`)."""
+    if self.sampler == 'class_balanced':
+      order = sampler_lib.class_balanced_order(labels, batch_size, self.images_per_class,
+                                               shuffle_seed)
+      return ((order[i:i + batch_size], np.ones(batch_size, bool))
+              for i in range(0, len(order), batch_size))
+    return batch_indices(len(labels), batch_size, shuffle_seed=shuffle_seed,
+                         drop_remainder=drop_remainder)
 
   def _finish(self, images: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> Batch:
     images = preprocess.normalize(images, self.opts.normalization).astype(np.float32)
@@ -117,14 +155,7 @@ class TfSource:
       yield from self._stream(split, batch_size, drop_remainder, process_index, process_count)
       return
     images, labels = self.load(split)
-    if self.sampler == 'class_balanced':
-      order = sampler_lib.class_balanced_order(labels, batch_size, self.images_per_class,
-                                               shuffle_seed)
-      batches = ((order[i:i + batch_size], np.ones(batch_size, bool))
-                 for i in range(0, len(order), batch_size))
-    else:
-      batches = batch_indices(len(labels), batch_size, shuffle_seed=shuffle_seed,
-                              drop_remainder=drop_remainder)
+    batches = self.train_indices(labels, batch_size, shuffle_seed, drop_remainder)
     for step, (idx, mask) in enumerate(batches):
       x = images[idx]
       if self.augment:  # seeded by (shuffle_seed, step): resumes stay exact
@@ -132,6 +163,7 @@ class TfSource:
       yield host_rows(self._finish(x, labels[idx], mask), process_index, process_count)
 
   def _stream(self, split, batch_size, drop_remainder, process_index, process_count):
+    self.decodes[split] = self.decodes.get(split, 0) + 1
     ds = self._dataset(split).batch(batch_size, drop_remainder=drop_remainder)
     for b in tfds.as_numpy(ds.prefetch(2)):
       n = len(b['label'])
