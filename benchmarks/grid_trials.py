@@ -29,15 +29,6 @@ import optax
 from benchmarks import common
 
 
-def _cost(compiled) -> dict[str, float]:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  cost = cost or {}
-  return {'flops': float(cost.get('flops', float('nan'))),
-          'bytes_accessed': float(cost.get('bytes accessed', float('nan')))}
-
-
 def _sgd(learning_rate, weight_decay):
   return optax.chain(optax.add_decayed_weights(weight_decay),
                      optax.sgd(learning_rate, momentum=0.9))
@@ -105,7 +96,7 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     compiled = jax.jit(_step_fn(model, tx)).lower(state, frozen, batch).compile()
     seq['compile_s'].append(time.perf_counter() - t)
-    seq['cost'] = _cost(compiled)
+    seq['cost'] = common.compiled_cost(compiled)
     s = state
     for _ in range(2):
       s, _ = compiled(s, frozen, batch)
@@ -140,7 +131,7 @@ def main(argv=None) -> dict:
   n, steps = len(grid), args.steps_per_trial
   seq_hour = 3600 * n / (sum(seq['compile_s']) + steps * sum(seq['step_s']))
   vmap_hour = 3600 * n / (v_compile + steps * v_step)
-  vcost = _cost(vcompiled)
+  vcost = common.compiled_cost(vcompiled)
   out = {
       'benchmark': 'grid_trials', 'command': 'python -m benchmarks.grid_trials ' +
       ' '.join(argv if argv is not None else os.sys.argv[1:]),
