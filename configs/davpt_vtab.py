@@ -9,7 +9,8 @@ train_cls, mask_prompts (prompt queries see image tokens only).
 AdamW, 100 epochs, 10 warm-up epochs from 1e-8, cosine per update not shifted by the warm-up (min
 1e-9), batch 32 from a class-balanced sampler (2 images/class, classes repeated within a batch when
 the split has fewer than 16; len // 32 full batches per epoch, as the release's ClassSampler), grad
-value clip 10, wd on prompts+cls, wd_head on the head kernel, none on 1-D params. ImageNet
+value clip 10, wd on prompts+cls, wd_head on the head kernel, none on 1-D params; head timm
+`trunc_normal_(std=.02)` (`model.head_init='normal'`), zero bias. ImageNet
 normalisation; the release's VTAB transform: shorter side to 224 (bicubic, aspect kept,
 PIL-like antialiasing), centre crop 224; no augmentation. Prompts enter the blocks un-normed
 (the release's VTAB configs: vpt_norm none).
@@ -138,7 +139,7 @@ def davpt_config(task: str, backbone: str) -> common.ConfigDict:
   c = common.base()
   c.method = 'davpt'
   c.init.format = b['format']
-  c.model.update(pool=b['pool'], drop_path=0.1, head_init='trunc_normal', head_init_std=0.02,
+  c.model.update(pool=b['pool'], drop_path=0.1, head_init='normal', head_init_std=0.02,
                  head_bias_init=0.0)
   c.data.update(task=task, normalization='imagenet', resize='bicubic', resize_to='shorter_side',
                 crop_pct=1.0, antialias=True, augment=False, sampler='class_balanced',

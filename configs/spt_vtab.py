@@ -9,9 +9,9 @@
 kmeans. AdamW, 100 epochs, 10 warm-up epochs from 0, then cosine over the 90 post-warm-up epochs
 down to 1e-8, set every update (the release's utils.py `adjust_learning_rate` at the fractional
 epoch step/steps_per_epoch + epoch, called per step from train_MAE.py), batch 32 (full batches
-only: the release's drop_last=True), drop path 0.1, head trunc-normal .02 (MoCo .01), wd groups.
-P: 20 deep, 100 shallow. The release's VTAB transform: shorter side to 224 (bicubic, PIL-like
-antialiasing), centre crop 224.
+only: the release's drop_last=True), drop path 0.1, head timm trunc_normal_(std=.02) (MoCo .01;
+model.head_init='normal': cut-offs ±2 absolute), wd groups. P: 20 deep, 100 shallow. The release's
+VTAB transform: shorter side to 224 (bicubic, PIL-like antialiasing), centre crop 224.
 """
 
 from prompt_jax.configs import common
@@ -32,7 +32,7 @@ def get_config(arg: str | None = None):
   c.method = 'spt'
   c.data.task = a.task
   c.init.format = b['format']
-  c.model.update(pool=b['pool'], drop_path=0.1, head_init='trunc_normal',
+  c.model.update(pool=b['pool'], drop_path=0.1, head_init='normal',
                  head_init_std=b['head_std'], head_bias_init=0.0)
   c.data.update(normalization='imagenet', resize='bicubic', resize_to='shorter_side',
                 antialias=True, augment=False)

@@ -28,9 +28,9 @@ the 3-D tensor (`init_div8`: /8); the data recipe (class-balanced sampler that r
 when a batch needs more than the split has, shorter-side resize + centre crop, full batches only)
 is in configs/davpt_vtab.py.
 Differences from the release (deliberate): unknown config keys are errors (locked configs) and a
-missing anchor/proxy is an error, never a silent zero loss. The head is flax `trunc_normal` (cut at
-±2σ, std 0.0176); the release's timm `trunc_normal_(std=.02)` cuts at ±2 absolute, which is
-`model.head_init='normal'`.
+missing anchor/proxy is an error, never a silent zero loss. The configs' head is the release's timm
+`trunc_normal_(std=.02)` (cut-offs ±2 absolute: `model.head_init='normal'`); flax's
+`trunc_normal` (cut at ±2σ, std 0.0176) is `model.head_init='trunc_normal'`.
 """
 
 from __future__ import annotations
