@@ -138,7 +138,9 @@ def ship(**over: Any) -> ConfigDict:
       threshold=0.93,          # affinity threshold of the greedy hierarchy
       num_prototypes=200, max_images=1000,  # prototype bank: k-means of <= max_images features
       seed=42,                 # KMeans(random_state=42), as the release
-      kmeans_n_init=10,        # scikit-learn's default before 1.4 (1 after)
+      # The release calls KMeans(200, random_state=42) without n_init and pins torch==2.3.0, i.e.
+      # scikit-learn >= 1.4, whose k-means++ default is 1 initialisation; 10 = before 1.4.
+      kmeans_n_init=1,
       prompt_weight=0.1,       # image->prompt branch of the decoupled attention
       bank_weight=0.1,         # prototype share of the attribute prompt
       match_weight=0.5,        # prompt matching loss weight
