@@ -348,7 +348,9 @@ def update_state(state: dict[str, Array], inputs: base.LossInputs) -> dict[str, 
 def epoch_end(state: dict[str, Any], epoch: int, config: base.Config) -> dict[str, Any]:
   """From epoch `dynamic_kmeans` (> 0): re-run cosine k-means on the LN'd class means, starting at
   the previous centroids; accept when > 1 cluster is used. Statistics are reset every epoch.
-  Unseen classes keep their cluster. C < P (identity map) is never remapped."""
+  Classes with no image this epoch get a uniformly random cluster at each remap, as the release's
+  `cosine_kmeans` (model_creator.py: `torch.randint(k, ...)` for all-zero class means), seeded by
+  (seed, epoch). C < P (identity map) is never remapped."""
   c = config.davpt
   state = {k: np.asarray(v) for k, v in state.items()}
   cmap, cent = state['map'], state['centroids']
@@ -361,6 +363,8 @@ def epoch_end(state: dict[str, Any], epoch: int, config: base.Config) -> dict[st
     if len(np.unique(assign)) > 1:
       cmap = cmap.copy()
       cmap[seen] = assign
+      rng = np.random.default_rng([config.seed, epoch])
+      cmap[~seen] = rng.integers(0, len(cent), int((~seen).sum()))
       cent = new_cent
   return {'map': cmap.astype(np.int32), 'centroids': cent.astype(np.float32),
           'sums': np.zeros_like(state['sums']), 'counts': np.zeros_like(state['counts'])}
