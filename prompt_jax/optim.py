@@ -1,10 +1,12 @@
 """Optimizers and learning-rate schedules over the TRAINABLE subtree only.
 
 Weight-decay groups (by param path and rank): tensors of rank >= 2 get `wd`, the head kernel gets
-`wd_head` (= wd when negative), biases / LayerNorm params / other 1-D tensors get none (so the head
-bias never decays; timm / SPT / DA-VPT / SHIP), or `wd` with `decay_1d=True` (Dassl's SGD over
-every trainable tensor: SAP). SGD uses coupled L2 (added to the gradient before momentum, as
-torch.optim.SGD); AdamW uses decoupled decay scaled by the learning rate (as torch.optim.AdamW).
+`wd_head` (= wd when negative), biases (any path ending in `bias`, also the [heads, head_dim]
+attention biases that are 1-D `.bias` tensors in PyTorch) / LayerNorm params / other 1-D tensors
+get none (so the head bias never decays; timm / SPT / DA-VPT / SHIP), or `wd` with `decay_1d=True`
+(Dassl's SGD over every trainable tensor: SAP). SGD uses coupled L2 (added to the gradient before
+momentum, as torch.optim.SGD); AdamW uses decoupled decay scaled by the learning rate (as
+torch.optim.AdamW).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def decay_masks(params: Any, decay_1d: bool = False) -> tuple[Any, Any]:
   paths = tree.paths(params)
   leaves, treedef = jax.tree_util.tree_flatten(params)
   is_head_kernel = [p == 'head/kernel' for p in paths]
-  body = [(decay_1d or l.ndim >= 2) and not h for l, h in zip(leaves, is_head_kernel)]
+  no_decay = [l.ndim < 2 or p.endswith('bias') for l, p in zip(leaves, paths)]
+  body = [(decay_1d or not n) and not h for n, h in zip(no_decay, is_head_kernel)]
   return (jax.tree_util.tree_unflatten(treedef, body),
           jax.tree_util.tree_unflatten(treedef, is_head_kernel))
 

@@ -83,3 +83,11 @@ def test_decay_1d_decays_biases_too():
   body, head = optim.decay_masks(params, decay_1d=True)
   assert body == {'prompt': {'bias': True}, 'head': {'kernel': False}}
   assert optim.decay_masks(params)[0] == {'prompt': {'bias': False}, 'head': {'kernel': False}}
+
+
+def test_attention_biases_of_rank_two_do_not_decay():
+  # [heads, head_dim] q/k/v biases are 1-D `.bias` tensors in the PyTorch releases (no decay).
+  params = {'blk': {'key': {'bias': jnp.ones((4, 16)), 'kernel': jnp.ones((64, 4, 16))}}}
+  body, _ = optim.decay_masks(params)
+  assert body == {'blk': {'key': {'bias': False, 'kernel': True}}}
+  assert optim.decay_masks(params, decay_1d=True)[0]['blk']['key']['bias']

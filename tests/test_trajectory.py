@@ -4,11 +4,14 @@ built from torch.optim, the release's parameter groups and its lr formula writte
 cites the release file it transcribes). Same initial parameters, same 4 batches in fixed order,
 10 epochs (2 warm-up) of 4 steps; loss per step and the final parameters must agree.
 
-The model is a fixed smooth function of the trainable tree (leaves named and shaped as the
-method's: prompts of rank 3, head kernel, 1-D biases), so only the optimisation is under test;
-the method's own forward passes are checked against the releases in tests/methods/.
+The trainable tree is the method's own: its model (Mu/8 ViT, SAP a tiny CLIP) built from the config
+and split by the method's trainable patterns, so which parameters train and their names and shapes
+(prompts, head, DA-VPT's cls / norm1 / attention biases from its recipe flags, SAP's 1-D bias) are
+the real ones. The loss is a fixed smooth function of that tree, so only the optimisation is under
+test; the methods' own forward passes are checked against the releases in tests/methods/.
 """
 
+import functools
 import importlib
 import math
 
@@ -20,28 +23,67 @@ import pytest
 import torch
 
 from prompt_jax import optim
+from prompt_jax import tree
+from prompt_jax.methods import base
+from prompt_jax.models import clip
 
 EPOCHS, WARMUP, STEPS_PER_EPOCH, BATCH, FEATURES, CLASSES = 10, 2, 4, 8, 6, 3
 
-# Trainable leaves per method (path -> shape): the method's kinds of tensors.
-TREES = {
-    'vpt': {'prompt/prompts': (3, 2, 4), 'head/kernel': (4, CLASSES), 'head/bias': (CLASSES,)},
-    'ship': {'prompt/prompts': (3, 2, 4), 'prompt/proj/kernel': (4, 4), 'prompt/proj/bias': (4,),
-             'head/kernel': (4, CLASSES), 'head/bias': (CLASSES,)},
-    'davpt': {'prompt/prompts': (3, 2, 4), 'prompt/cls': (1, 1, 4), 'head/kernel': (4, CLASSES),
-              'head/bias': (CLASSES,)},
-    'spt': {'prompt/prompts': (3, 2, 4), 'head/kernel': (4, CLASSES), 'head/bias': (CLASSES,)},
-    'sap': {'visual_prompt/ctx': (2, 2, 4), 'text_prompt/ctx': (2, 2, 4),
-            'text_prompt/bias': (4,)},
-}
+# DA-VPT on the supervised backbone: its cifar100 recipe trains cls, norm1 and the k / v biases.
 CONFIGS = {'vpt': ('vpt_vtab', 'task=cifar100'), 'ship': ('ship_vtab', 'task=cifar100'),
-           'davpt': ('davpt_vtab', 'task=cifar100'), 'spt': ('spt_vtab', 'task=cifar100'),
-           'sap': ('sap_b2n', 'task=dtd')}
+           'davpt': ('davpt_vtab', 'task=cifar100,backbone=sup21k'),
+           'spt': ('spt_vtab', 'task=cifar100'), 'sap': ('sap_b2n', 'task=dtd')}
+TINY_CLIP = dict(embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_layers=2,
+                 vision_heads=4, context_length=40, vocab_size=560, text_width=32, text_layers=2,
+                 text_heads=4)
+
+
+def _config(method):
+  module, arg = CONFIGS[method]
+  return importlib.import_module(f'prompt_jax.configs.{module}').get_config(arg)
+
+
+@functools.cache
+def _tree(method):
+  """{path: shape} of the trainable params of the method's model on the config."""
+  c = _config(method)
+  c.unlock()
+  c.data.image_size = 32
+  prepared = None
+  if method == 'sap':
+    clip.VARIANTS['test_tiny/8'] = TINY_CLIP
+    c.model.variant, c.sap.depth = 'test_tiny/8', 2
+    m, e = 6, TINY_CLIP['embed_dim']
+    prepared = {'ids': np.ones((m, TINY_CLIP['context_length']), np.int32),
+                'owner': np.arange(m, dtype=np.int32) % CLASSES,
+                'desc_feats': np.ones((m, e), np.float32),
+                'zs_text': np.ones((CLASSES, e), np.float32), 'num_classes': CLASSES}
+  else:
+    c.model.variant = 'Mu/8'
+  if method == 'davpt':
+    c.davpt.update(proxy_start=3, proxy_end=3)  # the last block of Mu/8
+  if method == 'ship':
+    prepared = {'anchors': np.array([0, 2]), 'bank': np.zeros((8, 64), np.float32)}
+  m = base.get(c.method)
+  shapes = jax.eval_shape(m.model(c, CLASSES, prepared).init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 32, 32, 3)))['params']
+  trainable, _ = tree.split(shapes, *m.trainable_patterns(c))
+  return {k: tuple(v.shape) for k, v in tree.flat(trainable).items()}
+
+
+def test_trainable_trees_are_the_methods():
+  davpt = _tree('davpt')
+  blk = 'Transformer/encoderblock_0/'
+  for want in ('cls', 'head/kernel', 'prompt/proxy', blk + 'LayerNorm_0/scale',
+               blk + 'MultiHeadDotProductAttention_1/key/bias'):
+    assert want in davpt, want
+  assert davpt[blk + 'MultiHeadDotProductAttention_1/key/bias'] == (4, 16)  # rank 2, a bias
+  assert any(k.endswith('bias') and len(s) == 1 for k, s in _tree('sap').items())
+  assert set(_tree('vpt')) == {'prompt/prompts', 'head/kernel', 'head/bias'}
 
 
 def _train_cfg(method):
-  module, arg = CONFIGS[method]
-  cfg = importlib.import_module(f'prompt_jax.configs.{module}').get_config(arg).train
+  cfg = _config(method).train
   cfg.unlock()
   # SAP keeps its one warm-up epoch: one epoch of linear warm-up is Dassl's constant warm-up.
   cfg.update(epochs=EPOCHS, warmup_epochs=1 if method == 'sap' else WARMUP, batch_size=BATCH)
@@ -50,9 +92,10 @@ def _train_cfg(method):
 
 def _problem(method):
   rng = np.random.default_rng(0)
-  params = {k: rng.normal(0, 0.5, s).astype(np.float32) for k, s in TREES[method].items()}
+  shapes = _tree(method)
+  params = {k: rng.normal(0, 0.5, s).astype(np.float32) for k, s in shapes.items()}
   proj = {k: rng.normal(0, 1 / math.sqrt(np.prod(s)), (np.prod(s), FEATURES * CLASSES)
-                        ).astype(np.float32) for k, s in TREES[method].items()}
+                        ).astype(np.float32) for k, s in shapes.items()}
   x = rng.normal(size=(STEPS_PER_EPOCH, BATCH, FEATURES)).astype(np.float32)
   y = rng.integers(0, CLASSES, (STEPS_PER_EPOCH, BATCH))
   return params, proj, x, y
@@ -71,18 +114,23 @@ def _loss(params, proj, x, y, lib):
 def _run_ours(method):
   cfg = _train_cfg(method)
   params0, proj, x, y = _problem(method)
-  params = jax.tree_util.tree_map(jnp.asarray, params0)
+  params = tree.nest({k: jnp.asarray(v) for k, v in params0.items()})
   tx, _ = optim.make_optimizer(cfg, params, STEPS_PER_EPOCH)
   state = tx.init(params)
-  grad_fn = jax.jit(jax.value_and_grad(lambda p, xb, yb: _loss(p, proj, xb, yb, jnp)))
+  grad_fn = jax.value_and_grad(lambda p, xb, yb: _loss(tree.flat(p), proj, xb, yb, jnp))
+
+  @jax.jit
+  def step_fn(params, state, xb, yb):
+    loss, g = grad_fn(params, xb, yb)
+    upd, state = tx.update(g, state, params)
+    return optax.apply_updates(params, upd), state, loss
+
   losses = []
   for step in range(EPOCHS * STEPS_PER_EPOCH):
     b = step % STEPS_PER_EPOCH
-    loss, g = grad_fn(params, x[b], y[b])
-    upd, state = tx.update(g, state, params)
-    params = optax.apply_updates(params, upd)
+    params, state, loss = step_fn(params, state, x[b], y[b])
     losses.append(float(loss))
-  return np.array(losses), {k: np.asarray(v) for k, v in params.items()}
+  return np.array(losses), {k: np.asarray(v) for k, v in tree.flat(params).items()}
 
 
 def _run_torch(params0, proj, x, y, groups, make_opt, lr_at, clip_value=0.0):
@@ -106,13 +154,18 @@ def _run_torch(params0, proj, x, y, groups, make_opt, lr_at, clip_value=0.0):
   return np.array(losses), {k: v.detach().numpy() for k, v in named.items()}
 
 
+def _torch_ndim(k, p):
+  """The rank of the release's tensor: our [heads, head_dim] attention biases are 1-D in torch."""
+  return 1 if k.endswith('bias') else p.ndim
+
+
 def _timm_groups(wd, wd_head=None):
   """timm `add_weight_decay` / SPT's and DA-VPT's `param_groups_weight_decay`: no decay for 1-D
   tensors and biases, `wd_head` for the head (SPT utils.py:79-99)."""
   def groups(named):
-    no = [p for k, p in named.items() if p.ndim <= 1 or k.endswith('bias')]
-    head = [p for k, p in named.items() if k.startswith('head') and p.ndim > 1]
-    body = [p for k, p in named.items() if p.ndim > 1 and not k.startswith('head')]
+    no = [p for k, p in named.items() if _torch_ndim(k, p) <= 1]
+    head = [p for k, p in named.items() if k.startswith('head') and _torch_ndim(k, p) > 1]
+    body = [p for k, p in named.items() if _torch_ndim(k, p) > 1 and not k.startswith('head')]
     return [{'params': no, 'weight_decay': 0.0}, {'params': body, 'weight_decay': wd},
             {'params': head, 'weight_decay': wd if wd_head is None else wd_head}]
   return groups
@@ -190,7 +243,7 @@ def _reference(method, cfg):
   raise ValueError(method)
 
 
-@pytest.mark.parametrize('method', sorted(TREES))
+@pytest.mark.parametrize('method', sorted(CONFIGS))
 def test_default_config_trains_the_release_trajectory(method):
   cfg = _train_cfg(method)
   ours_loss, ours = _run_ours(method)
