@@ -477,3 +477,25 @@ def test_task_without_release_yaml_keeps_defaults_with_common_flags():
   assert c.davpt.train_cls and c.davpt.init_div8 and c.davpt.train_norm1 and c.davpt.train_k_bias
   with pytest.raises(ValueError, match='no DA-VPT FGVC recipe'):
     davpt_fgvc.get_config('task=cifar100,backbone=mae')
+
+
+# Keys every one of the 61 yamls sets to the same value (bias_q: false or absent, default false):
+# fixed in the method and the shared recipe rather than per row.
+SAME_IN_ALL = {'bias_fc2': 'true', 'bias_norm2': 'true', 'bias_proj': 'true', 'bias_v': 'true',
+               'class_sampler': 'true', 'sched_on_updates': 'true', 'criterion': 'proxyanchor',
+               'epochs': '100', 'kmeans_norm': 'layer', 'initial_mapping': 'kmeans',
+               'fp16': 'true'}
+
+
+@pytest.mark.parametrize('module', [davpt_vtab, davpt_fgvc])
+def test_keys_the_yamls_share_are_the_shared_recipe(module):
+  c = module.get_config('backbone=mocov3')
+  assert c.data.sampler == 'class_balanced'               # class_sampler
+  assert c.train.schedule_per == 'step'                   # sched_on_updates
+  assert SAME_IN_ALL['criterion'] == 'proxyanchor' and c.davpt.loss == 'proxy_anchor'
+  assert c.train.epochs == int(SAME_IN_ALL['epochs'])
+  assert c.train.optimizer == 'adamw' and c.train.grad_clip_value == 10.0  # train.py defaults
+  # bias_fc2 / bias_norm2 / bias_proj / bias_v (and not bias_q): the method's own trainable set,
+  # tests/methods/test_davpt.py::test_trainable_set_and_configs. fp16 autocast: we train in
+  # float32 (model.compute_dtype='bfloat16' is the reduced-precision option).
+  assert c.model.compute_dtype == 'float32'
