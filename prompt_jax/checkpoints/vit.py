@@ -6,7 +6,6 @@ Formats (`config.init.format`):
           checkpoint is detected and read too: vit_jax/train.py's `checkpoint_<step>` of
           (params, opt_state, step) gives its params; a {'params': tree} or a bare params tree
           also loads.
-  flax    the same reader, named (a flax msgpack checkpoint, or an .npz).
 The original Flax ViT uses tanh-approximated GELU (flax `nn.gelu`): `model.act='gelu_tanh'`
 reproduces its outputs; the default exact GELU reproduces the PyTorch releases.
   timm    a timm-style state dict (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.i.*`,
@@ -151,14 +150,12 @@ def _load_npz(path: str, heads: int) -> dict[str, np.ndarray]:
 # What a file of each format is (named when it cannot be read).
 EXPECTED = {
     'npz': 'a .npz of arrays named as the original ViT release, or a flax msgpack checkpoint',
-    'flax': "a flax msgpack checkpoint (vit_jax/train.py's checkpoint_<step>) or an .npz",
     'timm': 'a timm state dict: torch.save zip, legacy torch file, .npz or .safetensors',
     'mae': "MAE's torch.save file with the state dict under 'model'",
     'mocov3': "MoCo v3's torch.save file with the state dict under 'state_dict'",
 }
 READERS: dict[str, Callable[[str, int], dict[str, np.ndarray]]] = {
     'npz': _load_npz,
-    'flax': _load_npz,
     'timm': lambda path, heads: from_timm(_unwrap(state_dict.read(path), 'model', path), heads),
     'mae': lambda path, heads: from_timm(_unwrap(state_dict.read(path), 'model', path), heads),
     'mocov3': lambda path, heads: from_timm(
