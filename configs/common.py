@@ -95,10 +95,13 @@ def base() -> ConfigDict:
       optimizer='sgd',            # 'sgd' (coupled L2, torch.optim.SGD) | 'adamw' (decoupled)
       lr=0.1, lr_scale_by_batch=True,  # peak lr = lr·batch/256 when scaled (VPT)
       momentum=0.9, b1=0.9, b2=0.999, eps=1e-8,
-      wd=1e-4, wd_head=-1.0,      # wd_head < 0: = wd; biases and 1-D params never decay
+      wd=1e-4, wd_head=-1.0,      # wd_head < 0: = wd; biases and 1-D params decay only with
+      decay_1d=False,             # decay_1d=True (Dassl's SGD decays every trainable tensor: SAP)
       warmup_epochs=10, warmup_init=0.0, min_lr=0.0,
       schedule_per='epoch',       # 'epoch' (VPT, SHIP) | 'step' (DA-VPT, SPT)
       cosine_shift=True,          # cosine over the post-warm-up span (VPT) or absolute (timm)
+      warmup_recount=False,       # cosine over all epochs from the end of warm-up (Dassl: SAP)
+      schedule_lag_epochs=0,      # epoch e trains at lr(e - lag) (1: SHIP's timm stepping)
       grad_clip_norm=0.0, grad_clip_value=0.0,
       trainable=(), frozen=(),    # regexes over param paths; override the method's when non-empty
       eval_every_epochs=10, checkpoint_every_steps=200, keep_checkpoints=2, log_every_steps=20,
@@ -135,7 +138,9 @@ def ship(**over: Any) -> ConfigDict:
       threshold=0.93,          # affinity threshold of the greedy hierarchy
       num_prototypes=200, max_images=1000,  # prototype bank: k-means of <= max_images features
       seed=42,                 # KMeans(random_state=42), as the release
-      kmeans_n_init=10,        # scikit-learn's default before 1.4 (1 after)
+      # The release calls KMeans(200, random_state=42) without n_init and pins torch==2.3.0, i.e.
+      # scikit-learn >= 1.4, whose k-means++ default is 1 initialisation; 10 = before 1.4.
+      kmeans_n_init=1,
       prompt_weight=0.1,       # image->prompt branch of the decoupled attention
       bank_weight=0.1,         # prototype share of the attribute prompt
       match_weight=0.5,        # prompt matching loss weight

@@ -8,9 +8,13 @@ with config.init.checkpoint = OpenAI ViT-B-16.pt (format clip_openai; bpe_simple
 next to it or at sap.bpe_path), data.split_file = CoOp split json, data.data_dir = its image folder,
 sap.descriptions = the class-description JSON. Results: base / novel / hm. Zero-shot CLIP baseline
 only: --config.program=clip_zeroshot (program 'b2n' reports it too, under 'zeroshot').
-Optimiser: SGD lr 0.0025 (no batch scaling), momentum .9, wd 5e-4; lr per epoch: epoch 0 = 1e-5
-(with a per-epoch schedule and 1 warm-up epoch the linear warm-up IS the constant warm-up), epoch
-e >= 1 = 0.5·lr·(1 + cos(π·e/20)) (cosine_shift=False: Dassl's cosine over the absolute epoch).
+Optimiser: SGD lr 0.0025 (no batch scaling), momentum .9, wd 5e-4 on every trainable tensor,
+1-D ones included (decay_1d: Dassl's build_optimizer over all parameters); lr per epoch, stepped
+after the epoch's last batch (trainers/sap.py): epoch 0 = 1e-5 (with a per-epoch schedule and 1
+warm-up epoch the linear warm-up IS Dassl's constant warm-up), epoch e >= 1 =
+0.5·lr·(1 + cos(π·(e-1)/20)) (warmup_recount: Dassl's WARMUP_RECOUNT=True restarts the cosine
+over MAX_EPOCH after warm-up). Options: warmup_recount=False gives cos(π·(e-1)/19), and with
+cosine_shift=False cos(π·e/20).
 RRC + flip at 224, bicubic, CLIP normalisation. ImageNet: the release keeps the first 3
 descriptions per class (--config.sap.max_descriptions=3).
 """
@@ -32,7 +36,8 @@ def get_config(arg: str | None = None):
   c.b2n = common.b2n(eval_split='test')
   c.train.update(epochs=20, batch_size=4, eval_batch_size=100, optimizer='sgd', lr=0.0025,
                  lr_scale_by_batch=False, momentum=0.9, wd=5e-4, wd_head=-1.0,
-                 warmup_epochs=1, warmup_init=1e-5, schedule_per='epoch', cosine_shift=False,
+                 warmup_epochs=1, warmup_init=1e-5, schedule_per='epoch', cosine_shift=True,
+                 warmup_recount=True, decay_1d=True,
                  eval_every_epochs=20, checkpoint_every_steps=500, log_every_steps=20,
                  drop_last=True)  # Dassl: drop_last for training when the split >= the batch
   return common.finalize(c)

@@ -7,10 +7,14 @@
 that task's row of RECIPES; a --config.data.task that disagrees is an error.
 
 AdamW (eps 1e-8), 10 warm-up epochs from 1e-6, cosine (on the absolute epoch, timm-style) to 1e-5
-over 100 epochs, stepped per epoch; batch 64, full batches only (the release's drop_last=True);
-drop path 0.1; inputs normalised with mean=std=0.5; the release's `direct_resize=True`: bicubic
-resize straight to 224×224 (PIL-like antialiasing), no crop; new head N(0, .02) (timm's
-trunc_normal_(std=.02), cut-offs ±2 absolute), zero bias. Train on train800val200.
+over 100 epochs, stepped per epoch one epoch late as the release (train.py calls timm's
+`lr_scheduler.step(epoch)` after epoch `epoch`: epochs 0 and 1 train at 1e-6, epoch e >= 1 at
+lr(e-1); `--config.train.schedule_lag_epochs=0` gives epoch e lr(e)); wd on tensors of rank >= 2
+(timm's create_optimizer: no decay for 1-D tensors and biases); batch 64, full batches only (the
+release's drop_last=True); drop path 0.1; inputs normalised with mean=std=0.5; the release's
+`direct_resize=True`: bicubic resize straight to 224×224 (PIL-like antialiasing), no crop; new
+head N(0, .02) (timm's trunc_normal_(std=.02), cut-offs ±2 absolute), zero bias. Train on
+train800val200.
 The release's shipped affinity / prototype files: --config.ship.affinity_path=.../affinity.npy
 --config.ship.prototypes_path=.../prototype_200_clusters.npy (see prompt_jax/methods/ship.py).
 Evaluated every epoch on 'val200' and 'test' with val_split='val200':
@@ -62,7 +66,8 @@ def get_config(arg: str | None = None):
                 train_split='train800val200', eval_splits=('val200', 'test'), val_split='val200')
   c.train.update(optimizer='adamw', eps=1e-8, batch_size=64, lr_scale_by_batch=False,
                  epochs=100, warmup_epochs=10, warmup_init=1e-6, min_lr=1e-5,
-                 schedule_per='epoch', cosine_shift=False, eval_every_epochs=1, drop_last=True)
+                 schedule_per='epoch', cosine_shift=False, schedule_lag_epochs=1,
+                 eval_every_epochs=1, drop_last=True)
   c.ship = common.ship()
   common.apply_recipe(c, a.task, RECIPES)
   return common.finalize(c)

@@ -1,9 +1,12 @@
 """Optimizers and learning-rate schedules over the TRAINABLE subtree only.
 
 Weight-decay groups (by param path and rank): tensors of rank >= 2 get `wd`, the head kernel gets
-`wd_head` (= wd when negative), biases / LayerNorm params / other 1-D tensors get none (so the head
-bias never decays). SGD uses coupled L2 (added to the gradient before momentum, as torch.optim.SGD);
-AdamW uses decoupled decay scaled by the learning rate (as torch.optim.AdamW).
+`wd_head` (= wd when negative), biases (any path ending in `bias`, also the [heads, head_dim]
+attention biases that are 1-D `.bias` tensors in PyTorch) / LayerNorm params / other 1-D tensors
+get none (so the head bias never decays; timm / SPT / DA-VPT / SHIP), or `wd` with `decay_1d=True`
+(Dassl's SGD over every trainable tensor: SAP). SGD uses coupled L2 (added to the gradient before
+momentum, as torch.optim.SGD); AdamW uses decoupled decay scaled by the learning rate (as
+torch.optim.AdamW).
 """
 
 from __future__ import annotations
@@ -27,24 +30,36 @@ def peak_lr(cfg: ml_collections.ConfigDict) -> float:
 def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
   """Linear warm-up from `warmup_init` then cosine to `min_lr`.
 
-  schedule_per='epoch': the lr changes once per epoch (VPT, SHIP); 'step': every update (DA-VPT,
-  SPT).
-  cosine_shift=True: cosine runs over the post-warm-up span (VPT); False: over the absolute position
-  in [0, total] with warm-up overriding its start (timm / DA-VPT).
+  schedule_per='epoch': the lr changes once per epoch (VPT, SHIP, SAP); 'step': every update
+  (DA-VPT, SPT).
+  cosine_shift=True: cosine runs over the post-warm-up span (VPT, SPT); False: over the absolute
+  position in [0, total] with warm-up overriding its start (timm / DA-VPT / SHIP).
+  warmup_recount=True (with cosine_shift): the cosine restarts after warm-up and runs over all
+  `epochs`, cos(π·(t - warm)/total) (Dassl's WARMUP_RECOUNT: SAP).
+  schedule_lag_epochs=k: epoch e trains at the schedule's lr(max(e - k, 0)) (SHIP: timm's
+  `scheduler.step(epoch)` called after epoch e, so epochs 0 and 1 both train at lr(0)).
   """
   base_lr = peak_lr(cfg)
   per_epoch = cfg.schedule_per == 'epoch'
   if cfg.schedule_per not in ('epoch', 'step'):
     raise ValueError(f"train.schedule_per must be 'epoch' or 'step', got {cfg.schedule_per!r}")
+  if cfg.warmup_recount and not cfg.cosine_shift:
+    raise ValueError('train.warmup_recount=True restarts the cosine after warm-up; it needs '
+                     'train.cosine_shift=True')
+  if cfg.schedule_lag_epochs < 0:
+    raise ValueError(f'train.schedule_lag_epochs must be >= 0, got {cfg.schedule_lag_epochs}')
   unit = 1 if per_epoch else steps_per_epoch
   total = cfg.epochs * unit
   warm = cfg.warmup_epochs * unit
+  lag = cfg.schedule_lag_epochs * unit
 
   def schedule(step):
     t = (step // steps_per_epoch) if per_epoch else step
-    t = jnp.asarray(t, jnp.float32)
+    t = jnp.maximum(jnp.asarray(t, jnp.float32) - lag, 0.0)
     warm_lr = cfg.warmup_init + (base_lr - cfg.warmup_init) * t / max(warm, 1)
-    if cfg.cosine_shift:
+    if cfg.warmup_recount:
+      progress = (t - warm) / max(total, 1)
+    elif cfg.cosine_shift:
       progress = (t - warm) / max(total - warm, 1)
     else:
       progress = t / max(total, 1)
@@ -55,12 +70,13 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax
   return schedule
 
 
-def decay_masks(params: Any) -> tuple[Any, Any]:
+def decay_masks(params: Any, decay_1d: bool = False) -> tuple[Any, Any]:
   """(mask for `wd`, mask for `wd_head`) as pytrees of bools matching `params`."""
   paths = tree.paths(params)
   leaves, treedef = jax.tree_util.tree_flatten(params)
   is_head_kernel = [p == 'head/kernel' for p in paths]
-  body = [l.ndim >= 2 and not h for l, h in zip(leaves, is_head_kernel)]
+  no_decay = [l.ndim < 2 or p.endswith('bias') for l, p in zip(leaves, paths)]
+  body = [(decay_1d or not n) and not h for n, h in zip(no_decay, is_head_kernel)]
   return (jax.tree_util.tree_unflatten(treedef, body),
           jax.tree_util.tree_unflatten(treedef, is_head_kernel))
 
@@ -69,7 +85,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, params: Any, steps_per_epoch:
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optax chain for `config.train` over the trainable `params`."""
   schedule = make_schedule(cfg, steps_per_epoch)
-  body_mask, head_mask = decay_masks(params)
+  body_mask, head_mask = decay_masks(params, cfg.decay_1d)
   wd_head = cfg.wd if cfg.wd_head < 0 else cfg.wd_head
   parts = []
   if cfg.grad_clip_value > 0:

@@ -4,6 +4,8 @@ Supported containers: the zip format written by `torch.save` (PyTorch >= 1.6: `a
 plus
 raw storages, read here with a restricted unpickler), `.npz`, and `.safetensors` (numpy API). The
 legacy (pre-1.6, non-zip) torch format and TorchScript archives need torch; the error says so.
+A flax msgpack checkpoint (`flax.training.checkpoints.save_checkpoint`'s `checkpoint_<step>` file,
+as the original ViT's vit_jax/train.py writes) is read as its nested dict of arrays.
 """
 
 from __future__ import annotations
@@ -146,6 +148,26 @@ def _localize(path: str) -> str:
   return local
 
 
+def is_flax_msgpack(path: str) -> bool:
+  """A msgpack map at the top (flax.serialization.to_bytes of a dict / tuple state). A pickle (a
+  legacy torch file) starts with 0x80, an empty map, which no checkpoint is."""
+  with open(path, 'rb') as f:
+    first = f.read(1)
+  return bool(first) and (0x81 <= first[0] <= 0x8f or first[0] in (0xde, 0xdf))
+
+
+def read_flax_msgpack(path: str) -> Any:
+  from flax import serialization
+  with open(path, 'rb') as f:
+    return _to_numpy_tree(serialization.msgpack_restore(f.read()))
+
+
+def _to_numpy_tree(obj: Any) -> Any:
+  if isinstance(obj, Mapping):
+    return {k: _to_numpy_tree(v) for k, v in obj.items()}
+  return np.asarray(obj) if hasattr(obj, 'shape') else obj
+
+
 def read(path: str) -> Any:
   """Loads a checkpoint file's object (dicts of numpy arrays; nested containers are kept).
   `path` may be local or remote (anything etils.epath opens, e.g. gs://)."""
@@ -160,4 +182,6 @@ def read(path: str) -> Any:
     return load_file(path)
   if zipfile.is_zipfile(path):
     return _read_torch_zip(path)
+  if is_flax_msgpack(path):
+    return read_flax_msgpack(path)
   return _torch_load(path)

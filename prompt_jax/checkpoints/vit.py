@@ -2,7 +2,12 @@
 
 Formats (`config.init.format`):
   npz     original ViT / augreg `.npz` (already our names; `pre_logits/*` and `head/*` are dropped:
-          the prompt-tuning seeds classify CLS after encoder_norm with a new head).
+          the prompt-tuning seeds classify CLS after encoder_norm with a new head). A flax msgpack
+          checkpoint is detected and read too: vit_jax/train.py's `checkpoint_<step>` of
+          (params, opt_state, step) gives its params; a {'params': tree} or a bare params tree
+          also loads.
+The original Flax ViT uses tanh-approximated GELU (flax `nn.gelu`): `model.act='gelu_tanh'`
+reproduces its outputs; the default exact GELU reproduces the PyTorch releases.
   timm    a timm-style state dict (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.i.*`,
           `norm`).
   mae     timm-style inside key 'model' (`mae_pretrain_vit_base.pth`).
@@ -106,15 +111,45 @@ def _strip_prefixes(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
+def _flat(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flat(v, f'{prefix}{k}/'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _flax_params(raw: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+  """The params tree of a flax msgpack checkpoint (vit_jax/train.py: (params, opt_state, step)
+  is saved as {'0': params, '1': opt_state, '2': step})."""
+  tree = raw
+  if set(tree) == {'0', '1', '2'}:
+    tree = tree['0']
+  while isinstance(tree, Mapping) and set(tree) == {'params'}:
+    tree = tree['params']
+  if not (isinstance(tree, Mapping) and 'Transformer' in tree):
+    raise errors.CheckpointError(
+        f'{path} is a flax msgpack checkpoint with top-level keys {sorted(raw)[:10]}, not the '
+        "original ViT's: expected vit_jax/train.py's (params, opt_state, step), {'params': ...} or "
+        "a params tree with 'Transformer'. Convert it: restore it with "
+        'flax.serialization.msgpack_restore, take the ViT params tree and save it flattened with '
+        "'/' as an .npz (np.savez), as the original release's .npz files.")
+  return tree
+
+
 def _load_npz(path: str, heads: int) -> dict[str, np.ndarray]:
   del heads
   raw = state_dict.read(path)
+  if any(isinstance(v, Mapping) for v in raw.values()):  # a nested (flax msgpack) checkpoint
+    raw = _flat(_flax_params(raw, path))
   return {k: v for k, v in raw.items() if not _NPZ_IGNORED.match(k)}
 
 
 # What a file of each format is (named when it cannot be read).
 EXPECTED = {
-    'npz': 'a .npz of arrays named as the original ViT release',
+    'npz': 'a .npz of arrays named as the original ViT release, or a flax msgpack checkpoint',
     'timm': 'a timm state dict: torch.save zip, legacy torch file, .npz or .safetensors',
     'mae': "MAE's torch.save file with the state dict under 'model'",
     'mocov3': "MoCo v3's torch.save file with the state dict under 'state_dict'",

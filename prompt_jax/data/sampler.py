@@ -7,6 +7,11 @@ release's ClassSampler. A class with fewer than k images is refilled by resampli
 (P×K sampling). When the split has fewer classes C than N (2-class tasks at batch 32, k = 2), each
 batch repeats classes as the release's ClassSampler does: every class N // C times, plus N % C
 distinct others.
+
+Which classes fill a batch's remaining N % C groups (all N when C >= N): uniform over the classes,
+as the release's `random.sample(classes, N)`, whatever their sizes (on a task with classes of
+734/69/150/26/21 images each class gets 20% of the draws). The draws run through shuffled cycles
+of the classes (each class once per cycle), so a balanced split is still covered once per pass.
 """
 
 from __future__ import annotations
@@ -43,20 +48,23 @@ def class_balanced_order(labels: np.ndarray, batch_size: int, images_per_class: 
       refill(c)
     return pools[c].pop()
 
+  cycle: list[int] = []
+
+  def pick(n):  # n distinct classes, uniformly: the next ones of a shuffled cycle of all classes
+    chosen: list[int] = []
+    while len(chosen) < n:
+      fresh = [j for j, c in enumerate(cycle) if c not in chosen]
+      if not fresh:
+        cycle.extend(rng.permutation(len(classes)).tolist())
+        continue
+      chosen.append(cycle.pop(fresh[0]))
+    return chosen
+
   for c in classes:
     refill(c)
   out = []
   for _ in range(len(labels) // batch_size):
     batch = [take(c) for _ in range(repeats) for c in classes]
-    if n_pick:
-      left = np.array([len(pools[c]) for c in classes], np.float64)
-      if (left > 0).sum() < n_pick:  # too few classes left this pass: refill the empty ones
-        for c, n in zip(classes, left):
-          if n == 0:
-            refill(c)
-        left = np.array([len(pools[c]) for c in classes], np.float64)
-      # Classes with more groups left are drawn first, so a pass uses (almost) every image once.
-      pick = rng.choice(len(classes), n_pick, replace=False, p=left / left.sum())
-      batch.extend(take(classes[i]) for i in pick)
+    batch.extend(take(classes[i]) for i in pick(n_pick))
     out.extend(batch)
   return np.concatenate(out) if out else np.zeros(0, np.int64)

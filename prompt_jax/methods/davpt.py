@@ -28,9 +28,9 @@ the 3-D tensor (`init_div8`: /8); the data recipe (class-balanced sampler that r
 when a batch needs more than the split has, shorter-side resize + centre crop, full batches only)
 is in configs/davpt_vtab.py.
 Differences from the release (deliberate): unknown config keys are errors (locked configs) and a
-missing anchor/proxy is an error, never a silent zero loss. The head is flax `trunc_normal` (cut at
-±2σ, std 0.0176); the release's timm `trunc_normal_(std=.02)` cuts at ±2 absolute, which is
-`model.head_init='normal'`.
+missing anchor/proxy is an error, never a silent zero loss. The configs' head is the release's timm
+`trunc_normal_(std=.02)` (cut-offs ±2 absolute: `model.head_init='normal'`); flax's
+`trunc_normal` (cut at ±2σ, std 0.0176) is `model.head_init='trunc_normal'`.
 """
 
 from __future__ import annotations
@@ -348,7 +348,9 @@ def update_state(state: dict[str, Array], inputs: base.LossInputs) -> dict[str, 
 def epoch_end(state: dict[str, Any], epoch: int, config: base.Config) -> dict[str, Any]:
   """From epoch `dynamic_kmeans` (> 0): re-run cosine k-means on the LN'd class means, starting at
   the previous centroids; accept when > 1 cluster is used. Statistics are reset every epoch.
-  Unseen classes keep their cluster. C < P (identity map) is never remapped."""
+  Classes with no image this epoch get a uniformly random cluster at each remap, as the release's
+  `cosine_kmeans` (model_creator.py: `torch.randint(k, ...)` for all-zero class means), seeded by
+  (seed, epoch). C < P (identity map) is never remapped."""
   c = config.davpt
   state = {k: np.asarray(v) for k, v in state.items()}
   cmap, cent = state['map'], state['centroids']
@@ -361,6 +363,8 @@ def epoch_end(state: dict[str, Any], epoch: int, config: base.Config) -> dict[st
     if len(np.unique(assign)) > 1:
       cmap = cmap.copy()
       cmap[seen] = assign
+      rng = np.random.default_rng([config.seed, epoch])
+      cmap[~seen] = rng.integers(0, len(cent), int((~seen).sum()))
       cent = new_cent
   return {'map': cmap.astype(np.int32), 'centroids': cent.astype(np.float32),
           'sums': np.zeros_like(state['sums']), 'counts': np.zeros_like(state['counts'])}

@@ -4,10 +4,10 @@ Host side (`prepare`): per-layer CLS features of the frozen backbone on the trai
 12x12 mean-cosine affinity -> greedy anchors (`greedy_anchors`); k-means prototype bank of the
 last-layer CLS features of up to 1000 training images: scikit-learn
 `KMeans(200, random_state=ship.seed, n_init=ship.kmeans_n_init)`. The release runs
-`KMeans(200, random_state=42)` with scikit-learn's default n_init, which is 10 before
-scikit-learn 1.4 and 1 from 1.4 on; the defaults here are seed 42 and n_init 10 (set
-`ship.kmeans_n_init=1` for a scikit-learn >= 1.4 run of the release). The release prefers its
-shipped files: `ship.affinity_path` (save_affinity/<task>/affinity.npy, [12, 12]) and
+`KMeans(200, random_state=42)` (train.py:287) with scikit-learn's default n_init, which is 10
+before scikit-learn 1.4 and 1 from 1.4 on; its torch==2.3.0 pin dates it to scikit-learn >= 1.4, so
+the defaults here are seed 42 and n_init 1 (`ship.kmeans_n_init=10`: a pre-1.4 run). The release
+prefers its shipped files: `ship.affinity_path` (save_affinity/<task>/affinity.npy, [12, 12]) and
 `ship.prototypes_path` (save_attribute/<task>/prototype_200_clusters.npy, [200, 768]) replace the
 computation; their shapes are checked (`load_affinity`, `load_prototypes`).
 
@@ -74,7 +74,7 @@ def greedy_anchors(aff: np.ndarray, threshold: float) -> tuple[int, ...]:
   return tuple(anchors)
 
 
-def prototype_bank(features: np.ndarray, k: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
+def prototype_bank(features: np.ndarray, k: int, seed: int = 0, n_init: int = 1) -> np.ndarray:
   """K-means (scikit-learn, fixed seed) centres of features [N, D] -> [min(k, N), D] float32."""
   from sklearn.cluster import KMeans
   f = np.asarray(features, np.float32)

@@ -44,3 +44,20 @@ def test_fewer_classes_than_a_batch_needs_repeats_classes(num_classes):
 def test_errors():
   with pytest.raises(ValueError, match='multiple'):
     sampler.class_balanced_order(np.arange(10), 5, 2, 0)
+
+
+def test_imbalanced_classes_are_drawn_uniformly():
+  # Noahsark/DA-VPT Dataset/class_sampler.py `_smart_sample(classes, draws)`: every class
+  # draws // C times plus `random.sample(classes, draws % C)`, uniform whatever the class sizes:
+  # with 16 groups over 5 classes each class fills (3 + 1/5) / 16 = 20% of a batch.
+  sizes = [734, 69, 150, 26, 21]
+  labels = np.repeat(np.arange(5), sizes)
+  groups = np.concatenate([labels[sampler.class_balanced_order(labels, 32, 2, seed=s)]
+                           for s in range(40)])
+  share = np.bincount(groups, minlength=5) / len(groups)
+  np.testing.assert_allclose(share, 0.2, atol=0.004)
+  # more classes than a batch needs: 4 of 10 uneven classes per batch, each class 40% of batches
+  labels = np.repeat(np.arange(10), [300, 5, 5, 5, 5, 5, 5, 5, 5, 60])
+  order = sampler.class_balanced_order(labels, 8, 2, seed=0)
+  present = np.stack([np.bincount(labels[b], minlength=10) > 0 for b in order.reshape(-1, 8)])
+  np.testing.assert_allclose(present.mean(0), 0.4, atol=0.04)

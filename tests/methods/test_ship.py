@@ -335,3 +335,18 @@ def test_padding_rows_do_not_change_the_matching_loss():
   garbage = x.at[3:].set(100.0 * jnp.asarray(rng.normal(size=(2, 9, 4)), jnp.float32))
   got = ship.matching_loss(garbage, scores, 6, mask, k=3)
   np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+
+
+def test_default_prototype_bank_is_the_release_kmeans_call():
+  """haoweiz23/SHIP train.py:287 `cluster.KMeans(n_clusters=n_cluster, random_state=42)`, no
+  n_init, under the scikit-learn its requirements.txt (torch==2.3.0) implies: >= 1.4, n_init 1."""
+  import sklearn
+  from sklearn import cluster
+  from prompt_jax.configs import ship_vtab
+  if tuple(int(v) for v in sklearn.__version__.split('.')[:2]) < (1, 4):
+    pytest.skip('the release call needs scikit-learn >= 1.4 defaults')
+  s = ship_vtab.get_config('task=dtd').ship
+  f = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+  want = cluster.KMeans(n_clusters=20, random_state=42).fit(f).cluster_centers_
+  got = ship.prototype_bank(f, 20, seed=s.seed, n_init=s.kmeans_n_init)
+  np.testing.assert_allclose(got, want, atol=1e-5)
