@@ -1,6 +1,7 @@
 """prompt_jax.checkpointing: only finite states are saved; restore takes the newest step that
 restores and is finite, and says which steps it skipped."""
 
+import glob
 import os
 import shutil
 
@@ -67,4 +68,32 @@ def test_no_restorable_step_is_an_error_listing_each(tmp_path):
                      match='(?s)none of the checkpoints.*step 1: it does not restore'):
     checkpointing.restore(mngr, _abstract())
   assert mngr.all_steps() == [1]  # nothing moved: maybe only the file system failed
+  mngr.close()
+
+
+def test_a_flipped_byte_is_a_corrupt_step(tmp_path, caplog):
+  # Issue 20 item 3: orbax restores a data file with one changed byte without an error.
+  w = np.random.default_rng(0).normal(size=(1024,)).astype(np.float32)  # incompressible
+  mngr = checkpointing.manager(str(tmp_path), 5)
+  for step in (1, 2):
+    checkpointing.save(mngr, {'step': jnp.asarray(step, jnp.int32), 'trainable': {'w': w * step}},
+                       {'history': [step]})
+  mngr.close()
+  # The data file holding w (zstd-compressed by tensorstore): one flipped bit in the middle of
+  # it decodes without an error to other values of w.
+  path = max(glob.glob(str(tmp_path / 'checkpoints' / '2' / 'state' / '**' / 'd' / '*'),
+                       recursive=True), key=os.path.getsize)
+  with open(path, 'r+b') as f:
+    blob = bytearray(f.read())
+    blob[len(blob) // 2] ^= 0x01
+    f.seek(0)
+    f.write(blob)
+  abstract = {'step': jax.ShapeDtypeStruct((), jnp.int32),
+              'trainable': {'w': jax.ShapeDtypeStruct((1024,), jnp.float32)}}
+  mngr = checkpointing.manager(str(tmp_path), 5)
+  state, meta = checkpointing.restore(mngr, abstract)
+  assert int(state['step']) == 1 and meta == {'history': [1]}
+  np.testing.assert_array_equal(state['trainable']['w'], w)
+  assert 'step 2 in' in caplog.text and 'do not match the digest saved with it' in caplog.text
+  assert os.listdir(tmp_path / 'checkpoints_skipped') == ['2']
   mngr.close()
