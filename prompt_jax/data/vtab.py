@@ -150,6 +150,7 @@ TASKS: dict[str, Task] = {
 }
 # Metadata (classes, groups, aliases) lives in data/tasks.py.
 assert set(TASKS) == set(tasks.VTAB_TASKS)
+assert all(t.tfds_name == tasks.TFDS_NAMES[k] for k, t in TASKS.items())
 
 
 # ---- reading ----------------------------------------------------------------------------------
