@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
   from prompt_jax import preflight
   from prompt_jax import validation
   try:  # every value and the files it names, before TensorFlow is imported
-    preflight.check(config)
+    preflight.check(config, _WORKDIR.value)
   except validation.ConfigError as e:
     _exit_config_error(str(e))
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported

@@ -6,8 +6,9 @@
 `validation.check` (every value of the config) plus what can be told from the file system alone:
 the backbone weights file exists, the task is known, the dataset is present under data.data_dir
 (a prepared TFDS dataset's dataset_info.json, the folder layout's lists) and the training split
-holds at least one batch when train.drop_last. A mistake costs a second, not the 60-80 s that
-importing TensorFlow and loading the data take on 2 cores; the trainer checks again once loaded.
+holds at least one batch when train.drop_last; then the workdir can be written. A mistake costs a
+second, not the 60-80 s that importing TensorFlow and loading the data take on 2 cores; the
+trainer checks again once loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import tempfile
 
 import ml_collections
 
@@ -108,8 +110,24 @@ def _data(c: Config) -> list[str]:
   return out
 
 
-def check(config: Config) -> None:
-  """Raises validation.ConfigError naming every problem found, each with its fix."""
+def _workdir(workdir: str) -> list[str]:
+  """Creates `workdir` and a probe file in it (only once the config passed: a mistake leaves no
+  directory behind)."""
+  if _remote(workdir):
+    return []
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    return [f'--workdir={workdir}: cannot write there ({type(e).__name__}: {e.strerror}); pass a '
+            'directory on a writable disk']
+  return []
+
+
+def check(config: Config, workdir: str | None = None) -> None:
+  """Raises validation.ConfigError naming every problem found, each with its fix; then, with
+  `workdir`, creates it and checks that it can be written."""
   try:
     validation.check(config)
     problems = []
@@ -119,6 +137,8 @@ def check(config: Config) -> None:
   problems += _backbone(config)
   if not any(p.startswith('data.') for p in problems):
     problems += _data(config)
+  if not problems and workdir:
+    problems = _workdir(workdir)
   if len(problems) == 1:
     raise validation.ConfigError(problems[0])
   if problems:

@@ -42,6 +42,8 @@ CASES = {
     'batch_over_split': ([*VTAB, *FOLDER, '--config.train.drop_last=True'],
                          "train.batch_size=128 exceeds the 3 examples of data.train_split="
                          "'train800val200': with train.drop_last=True no step would run"),
+    'workdir_read_only': (['--config=configs/demo.py', '--workdir=/sys/prompt_jax_wd'],
+                          '--workdir=/sys/prompt_jax_wd: cannot write there'),
     'config_syntax_error': (['--config={tmp}/bad.py'],
                             'the config file {tmp}/bad.py does not parse: invalid syntax (line 1)'),
 }
@@ -53,9 +55,17 @@ def test_a_startup_mistake_is_one_line_exit_2_without_tensorflow(tmp_path, case)
   data = _vtab1k(tmp_path / 'vtab-1k')
   (tmp_path / 'bad.py').write_text('def get_config(:\n  pass\n')
   fill = lambda s: s.replace('{tmp}', str(tmp_path)).replace('{data}', data)
-  out = subprocess.run([sys.executable, '-c', WRAPPER, *map(fill, args),
-                        f'--workdir={tmp_path / "wd"}'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+  if case == 'workdir_read_only':  # /sys refuses new directories, even to root
+    try:
+      os.mkdir('/sys/prompt_jax_wd')
+    except OSError:
+      pass
+    else:
+      os.rmdir('/sys/prompt_jax_wd')
+      pytest.skip('/sys is writable here')
+  workdir = [] if any(a.startswith('--workdir') for a in args) else [f'--workdir={tmp_path}/wd']
+  out = subprocess.run([sys.executable, '-c', WRAPPER, *map(fill, args), *workdir], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
   err = out.stderr
   assert out.returncode == 2, err[-3000:]
   assert 'tensorflow imported: False' in err, err[-3000:]
