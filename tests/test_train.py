@@ -300,7 +300,8 @@ def test_sharded_over_8_devices_matches_one_device(tmp_path):
       'from conftest import micro_config; from prompt_jax import train;'
       'cfg = micro_config("vpt", epochs=1, max_steps=3); cfg.unlock();'
       'cfg.mesh.fsdp = int(sys.argv[2]);'
-      'r = train.train_and_evaluate(cfg, sys.argv[1]); print(json.dumps(r["last_train_loss"]))')
+      'r = train.train_and_evaluate(cfg, sys.argv[1]);'
+      'print(json.dumps([r["last_train_loss"], r["started_from_step"], r["test"]]))')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
   for fsdp in (1, 2):
@@ -308,9 +309,18 @@ def test_sharded_over_8_devices_matches_one_device(tmp_path):
     out = subprocess.run([sys.executable, '-c', script, wd, str(fsdp)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    loss8 = float(out.stdout.strip().splitlines()[-1])
+    loss8, _, test8 = json.loads(out.stdout.strip().splitlines()[-1])
     assert loss8 == pytest.approx(one['last_train_loss'], abs=1e-5)
     a = _final_state(str(tmp_path / 'one'))
     b = _final_state(wd, like=a)
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5),
                            a['trainable'], b['trainable'])
+  # Issue 20 item 9: the 8-device state resumed on 1 device, and the 1-device state on 8 (each
+  # restore checks the state digest, so a wrongly placed or reinterpreted array would fail).
+  back = train.train_and_evaluate(cfg, str(tmp_path / 'eight_1'))
+  assert back['started_from_step'] == 3 and back['test'] == test8
+  out = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'one'), '1'], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  _, start, test_on_8 = json.loads(out.stdout.strip().splitlines()[-1])
+  assert start == 3 and test_on_8 == one['test']
