@@ -1,23 +1,30 @@
 """Orbax checkpoints of the train state in `workdir/checkpoints` (state pytree + JSON meta).
 
-Only finite states are saved (`save` refuses others), and `restore` takes the newest step that
-restores and is finite: a newer step that fails to read (a corrupt or half-deleted file) or holds
-a NaN / inf is skipped with a warning naming the step and why, and moved out of the way to
+Only finite states are saved (`save` refuses others), each with a sha256 of its content in its
+meta (`state_digest`), and `restore` takes the newest step that restores, matches its digest and is
+finite: a newer step that fails to read (a corrupt or half-deleted file), whose bytes changed since
+it was saved (a flipped byte restores without error otherwise) or holds a NaN / inf is skipped
+with a warning naming the step and why, and moved out of the way to
 `workdir/checkpoints_skipped/<step>` (deleted on remote workdirs) so that training can save that
 step again. When no step restores, nothing is moved and `RestoreError` lists every step's reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from prompt_jax import tree
+
+
+DIGEST = 'state_digest'  # meta key: `state_digest` of the saved state
 
 
 class NonFiniteError(FloatingPointError):
@@ -40,6 +47,17 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
       item_names=('state', 'meta'))
 
 
+def state_digest(state: Any) -> str:
+  """sha256 of a train state's leaves (paths, dtypes, shapes, bytes; host copy), saved in each
+  step's meta and checked on restore."""
+  h = hashlib.sha256()
+  for path, x in zip(tree.paths(state), jax.device_get(jax.tree_util.tree_leaves(state))):
+    a = np.ascontiguousarray(x)
+    h.update(f'{path}:{a.dtype.str}:{a.shape};'.encode())
+    h.update(a.reshape(-1).view(np.uint8))
+  return h.hexdigest()
+
+
 def save(mngr: ocp.CheckpointManager, state: Any, meta: dict[str, Any]) -> None:
   """Saves at `state['step']` unless that step is already the latest; raises NonFiniteError (and
   saves nothing) when a float leaf of `state` is not finite."""
@@ -49,6 +67,7 @@ def save(mngr: ocp.CheckpointManager, state: Any, meta: dict[str, Any]) -> None:
   bad = tree.nonfinite_paths(state)
   if bad:
     raise NonFiniteError(f'refusing to save the state of step {step}: non-finite values in {bad}')
+  meta = {**meta, DIGEST: state_digest(state)}
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           meta=ocp.args.JsonSave(meta)))
 
@@ -68,6 +87,20 @@ def _set_aside(mngr: ocp.CheckpointManager, step: int) -> None:
   logging.warning('moved the skipped checkpoint step %d to %s', step, dst)
 
 
+def keep_up_to(mngr: ocp.CheckpointManager, last_good: int) -> int | None:
+  """Sets aside every step after `last_good` (`checkpoints_skipped/`, process 0 moves them);
+  returns the newest step kept, or None."""
+  mngr.wait_until_finished()
+  later = [s for s in mngr.all_steps() if s > last_good]
+  if later and jax.process_index() == 0:
+    for step in later:
+      _set_aside(mngr, step)
+  if later:
+    mngr.reload()
+  kept = [s for s in mngr.all_steps() if s <= last_good]
+  return max(kept) if kept else None
+
+
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any
             ) -> tuple[Any, dict[str, Any]] | None:
   """(state, meta) of the newest step that restores and is finite (newer steps are warned about
@@ -82,9 +115,14 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any
       why = f'it does not restore ({type(e).__name__}: {str(e)[:300]})'
     else:
       bad = tree.nonfinite_paths(got['state'])
-      if not bad:
+      want = got['meta'].pop(DIGEST, None)  # None: saved by a version without digests
+      if want is not None and state_digest(got['state']) != want:
+        why = ('its bytes do not match the digest saved with it (a damaged or partly rewritten '
+               'file)')
+      elif bad:
+        why = f'it holds non-finite values in {bad[:5]}'
+      else:
         break
-      why = f'it holds non-finite values in {bad[:5]}'
       got = None
     logging.warning('checkpoint step %d in %s is skipped: %s', step, mngr.directory, why)
     skipped[step] = why

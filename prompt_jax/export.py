@@ -11,15 +11,20 @@ prepared values, `treeio`: no pickle, so an export from anyone loads without run
 
 The prompts only mean something on the backbone they were tuned on: `load_tuned` with weights of
 another digest is an error (`BackboneMismatchError`) unless `allow_other_backbone=True`.
+
+`dir` is sealed: manifest.json, written last, holds the sha256 of every other file (params/
+included). `load_tuned` checks it before reading anything, so a hand-edited config.json, a damaged
+meta.json or a truncated params/ file is an `ExportError` naming the file and the fix, never a
+silent change of predictions or a JSON / tensorstore traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
 
-from absl import logging
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -30,8 +35,67 @@ from prompt_jax import treeio
 from prompt_jax.methods import base
 
 
+MANIFEST = 'manifest.json'
+
+
 class BackboneMismatchError(ValueError):
   """The backbone given to `load_tuned` is not the one the prompts were tuned on."""
+
+
+class ExportError(ValueError):
+  """An export directory that is incomplete or changed since it was written."""
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _files(path: str) -> list[str]:
+  """Every file under `path` but the manifest, '/'-relative, sorted."""
+  out = []
+  for root, _, names in os.walk(path):
+    out += [os.path.relpath(os.path.join(root, n), path) for n in names]
+  return sorted(f.replace(os.sep, '/') for f in out if f != MANIFEST)
+
+
+def seal(path: str) -> None:
+  """Writes `path`/manifest.json: the sha256 of every file under `path`."""
+  files = {f: _sha256(os.path.join(path, f)) for f in _files(path)}
+  tmp = os.path.join(path, MANIFEST + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump({'sha256': files}, f, indent=1)
+  os.replace(tmp, os.path.join(path, MANIFEST))
+
+
+def verify(path: str) -> None:
+  """Raises ExportError unless every file `path`/manifest.json lists is there with its digest."""
+  again = ('export it again (train.export=True on its workdir, or the file from the original '
+           'export)')
+  manifest = os.path.join(path, MANIFEST)
+  if not os.path.isdir(path):
+    raise ExportError(f'{path} is not a directory: pass the tuned/ directory of a run')
+  if not os.path.exists(manifest):
+    raise ExportError(f'{manifest} is missing: {path} is not a finished export of this version '
+                      f'(or an older one without digests); {again}')
+  try:
+    with open(manifest) as f:
+      want = json.load(f)['sha256']
+  except (ValueError, KeyError, TypeError) as e:
+    raise ExportError(f'{manifest} does not read ({type(e).__name__}: {e}); {again}') from None
+  unlisted = [f for f in ('config.json', 'meta.json', 'prepared.npz') if f not in want]
+  if unlisted or not any(f.startswith('params/') for f in want):
+    raise ExportError(f'{manifest} does not list {unlisted or "params/"}; {again}')
+  for name, digest in want.items():
+    file = os.path.join(path, name)
+    if not os.path.exists(file):
+      raise ExportError(f'{file} is missing from the export; {again}')
+    if _sha256(file) != digest:
+      raise ExportError(f'{file} changed after the export (edited, truncated or damaged): it '
+                        f'would change the predictions silently; {again}')
 
 
 def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.ConfigDict,
@@ -54,6 +118,7 @@ def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.
                'keys': sorted(tuned), 'backbone_digest': backbone_digest,
                'backbone_checkpoint': config.init.checkpoint}, f, indent=1)
   treeio.save(os.path.join(path, 'prepared.npz'), prepared)
+  seal(path)
   return path
 
 
@@ -64,9 +129,11 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
 
   backbone_ckpt: path of the weights the prompts were tuned on ('random' for the seeded random
   init recorded in the config, for tests). Weights of another digest than the export's are an
-  error unless `allow_other_backbone`. Returns (model, params, config).
+  error unless `allow_other_backbone`. Returns (model, params, config). Raises ExportError when
+  `tuned_ckpt` is not a complete, unchanged export (`verify`), naming the file.
   """
   tuned_ckpt = os.path.abspath(tuned_ckpt)
+  verify(tuned_ckpt)
   with open(os.path.join(tuned_ckpt, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   with open(os.path.join(tuned_ckpt, 'meta.json')) as f:
@@ -83,10 +150,12 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
   method = base.get(config.method)
   backbone = backbone_lib.load(method, config)
   digest, want = tree.digest(backbone), meta.get('backbone_digest')
-  if want is None:
-    logging.warning('%s records no backbone digest: cannot check that %s is the backbone it was '
-                    'tuned on', tuned_ckpt, backbone_ckpt)
-  elif digest != want and not allow_other_backbone:
+  if want is None and not allow_other_backbone:
+    raise ExportError(
+        f'{tuned_ckpt}/meta.json records no backbone_digest: cannot check that {backbone_ckpt!r} '
+        'is the backbone it was tuned on. Export it again, or pass allow_other_backbone=True to '
+        'load it anyway.')
+  if want is not None and digest != want and not allow_other_backbone:
     raise BackboneMismatchError(
         f'{tuned_ckpt} was tuned on backbone {want[:16]}... ({meta.get("backbone_checkpoint")!r})'
         f', but {backbone_ckpt!r} holds other weights ({digest[:16]}...): its prompts and head '

@@ -9,8 +9,11 @@ r"""prompt-jax (= python -m prompt_jax.main): train, evaluate and export one con
 (`--show_config` prints every field of a config with its value). The config path is looked up
 from the working directory, then among the installed package's configs (PACKAGED below).
 `config.program` picks what runs (PROGRAMS below); the default trains and evaluates one method.
-Every config value is checked before the program runs. Exit codes: 0 done; 1 an error (a bad
-config, workdir, checkpoint or a non-finite step is a message naming the fix, no traceback);
+Every config value, and the files it names (backbone weights, the dataset under data.data_dir:
+prompt_jax/preflight.py), is checked before TensorFlow is imported. Exit codes: 0 done; 2 a
+config mistake found at start-up (a file or override that does not parse, an unknown key, a bad
+value, a missing file: one message naming the fix); 1 another error (a workdir, checkpoint or a
+non-finite step is a message naming the fix, no traceback);
 128 + n when signal n (SIGTERM 143, SIGINT 130) stopped training after saving a checkpoint: rerun
 the same command to resume.
 `--verbose` shows every library's INFO log (orbax, clu, jax, TensorFlow) and the config.
@@ -83,16 +86,20 @@ def main(argv: list[str]) -> None:
   program = config.get('program', 'train')
   if program not in PROGRAMS:
     raise app.UsageError(f'unknown config.program {program!r}; known: {sorted(PROGRAMS)}')
+  from prompt_jax import preflight
+  from prompt_jax import validation
+  try:  # every value and the files it names, before TensorFlow is imported
+    preflight.check(config, _WORKDIR.value)
+  except validation.ConfigError as e:
+    _exit_config_error(str(e))
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
   from prompt_jax import checkpointing
   from prompt_jax import checkpoints
   from prompt_jax import train
-  from prompt_jax import validation
   from prompt_jax import workdir
   if _VERBOSE.value:
     logging.info('config:\n%s', config)
   try:
-    validation.check(config)
     result = PROGRAMS[program](config, _WORKDIR.value)
   except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
           checkpointing.NonFiniteError, checkpointing.RestoreError) as e:
@@ -103,6 +110,25 @@ def main(argv: list[str]) -> None:
   if isinstance(result, dict):
     print(json.dumps({k: v for k, v in result.items() if k != 'history'}, indent=1, default=str))
   print(console.outputs(_WORKDIR.value))
+
+
+def _exit_config_error(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parse; a config file or override that does not parse is one line, exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if not any(a.startswith('--config') for a in argv[1:]) or 'config' not in str(e):
+      raise
+    from prompt_jax import preflight
+    _exit_config_error(preflight.flag_error(e, argv))
+  except (AttributeError, KeyError, ValueError, TypeError, SyntaxError) as e:
+    from prompt_jax import preflight
+    _exit_config_error(preflight.flag_error(e, argv))
 
 
 def usage() -> str:
@@ -129,8 +155,8 @@ def run() -> None:
   try:
     sys.argv = config_files.resolve_argv(sys.argv)
   except FileNotFoundError as e:
-    sys.exit(f'error: {e}')
-  app.run(main)
+    _exit_config_error(str(e))
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ registry never imports its plug-ins at import time, and adding a plug-in is one 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from typing import Generic, TypeVar
 from collections.abc import Callable
@@ -68,6 +69,13 @@ class Registry(Generic[T]):
     if name not in self._items:
       raise KeyError(f'unknown {self.kind} {name!r}; known: {", ".join(self.names())}')
     return self._items[name]
+
+  def has_module_for(self, name: str) -> bool:
+    """`name` is registered, or a module `<package>.<name>` exists (not imported: no
+    TensorFlow at start-up; `get` still checks that it registers `name`)."""
+    if name in self._items:
+      return True
+    return name.isidentifier() and importlib.util.find_spec(f'{self.package}.{name}') is not None
 
   def names(self) -> list[str]:
     """Every registered name (imports the whole package once)."""

@@ -14,8 +14,9 @@ A run is what its config says (prompt_jax/workdir.py, checkpointing.py, validati
   key of the config fields it reads and the backbone digest;
 - each step computes on device whether its loss and updated state are finite; the host reads those
   flags at log, checkpoint and eval steps only (no per-step sync), so a non-finite state is never
-  saved: training stops naming the first bad step and keeps the newest finite checkpoint
-  (`NonFiniteError`), and an unchanged rerun is refused (it would reach the same step);
+  saved: training stops naming the first bad step and keeps the newest checkpoint whose parameters
+  give a finite loss (`NonFiniteError`), and an unchanged rerun is refused (it would reach the
+  same step);
 - SIGTERM / SIGINT save a checkpoint of the current step and raise `Interrupted` (the CLI exits
   with 128 + the signal number); a rerun resumes from it.
 """
@@ -252,8 +253,11 @@ def _nonfinite_message(cfg: Config, workdir: str, bad: int, loss: float, stopped
   what = (f'its loss is {loss}' if not np.isfinite(loss) else
           f'its loss {loss:.4g} is finite, but its gradient or update made the parameters / '
           'optimizer state non-finite')
-  saved = (f'The newest finite checkpoint, step {kept}, is kept in {workdir}/checkpoints (no '
-           'later state was saved)' if kept is not None else 'No checkpoint had been saved yet')
+  dropped = ('' if np.isfinite(loss) else
+             f' (step {bad - 1}, whose parameters give that loss, is no fallback: set aside to '
+             f'{workdir}/checkpoints_skipped if it was saved)')
+  saved = (f'The newest good checkpoint, step {kept}, is kept in {workdir}/checkpoints{dropped}'
+           if kept is not None else f'No good checkpoint had been saved{dropped}')
   resume = f'resume from step {kept}' if kept is not None else 'start again'
   return (
       f'training step {bad} (epoch {(bad - 1) // steps_per_epoch}) is not finite: {what}; '
@@ -362,8 +366,9 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
     if bad is None:
       last_loss = loss
       return
-    mngr.wait_until_finished()
-    kept = mngr.latest_step()
+    # The parameters of step bad - 1 gave the non-finite loss: they are no fallback either.
+    last_good = bad - 1 if np.isfinite(loss) else bad - 2
+    kept = checkpointing.keep_up_to(mngr, last_good)
     if jax.process_index() == 0:
       workdir_lib.mark_nonfinite(workdir, {'step': bad, 'loss': repr(loss), 'stopped_at': step,
                                            'checkpoint': kept})
@@ -389,6 +394,19 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
     meta['history'].append(row)
     logging.info('eval %s', row)
 
+  def end_epoch(step: int) -> bool:
+    """The method's epoch hook, then the evaluation when one is due; True when it evaluated."""
+    nonlocal state
+    epoch_done = step // steps_per_epoch
+    ms = jax.device_get(state['method_state'])
+    new_ms = setup.method.epoch_end(ms, epoch_done, cfg)
+    if new_ms is not ms:
+      state = dict(state, method_state=jax.device_put(new_ms, rep))
+    if epoch_done % tcfg.eval_every_epochs == 0 and step < total_steps:
+      run_eval(epoch_done)
+      return True
+    return False
+
   step = first_step
   t0 = time.time()
   try:
@@ -404,34 +422,28 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
           bars(step)
           log_now = step % tcfg.log_every_steps == 0 or step == total_steps
           save_now = step % tcfg.checkpoint_every_steps == 0
+          epoch_now = step % steps_per_epoch == 0
           stop_now = _stop_requested(signals, log_now)
-          if log_now or save_now or stop_now:
+          if log_now or save_now or stop_now or epoch_now:
             verify(step)
           if log_now:
             write_train_scalars(step, metrics)
-          if save_now or stop_now:
+          # The epoch's hook and evaluation come before its checkpoint, so that a saved step
+          # always holds every evaluation up to it (a kill between the two loses none).
+          evaluated = epoch_now and end_epoch(step)
+          if step >= total_steps and not stop_now:
+            break  # the final evaluation, then its checkpoint, follow the loop
+          if save_now or stop_now or evaluated:
             save()
           if stop_now:
             mngr.wait_until_finished()
             raise Interrupted(signals.get('signum', signal.SIGTERM), step, workdir)
-          if step >= total_steps:
-            break
         if step < total_steps and step % steps_per_epoch:
           raise RuntimeError(
               f'split {cfg.data.train_split!r} ran out after {skip + step - step_at_start} '
               f'batches of epoch {epoch}; the source declared {n_train} examples = '
               f'{steps_per_epoch} batches of {tcfg.batch_size}. The dataset is smaller than its '
               'declared split size.')
-        if step % steps_per_epoch == 0:  # epoch finished
-          verify(step)
-          epoch_done = step // steps_per_epoch
-          ms = jax.device_get(state['method_state'])
-          new_ms = setup.method.epoch_end(ms, epoch_done, cfg)
-          if new_ms is not ms:
-            state = dict(state, method_state=jax.device_put(new_ms, rep))
-          if epoch_done % tcfg.eval_every_epochs == 0 and step < total_steps:
-            run_eval(epoch_done)
-            save()
     verify(step)
     if not meta['history'] or meta['history'][-1]['step'] != step:
       run_eval(-(-step // steps_per_epoch))

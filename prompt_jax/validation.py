@@ -139,7 +139,8 @@ def _data(c: Config) -> list[str]:
   from prompt_jax.data import preprocess
   from prompt_jax.data import registry
   d = c.data
-  out = _one_of('data.source', d.source, registry.SOURCES.names())
+  out = ([] if registry.SOURCES.has_module_for(d.source)  # no TensorFlow import (preflight)
+         else _one_of('data.source', d.source, registry.SOURCES.names()))
   out += _at_least('data.image_size', d.image_size, 1)
   out += _one_of('data.resize', d.resize, RESIZE)
   out += _one_of('data.resize_to', d.resize_to, RESIZE_TO)

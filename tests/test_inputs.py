@@ -161,3 +161,37 @@ def test_device_cache_sharded_over_8_devices_matches_one_device(tmp_path, monkey
   loss8, history8 = json.loads(out.stdout.strip().splitlines()[-1])
   assert loss8 == pytest.approx(one['last_train_loss'], abs=1e-5)
   assert [h['test'] for h in history8] == pytest.approx([h['test'] for h in one['history']])
+
+
+def test_the_eval_memmap_is_decoded_again_when_the_files_change(tmp_path):
+  # Issue 20 item 2: the workdir's eval-split memmap was keyed on the config only; images changed
+  # under data_dir, then a resume (a new process, a new source), were scored on the old pixels.
+  from PIL import Image
+  from prompt_jax import inputs
+  data_dir = tmp_path / 'vtab-1k'
+  rng = np.random.default_rng(0)
+  for split, n in (('train800', 2), ('val200', 2), ('train800val200', 4), ('test', 3)):
+    rows = []
+    for i in range(n):
+      rel = f'images/{split}/{i}.png'
+      (data_dir / 'cifar' / rel).parent.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+          data_dir / 'cifar' / rel)
+      rows.append(f'{rel} {i}')
+    (data_dir / 'cifar' / f'{split}.txt').write_text('\n'.join(rows) + '\n')
+  cfg = micro_config('vpt')
+  cfg.unlock()
+  cfg.data.update(source='folder', task='cifar', data_dir=str(data_dir), cache_memory_gb=0.0)
+  cfg.lock()
+
+  def test_pixels():
+    source = data_registry.get_source(cfg.data)  # what a resumed run builds
+    return np.concatenate([b['image'] for b in inputs.eval_batches(source, cfg, 'test', 4,
+                                                                   str(tmp_path / 'wd'))])[:3]
+  before = test_pixels()
+  new = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  Image.fromarray(new).save(data_dir / 'cifar' / 'images' / 'test' / '1.png')
+  after = test_pixels()
+  np.testing.assert_array_equal(after[0], before[0])
+  np.testing.assert_allclose(after[1], new / 255.0, atol=1e-6)
+  assert len(glob.glob(str(tmp_path / 'wd' / 'cache' / 'test-*.labels.npy'))) == 2

@@ -73,7 +73,7 @@ def test_demo_runs_offline_and_vpt_deep_beats_chance(tmp_path):
 
 def test_an_empty_backbone_is_an_error_before_any_data_loads(tmp_path):
   out = _main('--config=configs/vpt_vtab.py:task=dtd', f'--workdir={tmp_path / "wd"}')
-  assert out.returncode == 1
+  assert out.returncode == 2
   assert 'config.init.checkpoint is empty' in out.stderr
   assert 'gs://vit_models/imagenet21k/ViT-B_16.npz' in out.stderr
   assert '--config.init.format=npz' in out.stderr and 'Traceback' not in out.stderr

@@ -70,32 +70,32 @@ def test_only_prompts_and_head_train_and_backbone_is_bit_identical(tmp_path, pre
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-  cfg = micro_config('vpt', epochs=2, checkpoint_every_steps=4)
+  # 10 steps per epoch, a checkpoint every 5: step 10 is both a checkpoint step and an eval epoch
+  # (issue 20 item 1; VTAB defaults: steps 400 and 800). The run is killed during that evaluation,
+  # which a checkpoint of step 10 written before it would lose on resume.
+  cfg = micro_config('vpt', epochs=2, checkpoint_every_steps=5)
   full = train.train_and_evaluate(cfg, str(tmp_path / 'a'))
 
-  calls = {'n': 0}
-  real_put = train.shard_lib.put_batch
+  real_evaluate = train.evaluate
 
-  def dying_put(batch, sharding):
-    calls['n'] += 1
-    if calls['n'] == 7:  # dies during step 7, after the step-4 checkpoint
-      raise KeyboardInterrupt('simulated kill')
-    return real_put(batch, sharding)
+  def dying_evaluate(*args, **kw):
+    raise KeyboardInterrupt('simulated kill during the epoch-1 evaluation')
 
-  monkeypatch.setattr(train.shard_lib, 'put_batch', dying_put)
+  monkeypatch.setattr(train, 'evaluate', dying_evaluate)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(cfg, str(tmp_path / 'b'))
-  monkeypatch.setattr(train.shard_lib, 'put_batch', real_put)
+  monkeypatch.setattr(train, 'evaluate', real_evaluate)
   resumed = train.train_and_evaluate(cfg, str(tmp_path / 'b'))
   assert full['started_from_step'] == 0
-  assert resumed['started_from_step'] == 4  # restored, not recomputed from scratch
+  assert resumed['started_from_step'] == 5  # restored, not recomputed from scratch
   assert resumed['steps'] == full['steps']
   a, b = _final_state(str(tmp_path / 'a')), _final_state(str(tmp_path / 'b'))
   jax.tree_util.tree_map(np.testing.assert_array_equal, a['trainable'], b['trainable'])
   assert resumed['test'] == full['test'] and resumed['history'] == full['history']
   with open(tmp_path / 'b' / 'results.json') as f:
     strict = json.loads(f.read(), parse_constant=lambda c: pytest.fail(f'non-strict JSON {c}'))
-  assert strict['started_from_step'] == 4 and np.isfinite(strict['last_train_loss'])
+  assert [h['epoch'] for h in strict['history']] == [1, 2]
+  assert strict['started_from_step'] == 5 and np.isfinite(strict['last_train_loss'])
 
 
 @pytest.mark.parametrize('drop_last,steps', [(False, 10), (True, 9)])
@@ -143,15 +143,37 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
   src = PoisonedSource({'train800': (x, y), 'val200': (x, y), 'test': (x, y)}, num_classes=5)
   monkeypatch.setattr(data_registry, 'get_source', lambda cfg: src)
   cfg = micro_config('vpt', epochs=3, checkpoint_every_steps=1)
-  with pytest.raises(train.NonFiniteError, match='step 3 .*loss is nan.*checkpoint, step 2, is '
+  with pytest.raises(train.NonFiniteError, match='step 3 .*loss is nan.*checkpoint, step 1, is '
                      'kept'):
     train.train_and_evaluate(cfg, str(tmp_path))
   state = _final_state(str(tmp_path))
-  assert int(state['step']) == 2
+  assert int(state['step']) == 1  # step 2's parameters gave the NaN loss: set aside
   assert all(np.isfinite(l).all() for l in jax.tree_util.tree_leaves(state['trainable']))
   # The same rerun would reach step 3 again: refused at once instead of looping.
   with pytest.raises(workdir.WorkdirError, match='step 3 was non-finite under this same config'):
     train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_parameters_whose_next_loss_is_nonfinite_are_no_fallback(tmp_path, monkeypatch):
+  # Issue 20 item 4: lr 1e30 writes finite but huge parameters; the next forward's loss is not
+  # finite. The step saved with those parameters must not be kept as the run's fallback.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 32, 32, 3)).astype(np.float32)
+  y = rng.integers(0, 5, 64).astype(np.int32)
+  src = ArraySource({'train800': (x, y), 'val200': (x, y), 'test': (x, y)}, num_classes=5)
+  monkeypatch.setattr(data_registry, 'get_source', lambda cfg: src)
+  cfg = micro_config('vpt', epochs=4, checkpoint_every_steps=1, keep_checkpoints=10, lr=1e30,
+                     warmup_epochs=0)
+  with pytest.raises(train.NonFiniteError, match='loss is (nan|inf)') as e:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  bad = workdir.read_run(str(tmp_path))['nonfinite']['step']
+  assert bad >= 2 and f'step {bad - 1}, whose parameters give that loss, is no fallback' in str(
+      e.value)
+  mngr = checkpointing.manager(str(tmp_path), 10)
+  assert mngr.all_steps() == list(range(1, bad - 1))  # bad - 1 and later: none kept
+  mngr.close()
+  assert os.listdir(tmp_path / 'checkpoints_skipped') == [str(bad - 1)]
+  assert workdir.read_run(str(tmp_path))['nonfinite']['checkpoint'] == (bad - 2 or None)
 
 
 def _poisoned_schedule(bad_update: int):
@@ -278,7 +300,8 @@ def test_sharded_over_8_devices_matches_one_device(tmp_path):
       'from conftest import micro_config; from prompt_jax import train;'
       'cfg = micro_config("vpt", epochs=1, max_steps=3); cfg.unlock();'
       'cfg.mesh.fsdp = int(sys.argv[2]);'
-      'r = train.train_and_evaluate(cfg, sys.argv[1]); print(json.dumps(r["last_train_loss"]))')
+      'r = train.train_and_evaluate(cfg, sys.argv[1]);'
+      'print(json.dumps([r["last_train_loss"], r["started_from_step"], r["test"]]))')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
   for fsdp in (1, 2):
@@ -286,9 +309,18 @@ def test_sharded_over_8_devices_matches_one_device(tmp_path):
     out = subprocess.run([sys.executable, '-c', script, wd, str(fsdp)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    loss8 = float(out.stdout.strip().splitlines()[-1])
+    loss8, _, test8 = json.loads(out.stdout.strip().splitlines()[-1])
     assert loss8 == pytest.approx(one['last_train_loss'], abs=1e-5)
     a = _final_state(str(tmp_path / 'one'))
     b = _final_state(wd, like=a)
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5),
                            a['trainable'], b['trainable'])
+  # Issue 20 item 9: the 8-device state resumed on 1 device, and the 1-device state on 8 (each
+  # restore checks the state digest, so a wrongly placed or reinterpreted array would fail).
+  back = train.train_and_evaluate(cfg, str(tmp_path / 'eight_1'))
+  assert back['started_from_step'] == 3 and back['test'] == test8
+  out = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'one'), '1'], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  _, start, test_on_8 = json.loads(out.stdout.strip().splitlines()[-1])
+  assert start == 3 and test_on_8 == one['test']

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import ml_collections
 import tensorflow as tf
@@ -79,6 +80,12 @@ class FolderSource(pipeline.TfSource):
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     super().__init__(read, {k: len(v[1]) for k, v in files.items()}, num_classes, opts, **kw)
+
+  def input_files(self, split: str) -> list[str]:
+    return list(self.files[split][0])
+
+  def identity_extra(self, split: str) -> Any:
+    return [self.files[split][0], list(self.files[split][1])]  # file order and labels
 
 
 def folder_candidates(task: str) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -92,6 +93,20 @@ class TfSource:
       raise KeyError(f'split {split!r} not in {sorted(self.splits)}')
     return self._read(split).map(lambda ex: prepare_example(ex, self.opts),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  def input_files(self, split: str) -> list[str]:
+    """The files `split` is read from (vtab, folder override it); none: in-memory data."""
+    del split
+    return []
+
+  def identity(self, split: str) -> str:
+    """`split_cache.files_identity` of the split's files: keys the on-disk decoded cache."""
+    return split_cache.files_identity(self.input_files(split), self.identity_extra(split))
+
+  def identity_extra(self, split: str) -> Any:
+    """What else than file stats determines `split` (folder: its labels)."""
+    del split
+    return None
 
   def decoded(self, split: str, dtype=np.float32, path: str | None = None
               ) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@
 written into `np.lib.format.open_memmap` and read back lazily, so a split larger than memory
 (sun397, patch_camelyon test) is decoded once per run and then only paged in. The file is written
 to `path + '.tmp'` and renamed when complete: an existing `path` is a finished cache and is reused
-(its name must carry everything that determines the pixels, `key`).
+(its name must carry everything that determines the pixels, `key`: the config fields and the
+source's `files_identity`, so changed files under data_dir are decoded again).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,21 @@ def key(fields: dict) -> str:
   """A short digest of the fields that determine a split's pixels (task, split, image options)."""
   blob = json.dumps(fields, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def files_identity(paths: Iterable[str], extra: Any = None) -> str:
+  """A short digest of what a split is read from: each file's path, size and mtime (gs:// through
+  tf.io.gfile) and `extra` (e.g. the labels); another digest means other pixels may be read."""
+  h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+  for path in sorted(paths):
+    if '://' in path:
+      import tensorflow as tf  # only for remote files
+      st = tf.io.gfile.stat(path)
+      h.update(f'{path}:{st.length}:{st.mtime_nsec};'.encode())
+    else:
+      st = os.stat(path)
+      h.update(f'{path}:{st.st_size}:{st.st_mtime_ns};'.encode())
+  return h.hexdigest()[:16]
 
 
 def to_dtype(images01: np.ndarray, dtype) -> np.ndarray:

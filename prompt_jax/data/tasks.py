@@ -38,6 +38,23 @@ ALIASES: dict[str, str] = {
 # Folder names of the shared "vtab-1k" layout that differ from the task name.
 FOLDER_NAMES: dict[str, str] = {'cifar100': 'cifar'}
 
+# The pinned TFDS name[/config]:version of each task (data/vtab.py's TASKS asserts the same), for
+# finding a prepared dataset without TensorFlow (prompt_jax/preflight.py).
+TFDS_NAMES: dict[str, str] = {
+    'caltech101': 'caltech101:3.*.*', 'cifar100': 'cifar100:3.*.*', 'dtd': 'dtd:3.*.*',
+    'oxford_flowers102': 'oxford_flowers102:2.*.*', 'oxford_iiit_pet': 'oxford_iiit_pet:4.*.*',
+    'svhn': 'svhn_cropped:3.*.*', 'sun397': 'sun397/tfds:4.*.*',
+    'patch_camelyon': 'patch_camelyon:2.*.*', 'eurosat': 'eurosat/rgb:2.*.*',
+    'resisc45': 'resisc45:3.*.*',
+    'diabetic_retinopathy': 'diabetic_retinopathy_detection/btgraham-300:3.*.*',
+    'dmlab': 'dmlab:2.0.1', 'kitti': 'kitti:3.2.0', 'clevr_count': 'clevr:3.*.*',
+    'clevr_dist': 'clevr:3.*.*', 'dsprites_loc': 'dsprites:2.*.*', 'dsprites_ori': 'dsprites:2.*.*',
+    'smallnorb_azi': 'smallnorb:2.*.*', 'smallnorb_ele': 'smallnorb:2.*.*',
+}
+# Examples of each VTAB-1k split name but test (every task's TFDS train split is larger).
+VTAB1K_SIZES: dict[str, int] = {'train800': 800, 'val200': 200, 'train800val200': 1000,
+                                'train1000': 1000}
+
 # VPT's FGVC benchmark (folder source, layout='fgvc').
 FGVC_TASKS: tuple[str, ...] = ('cub', 'nabirds', 'oxford_flowers', 'stanford_dogs', 'stanford_cars')
 

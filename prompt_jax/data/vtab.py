@@ -15,6 +15,7 @@ import dataclasses
 import os
 import types
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 import tensorflow as tf
@@ -149,6 +150,7 @@ TASKS: dict[str, Task] = {
 }
 # Metadata (classes, groups, aliases) lives in data/tasks.py.
 assert set(TASKS) == set(tasks.VTAB_TASKS)
+assert all(t.tfds_name == tasks.TFDS_NAMES[k] for k, t in TASKS.items())
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -223,6 +225,14 @@ class VtabSource(pipeline.TfSource):
       return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     super().__init__(read, splits, tasks.NUM_CLASSES[self.task_name], opts, **kw)
+
+  def input_files(self, split: str) -> list[str]:
+    """Every file of the prepared TFDS dataset (dataset_info.json, the record shards)."""
+    del split
+    return tf.io.gfile.glob(os.path.join(self.builder.data_dir, '*'))
+
+  def identity_extra(self, split: str) -> Any:
+    return [self.tfds_name, self.split_strings[split]]
 
 
 def source_kwargs(cfg: ml_collections.ConfigDict) -> dict:
