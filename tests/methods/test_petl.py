@@ -244,7 +244,7 @@ def test_trains_on_the_digits_backbone(tmp_path, pretrained_npz, method):
   (BitFit: only biases and the head change)."""
   from prompt_jax import export
   from prompt_jax import train
-  cfg = micro_config(method, epochs=1, max_steps=2, export=True)
+  cfg = micro_config(method, epochs=1, max_steps=2, export=True, warmup_epochs=0)
   cfg.unlock()
   cfg.init.checkpoint = pretrained_npz
   if method != 'bitfit':
