@@ -44,16 +44,21 @@ class Toy(Prompter):
     return Tokens(x, kv=self.p if self.layout == 'kv_shared' else batched, deltas=deltas)
 
 
-def _logits(layout, use_deltas=True):
-  model = vit.VisionTransformer(patch_size=8, width=D, depth=3, mlp_dim=128, num_heads=HEADS,
-                                num_classes=5, prompt=Toy(layout, use_deltas), head_init='normal')
-  images = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(2), images)  # the same for every layout
-  return np.asarray(jax.jit(model.apply)(variables, images)[0])
+IMAGES = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
+
+
+def _model(layout, use_deltas=True):
+  return vit.VisionTransformer(patch_size=8, width=D, depth=2, mlp_dim=128, num_heads=HEADS,
+                               num_classes=5, prompt=Toy(layout, use_deltas), head_init='normal')
+
+
+def _logits(variables, layout, use_deltas=True):
+  return np.asarray(jax.jit(_model(layout, use_deltas).apply)(variables, IMAGES)[0])
 
 
 def test_deltas_on_key_value_only_tokens_equal_the_live_computation():
-  want = _logits('live')
-  np.testing.assert_allclose(_logits('kv_shared'), want, atol=1e-5, rtol=1e-5)
-  np.testing.assert_allclose(_logits('kv_batched'), want, atol=1e-5, rtol=1e-5)
-  assert np.abs(_logits('live', use_deltas=False) - want).max() > 1e-2
+  variables = jax.jit(_model('live').init)(jax.random.PRNGKey(2), IMAGES)  # same for every layout
+  want = _logits(variables, 'live')
+  np.testing.assert_allclose(_logits(variables, 'kv_shared'), want, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(_logits(variables, 'kv_batched'), want, atol=1e-5, rtol=1e-5)
+  assert np.abs(_logits(variables, 'live', use_deltas=False) - want).max() > 1e-2
