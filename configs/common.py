@@ -185,6 +185,50 @@ def sap(**over: Any) -> ConfigDict:
   return c
 
 
+# ---------------------------------------------------------------- PETL baselines (issue 24)
+# The sections of methods/lora.py, adapter.py, prefix.py (BitFit has none), and the recipe their
+# release (NOAH, which SHIP forks) trains them with. `dim`: every block (its SUPERNET.*_DIM);
+# `dims`: one per block (its RETRAIN.*_DIM list; empty = `dim` everywhere).
+
+
+def lora(**over: Any) -> ConfigDict:
+  """`config.lora`: rank 8 in every block, dropout 0.1, fused qkv (NOAH's ViT-B_prompt_lora_8)."""
+  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, scale=1.0,
+                      layout='fused',                     # 'fused' (release) | 'separate' (peft)
+                      targets=('query', 'key', 'value')))  # separate layout only
+  c.update(over)
+  return c
+
+
+def adapter(**over: Any) -> ConfigDict:
+  """`config.adapter`: bottleneck 8 in every block after the MLP, QuickGELU, dropout 0.1."""
+  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, act='quick_gelu',
+                      positions=('mlp',)))                # ('attn', 'mlp'): Houlsby's two
+  c.update(over)
+  return c
+
+
+def prefix(**over: Any) -> ConfigDict:
+  """`config.prefix`: 10 key/value prefix tokens per block (no released value), no dropout."""
+  c = ConfigDict(dict(dim=10, dims=(), dropout=0.0))
+  c.update(over)
+  return c
+
+
+def petl_recipe(c: ConfigDict, task: str) -> None:
+  """NOAH's VTAB scripts for LoRA / Adapter: AdamW lr 1e-3, wd 1e-4, batch 64, 100 epochs, 10
+  warm-up epochs from 1e-6, cosine to 1e-5 per epoch (timm), drop path 0.1, full batches only,
+  `--direct_resize` (bicubic to 224, no crop), ImageNet mean / std (no `--inception`), head
+  N(0, .02) with zero bias (its `reset_classifier`), no augmentation."""
+  c.data.task = task
+  c.model.update(drop_path=0.1, head_init='normal', head_init_std=0.02, head_bias_init=0.0)
+  c.data.update(normalization='imagenet', resize='bicubic', crop_pct=1.0, antialias=True)
+  c.train.update(optimizer='adamw', eps=1e-8, batch_size=64, lr=1e-3, wd=1e-4,
+                 lr_scale_by_batch=False, epochs=100, warmup_epochs=10, warmup_init=1e-6,
+                 min_lr=1e-5, schedule_per='epoch', cosine_shift=False, drop_last=True)
+# ------------------------------------------------------------ end of PETL baselines (issue 24)
+
+
 def b2n(eval_split: str = 'test') -> ConfigDict:
   """`config.b2n`: the split on which base and novel classes are scored."""
   return ConfigDict(dict(eval_split=eval_split))

@@ -32,7 +32,9 @@ from prompt_jax.methods import base
 # config section of each method's options (linear / full have none)
 SECTIONS = {'vpt': ('vpt', common.vpt), 'spt': ('vpt', common.vpt),
             'ship': ('ship', common.ship), 'davpt': ('davpt', common.davpt),
-            'sap': ('sap', common.sap)}
+            'sap': ('sap', common.sap),
+            'lora': ('lora', common.lora), 'adapter': ('adapter', common.adapter),
+            'prefix': ('prefix', common.prefix)}
 
 
 def model_config(variant: str = 'B/16', method: str = 'vpt', *, checkpoint: str = '',

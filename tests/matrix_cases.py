@@ -49,6 +49,12 @@ VTAB_CONFIGS = {
     **{f'spt_{s}': ('configs/spt_vtab.py', _spt(s))
        for s in ('random', 'mean_pooling', 'max_pooling', 'kmeans')},
 }
+# The parameter-efficient baselines (issue 24), each on one task (the groups and label transforms
+# spread over them): their data path is the prompt methods' (every task above); what differs is
+# the model, the same on every task. ~15 CPU-s a case.
+PETL_CONFIGS = {m: (f'configs/{m}_vtab.py', ()) for m in ('lora', 'adapter', 'prefix', 'bitfit')}
+PETL_TASKS = {'lora': 'cifar100', 'adapter': 'eurosat', 'prefix': 'dsprites_loc',
+              'bitfit': 'smallnorb_ele'}
 FGVC_CONFIGS = {
     'davpt_fgvc': ('configs/davpt_fgvc.py', DAVPT),
     'vpt_deep_fgvc': ('configs/vpt_vtab.py', (
@@ -66,6 +72,7 @@ def case_id(kind: str, name: str, task: str) -> str:
 
 def all_cases() -> list[dict[str, str]]:
   out = [{'kind': 'vtab', 'name': n, 'task': t} for n in VTAB_CONFIGS for t in tasks.VTAB_TASKS]
+  out += [{'kind': 'vtab', 'name': n, 'task': PETL_TASKS[n]} for n in PETL_CONFIGS]
   out += [{'kind': 'fgvc', 'name': n, 'task': t} for n in FGVC_CONFIGS for t in tasks.FGVC_TASKS]
   out.append({'kind': 'sap', 'name': 'sap_b2n', 'task': 'dtd'})
   return out
@@ -91,7 +98,7 @@ def run_case(case: dict[str, str], assets: dict[str, object], workdir: str) -> d
   from tests import mocked
   kind, name, task = case['kind'], case['name'], case['task']
   if kind == 'vtab':
-    path, extra = VTAB_CONFIGS[name]
+    path, extra = {**VTAB_CONFIGS, **PETL_CONFIGS}[name]
     with mocked.mocked_vtab(NUM_EXAMPLES):
       res, cfg = _run(sweep.task_spec(path, task), MICRO + extra, workdir, assets['checkpoints'])
     want_classes = tasks.NUM_CLASSES[task]

@@ -1,6 +1,7 @@
 """Every recipe on every task, in CI: each method config (VPT shallow and deep, linear, full, SHIP,
 DA-VPT with its class-balanced sampler, SPT with each initialiser) x the 19 VTAB tasks on TFDS mock
-data with each task's real class count and image shape; DA-VPT's FGVC config and VPT on the 5 FGVC
+data with each task's real class count and image shape; LoRA, Adapter, Prefix and BitFit on one
+task each; DA-VPT's FGVC config and VPT on the 5 FGVC
 sets through the folder/json layout; SAP base-to-novel on a mocked few-shot set. Each case:
 prepare + 2 train steps + eval + export on Mu/8 at 32px, with no error.
 
@@ -81,7 +82,7 @@ def matrix(request, tmp_path_factory):
 def test_matrix_case_ids_are_unique():
   ids = [matrix_cases.case_id(c['kind'], c['name'], c['task'])
          for c in matrix_cases.all_cases()]
-  assert len(ids) == len(set(ids)) == 10 * 19 + 2 * 5 + 1
+  assert len(ids) == len(set(ids)) == 10 * 19 + 4 + 2 * 5 + 1
 
 
 @pytest.mark.parametrize('case', _params())

@@ -30,6 +30,8 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
+from prompt_jax.models.deltas import Deltas
+
 Array = Any
 
 # kernel(q [B,Tq,H,Dh], k [B,S,H,Dh], v [B,S,H,Dh], *, y [B,T,D], y_fixed [C,D] | None, impl)
@@ -57,6 +59,8 @@ class Tokens:
   sow: block intermediates to record in 'aux' under the block's path
     (aux['Transformer']['encoderblock_i'][name], see `vit.sown`): 'queries' [B, Tq, H, Dh],
     'attn_out' [B, T, D] (attention after the output projection, before the residual).
+  deltas: changes to the block's q/k/v projections and residual branches after attention / MLP
+    (LoRA, adapters; `models/deltas.py`); None: the plain block.
   """
 
   live: Array
@@ -66,6 +70,7 @@ class Tokens:
   kernel: Kernel | None = None
   mask: Array | None = None
   sow: tuple[str, ...] = ()
+  deltas: Deltas | None = None
 
 
 @dataclasses.dataclass(frozen=True)

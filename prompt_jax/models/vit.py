@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from prompt_jax.models import attention as attn_lib
+from prompt_jax.models import deltas as deltas_lib
 from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Kernel
 from prompt_jax.models.prompter import Prompter
@@ -103,9 +104,10 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, y: Array, y_kv: Array | None = None, y_fixed: Array | None = None, *,
                num_queries: int | None = None, kernel: Kernel | None = None,
-               mask: Array | None = None) -> tuple[Array, Array | None, Array, Any]:
+               mask: Array | None = None, qkv_delta: deltas_lib.QKVDelta | None = None
+               ) -> tuple[Array, Array | None, Array, Any]:
     """y: [B, T, D] normed live tokens; y_kv: [B, S, D] or [S, D] normed key/value-only tokens;
-    y_fixed: [C, D] normed fixed tokens (see `prompter.Tokens`).
+    y_fixed: [C, D] normed fixed tokens (see `prompter.Tokens`); qkv_delta: `Deltas.qkv`.
 
     Returns (out [B, T, D], out_fixed [C, D] or None, queries [B, Tq, H, Dh], the kernel's carry).
     """
@@ -122,11 +124,19 @@ class MultiHeadAttention(nn.Module):
     batched = [y] + ([y_kv] if y_kv is not None and y_kv.ndim == 3 else [])
     y_all = batched[0] if len(batched) == 1 else jnp.concatenate(batched, axis=1)
     k, v = key(y_all), value(y_all)
+    if qkv_delta is not None:  # a method's change of the projections (models/deltas.py)
+      dq, dk, dv = qkv_delta(y_all)
+      q = deltas_lib.add(q, None if dq is None else dq[:, :nq])
+      k, v = deltas_lib.add(k, dk), deltas_lib.add(v, dv)
     shared = [a for a in (y_fixed, y_kv) if a is not None and a.ndim == 2]
     if shared:  # the same for every example: projected once
       y_shared = shared[0] if len(shared) == 1 else jnp.concatenate(shared, axis=0)
       bcast = lambda a: jnp.broadcast_to(a[None], (b,) + a.shape)
-      k_s, v_s = bcast(key(y_shared)), bcast(value(y_shared))
+      k_s, v_s = key(y_shared), value(y_shared)
+      if qkv_delta is not None:
+        _, dk, dv = qkv_delta(y_shared)
+        k_s, v_s = deltas_lib.add(k_s, dk), deltas_lib.add(v_s, dv)
+      k_s, v_s = bcast(k_s), bcast(v_s)
       if y_fixed is not None and y_kv is not None and y_kv.ndim == 3:  # order: live, fixed, kv
         k = jnp.concatenate([k[:, :t], k_s, k[:, t:]], axis=1)
         v = jnp.concatenate([v[:, :t], v_s, v[:, t:]], axis=1)
@@ -158,10 +168,13 @@ class Encoder1DBlock(nn.Module):
   def __call__(self, x: Array, kv: Array | None = None, fixed: Array | None = None, *,
                num_queries: int | None = None, kernel: Kernel | None = None,
                mask: Array | None = None, sow: tuple[str, ...] = (),
+               deltas: deltas_lib.Deltas | None = None,
                deterministic: bool = True) -> BlockOutput:
     """x: [B, T, D] live tokens, kv: [B, S, D] / [S, D] key/value-only tokens, fixed: [C, D] fixed
     tokens -> BlockOutput(x [B, T, D], fixed [C, D], the kernel's carry). `sow` names
-    intermediates recorded in 'aux' (SOWABLE)."""
+    intermediates recorded in 'aux' (SOWABLE); `deltas` a method's projection deltas and
+    residual branches (models/deltas.py)."""
+    d = deltas or deltas_lib.Deltas()
     unknown = set(sow) - set(SOWABLE)
     if unknown:
       raise ValueError(f'blocks cannot sow {sorted(unknown)}; known: {SOWABLE}')
@@ -173,18 +186,18 @@ class Encoder1DBlock(nn.Module):
     mha = MultiHeadAttention(self.num_heads, attention=self.attention, dtype=self.dtype,
                              name='MultiHeadDotProductAttention_1')
     y, y_fixed, q, carry = mha(ln(x), norm(kv), norm(fixed), num_queries=num_queries,
-                               kernel=kernel, mask=mask)
+                               kernel=kernel, mask=mask, qkv_delta=d.qkv)
     if 'queries' in sow:
       self.sow('aux', 'queries', q)
     if 'attn_out' in sow:
       self.sow('aux', 'attn_out', y)
     ln2 = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_2')
     mlp = MlpBlock(self.mlp_dim, act=self.act, dtype=self.dtype, name='MlpBlock_3')
-    x = x + DropPath(self.drop_path)(y, deterministic)
-    x = x + DropPath(self.drop_path)(mlp(ln2(x)), deterministic)
+    x = x + deltas_lib.branch(d.attn, DropPath(self.drop_path)(y, deterministic))
+    x = x + deltas_lib.branch(d.mlp, DropPath(self.drop_path)(mlp(ln2(x)), deterministic))
     if fixed is not None:
-      fixed = fixed + y_fixed
-      fixed = fixed + mlp(ln2(fixed))
+      fixed = fixed + deltas_lib.branch(d.attn, y_fixed)
+      fixed = fixed + deltas_lib.branch(d.mlp, mlp(ln2(fixed)))
     return BlockOutput(x, fixed, carry)
 
 
@@ -230,7 +243,8 @@ class Encoder(nn.Module):
                             ln_eps=self.ln_eps, attention=self.attention, dtype=self.dtype,
                             name=f'encoderblock_{i}')(
           tokens.live, tokens.kv, tokens.fixed, num_queries=tokens.num_queries,
-          kernel=tokens.kernel, mask=tokens.mask, sow=tokens.sow, deterministic=not train)
+          kernel=tokens.kernel, mask=tokens.mask, sow=tokens.sow, deltas=tokens.deltas,
+          deterministic=not train)
       blocks.append(prev.x)
     x = prev.x
     norm = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='encoder_norm')

@@ -1,0 +1,18 @@
+"""Adapter (bottleneck 8 after the MLP of every block) on one VTAB-1k task, trained with the
+recipe of NOAH's release for its LoRA / Adapter baselines (`common.petl_recipe`;
+prompt_jax/methods/adapter.py).
+
+  prompt-jax --config=configs/adapter_vtab.py:task=dtd --workdir=/tmp/adapter \
+      --config.init.checkpoint=/path/ViT-B_16.npz
+"""
+
+from prompt_jax.configs import common
+
+
+def get_config(arg: str | None = None):
+  a = common.parse_arg(arg, task='cifar100')
+  c = common.base()
+  c.method = 'adapter'
+  c.adapter = common.adapter()
+  common.petl_recipe(c, a.task)
+  return common.finalize(c)

@@ -1,0 +1,17 @@
+"""BitFit (every bias of the backbone, plus the head) on one VTAB-1k task, trained with the
+recipe of NOAH's release for its LoRA / Adapter baselines (`common.petl_recipe`;
+prompt_jax/methods/bitfit.py).
+
+  prompt-jax --config=configs/bitfit_vtab.py:task=dtd --workdir=/tmp/bitfit \
+      --config.init.checkpoint=/path/ViT-B_16.npz
+"""
+
+from prompt_jax.configs import common
+
+
+def get_config(arg: str | None = None):
+  a = common.parse_arg(arg, task='cifar100')
+  c = common.base()
+  c.method = 'bitfit'
+  common.petl_recipe(c, a.task)
+  return common.finalize(c)

@@ -1,0 +1,31 @@
+"""Helpers shared by the parameter-efficient baselines (lora.py, adapter.py, prefix.py).
+
+Their sections hold the release's two knobs: `dim` (its SUPERNET.*_DIM: every block) and `dims`
+(its RETRAIN.*_DIM list: one value per block, 0 = none there; empty: `dim` in every block).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prompt_jax.models import vit
+
+
+def block_dims(section: Any, name: str, variant: str) -> tuple[int, ...]:
+  """The per-block dims of `config.<name>` for a ViT `variant`; a bad value is a ValueError that
+  names the field and the fix."""
+  depth = vit.decode_variant(variant)['depth']
+  dims = tuple(int(d) for d in section.dims) or (int(section.dim),) * depth
+  if len(dims) != depth:
+    raise ValueError(f'{name}.dims has {len(dims)} values but {variant} has {depth} blocks: give '
+                     f'one per block (0 = none in that block), or dims=() and {name}.dim for '
+                     'every block')
+  if any(d < 0 for d in dims) or not any(dims):
+    raise ValueError(f'{name}.dims={dims}: need values >= 0, at least one > 0')
+  return dims
+
+
+def check_rate(value: float, field: str) -> float:
+  if not 0.0 <= value < 1.0:
+    raise ValueError(f'{field}={value}: a dropout rate in [0, 1)')
+  return float(value)
