@@ -59,15 +59,15 @@ from typing import Any
 import ml_collections
 
 from prompt_jax import config_files
+from prompt_jax import programs
 from prompt_jax import protocol
 from prompt_jax import report
+from prompt_jax import workdir as workdir_lib
 
-RESULT_FILES = {'train': 'results.json', 'b2n': 'b2n.json'}
 FAILED = 'sweep_failed.json'
 SELECTION = 'selection.json'
-# Config fields that may differ between a finished run and its rerun (another machine's paths).
-_MACHINE_KEYS = ('data.data_dir', 'data.image_root', 'data.split_file', 'sap.descriptions',
-                 'sap.bpe_path', 'mesh.distributed', 'mesh.fsdp')
+# The task axis: set by --tasks (each job's `:task=T`), never by an override.
+TASK_KEYS = ('data.task', 'recipe_task')
 
 
 class SweepError(ValueError):
@@ -141,11 +141,16 @@ def job_config(job: Job) -> ml_collections.ConfigDict:
   return parse_config(job.argv())
 
 
+def program(config: ml_collections.ConfigDict) -> programs.Program:
+  """The job's program (`programs.get`): what runs, its result file and recorded config."""
+  try:
+    return programs.get(config)
+  except ValueError as e:
+    raise SweepError(str(e)) from None
+
+
 def result_file(config: ml_collections.ConfigDict) -> str:
-  program = config.get('program', 'train')
-  if program not in RESULT_FILES:
-    raise SweepError(f'config.program={program!r}: the sweep runs {sorted(RESULT_FILES)}')
-  return RESULT_FILES[program]
+  return program(config).result_file
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -163,41 +168,22 @@ def _read_json(path: str) -> dict[str, Any] | None:
 
 def config_differences(recorded: dict[str, Any], config: ml_collections.ConfigDict
                        ) -> list[str]:
-  """'key: recorded -> now' for every field in which a finished run's recorded config differs
-  from `config` (paths that depend on the machine ignored; checkpoints compared by file name)."""
-  want = report.flat_config(json.loads(config.to_json()))
-  have = report.flat_config(recorded)
-  out = []
-  for k in sorted(set(want) | set(have)):
-    a, b = have.get(k), want.get(k)
-    if k in _MACHINE_KEYS:
-      continue
-    if k == 'init.checkpoint':
-      a, b = os.path.basename(str(a or '')), os.path.basename(str(b or ''))
-    if a != b:
-      out.append(f'{k}: {a!r} -> {b!r}')
-  return out
-
-
-def recorded_config(results: dict[str, Any]) -> dict[str, Any] | None:
-  if 'config' in results:
-    return results['config']
-  return results.get('train', {}).get('config')  # b2n.json keeps the base-class run's results
+  """'key: recorded -> now' for every field in which a finished run's recorded config is not the
+  same run as `config` (`workdir.diff`, the one rule: another machine's paths and mesh ignored)."""
+  return [f'{k}: {a!r} -> {b!r}'
+          for k, (a, b) in workdir_lib.diff(recorded, workdir_lib.config_dict(config)).items()]
 
 
 def finished(job: Job, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """The job's results when it has finished, else None. A finished run recorded with another
   config is an error: skipping it would put a stale number in the table."""
-  results = _read_json(os.path.join(job.workdir, result_file(config)))
+  prog = program(config)
+  results = _read_json(os.path.join(job.workdir, prog.result_file))
   if results is None:
     return None
-  recorded = recorded_config(results)
+  recorded = prog.recorded(results)
   if recorded is not None:
-    if config.get('program', 'train') == 'b2n':
-      config = ml_collections.ConfigDict(config.to_dict())
-      config.data.subset = 'base'
-      config.train.export = True
-    diff = config_differences(recorded, config)
+    diff = config_differences(recorded, prog.effective(config))
     if diff:
       raise SweepError(
           f'{job.workdir} finished with another config than this sweep gives it:\n  ' +
@@ -276,6 +262,16 @@ class Plan:
             for s in self.seeds]
 
 
+def check_job(job: Job, config: ml_collections.ConfigDict) -> None:
+  """What no job may do: a warm-up longer than training; a search trial reading test."""
+  if config.train.warmup_epochs > config.train.epochs:
+    raise SweepError(f'{job.name}: train.warmup_epochs={config.train.warmup_epochs} > '
+                     f'train.epochs={config.train.epochs}: the learning rate would never reach '
+                     'its peak. Lower --config.train.warmup_epochs or raise --config.train.epochs.')
+  if job.phase == 'trial':
+    check_no_test(job, config)
+
+
 def check_no_test(job: Job, config: ml_collections.ConfigDict) -> None:
   """A search trial must not train or evaluate on a test split: selection never reads test."""
   used = [config.data.train_split, config.data.val_split, *config.data.eval_splits]
@@ -336,8 +332,7 @@ class Runner:
     """Runs `job` unless finished; returns its results (None: failed or dry run)."""
     self.done += 1
     config = job_config(job)
-    if job.phase == 'trial':
-      check_no_test(job, config)
+    check_job(job, config)
     have = finished(job, config)
     if have is not None:
       self.status[job.workdir] = 'finished earlier'
@@ -353,18 +348,16 @@ class Runner:
     _say(f'  {job.command()}')
     t0 = time.time()
     try:
-      from prompt_jax import main  # the same programs main runs
-      results = main.PROGRAMS[config.get('program', 'train')](config, job.workdir)
+      results = program(config)(config, job.workdir)  # the same programs main runs
     except Exception as e:  # a failing run is recorded, the sweep goes on
       line = (f'{type(e).__name__}: {str(e).strip().splitlines()[0]}' if str(e).strip()
               else type(e).__name__)
       self.failures.append({'job': job.name, 'workdir': job.workdir, 'error': line})
       self.status[job.workdir] = f'failed: {line}'
       if _primary():
-        os.makedirs(job.workdir, exist_ok=True)
-        with open(os.path.join(job.workdir, FAILED), 'w') as f:
-          json.dump({'error': line, 'traceback': traceback.format_exc(),
-                     'command': job.command()}, f, indent=1)
+        workdir_lib.write_json(os.path.join(job.workdir, FAILED),
+                               {'error': line, 'traceback': traceback.format_exc(),
+                                'command': job.command()})
       _say(f'  FAILED ({time.time() - t0:.0f} s): {line}')
       return None
     self.seconds.append(time.time() - t0)
@@ -433,8 +426,7 @@ def _run_sweep(plan: Plan, dry_run: bool) -> dict[str, Any]:
   for jobs in first.values():
     for job in jobs:
       cfg = job_config(job)
-      if job.phase == 'trial':
-        check_no_test(job, cfg)
+      check_job(job, cfg)
       finished(job, cfg)
   finals: dict[str, list[Job]] = {}
   selections: dict[str, dict[str, Any]] = {}
@@ -459,8 +451,7 @@ def _run_sweep(plan: Plan, dry_run: bool) -> dict[str, Any]:
       runner.done += len(plan.seeds)
       continue
     if saved is None and not dry_run and _primary():
-      with open(os.path.join(plan.workdir, task, SELECTION), 'w') as f:
-        json.dump(sel, f, indent=1)
+      workdir_lib.write_json(os.path.join(plan.workdir, task, SELECTION), sel)
     selections[task] = sel
     finals[task] = plan.finals(task, sel['chosen'])
     for job in finals[task]:
@@ -504,38 +495,18 @@ def selection_labels(plan: Plan) -> dict[str, str]:
           'test_selected': 'recipe hyperparameters, test-selected epoch (as released)'}
 
 
-def _b2n_runs(dirs: Sequence[str]) -> list[report.Run]:
-  """b2n.json (base / novel / harmonic mean, and the zero-shot CLIP baseline) as report runs."""
-  runs = []
-  for d in dirs:
-    r = _read_json(os.path.join(d, RESULT_FILES['b2n']))
-    if r is None:
-      continue
-    train = r.get('train', {})
-    config = report.flat_config(train.get('config', {}))
-    common = dict(task=r.get('task', ''), seed=train.get('seed'), config=config)
-    runs.append(report.Run(path=d, method=r.get('method', 'sap'),
-                           variant=train.get('variant', 'sap'),
-                           results={'final': {k: r[k] for k in ('base', 'novel', 'hm')}}, **common))
-    if 'zeroshot' in r:
-      runs.append(report.Run(path=d + '#zeroshot', method='clip', variant='clip_zeroshot',
-                             results={'final': r['zeroshot']}, **common))
-  return runs
-
-
 def write_table(plan: Plan, dirs: Sequence[str], summary: dict[str, Any]) -> str:
   """DIR/report.{md,csv,png} and DIR/sweep.json from the finished runs in `dirs` (written by
   process 0 of a multi-host sweep)."""
   out = plan.workdir if _primary() else tempfile.mkdtemp()
-  b2n = _b2n_runs(dirs)
-  if b2n:
-    rows = []
-    for split, label in (('base', 'base classes'), ('novel', 'novel classes'),
-                         ('hm', 'harmonic mean')):
-      rows += report.build_rows(b2n, ('final',), split, {'final': label})
-    runs = b2n
+  prog = program(plan.base_config(plan.tasks[0]))
+  if prog.runs is not None:  # the program's own rows (b2n: base / novel / harmonic mean)
+    runs = [r for d in dirs if (res := _read_json(os.path.join(d, prog.result_file))) is not None
+            for r in prog.runs(d, res)]
+    rows = [row for split, label in prog.table
+            for row in report.build_rows(runs, ('final',), split, {'final': label})]
   else:
-    files = [os.path.join(d, RESULT_FILES['train']) for d in dirs]
+    files = [os.path.join(d, prog.result_file) for d in dirs]
     runs = [report.load_run(f) for f in files if os.path.exists(f)]
     # Epoch selection (val- or test-selected) only where the runs evaluated a val split.
     with_val = any(r.results.get('splits', {}).get('val') for r in runs)
@@ -543,8 +514,7 @@ def write_table(plan: Plan, dirs: Sequence[str], summary: dict[str, Any]) -> str
     rows = report.build_rows(runs, metrics, 'test', selection_labels(plan))
   if not rows:
     _say('no finished run to tabulate')
-    with open(os.path.join(out, 'sweep.json'), 'w') as f:
-      json.dump(summary, f, indent=1)
+    workdir_lib.write_json(os.path.join(out, 'sweep.json'), summary)
     return ''
   text = report.write(rows, runs, md=os.path.join(out, 'report.md'),
                       csv_path=os.path.join(out, 'report.csv'),
@@ -616,6 +586,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, argparse.Namespace]:
     p.error('--lrs / --wds replace the values of a --search grid')
   else:
     fixed = {'seed'}
+  axis = sorted(set(TASK_KEYS) & {k for k, _ in overrides})
+  if axis:
+    p.error(f'--config.{axis[0]} is the task axis of the sweep: every job would train the same '
+            'task, merged into one column. Choose tasks with --tasks; remove the override.')
   clash = sorted(fixed & {k for k, _ in overrides})
   if clash:
     p.error(f'--config.{clash[0]} is set by the sweep ({"search grid, " if search else ""}'

@@ -308,7 +308,6 @@ def test_mocked_vtab_sweep_killed_and_rerun(tmp_path):
 def test_base_to_novel_sweep_table(tmp_path, monkeypatch):
   """SAP's protocol: program b2n, one job per dataset and CoOp seed (which also draws the shots),
   b2n.json as the finished-run file, a table of base / novel / harmonic mean."""
-  from prompt_jax import main
   calls = []
 
   def fake_b2n(cfg, workdir):
@@ -324,7 +323,8 @@ def test_base_to_novel_sweep_table(tmp_path, monkeypatch):
       json.dump(res, f)
     return res
 
-  monkeypatch.setitem(main.PROGRAMS, 'b2n', fake_b2n)
+  from prompt_jax.methods import sap_b2n
+  monkeypatch.setattr(sap_b2n, 'run', fake_b2n)  # SAP's program 'b2n' (Method.programs)
   args = ['--config=configs/sap_b2n.py', '--tasks=dtd,eurosat', '--seeds=coop',
           f'--workdir={tmp_path / "sw"}', '--compilation_cache=',
           '--config.data.split_file=/coop/{task}/split.json']

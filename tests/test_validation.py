@@ -82,7 +82,7 @@ def test_method_names_sections_and_programs():
   known = "['davpt', 'full', 'linear', 'sap', 'ship', 'spt', 'vpt']"
   assert f"method='vtp': must be one of {known}" in _problems(_cfg(method='vtp'))
   assert "reads the config section 'ship'" in _problems(_cfg(method='ship'))
-  assert "method must be 'sap'" in _problems(_cfg(program='b2n'))
+  assert "'b2n' is a program of method sap" in _problems(_cfg(program='b2n'))
   c = _cfg(method='davpt')
   c.unlock()
   c.davpt = common.davpt(num_proxies=0, dropout=1.5)

@@ -39,7 +39,7 @@ def _with_state(wd):
 
 
 def test_a_changed_config_conflicts_only_once_the_workdir_holds_a_run(tmp_path):
-  cfg = micro_config('vpt')
+  cfg = _changed(micro_config('vpt'), init__checkpoint='/here/same_weights.npz')
   workdir.check(str(tmp_path), cfg)  # nothing recorded yet
   workdir.record(str(tmp_path), cfg, 'digest-a')
   other = _changed(cfg, train__lr=0.5, vpt__num_prompts=3, train__log_every_steps=1,

@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax import progress
+from prompt_jax import validation
+from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.models import attention as attn_lib
@@ -344,9 +346,16 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   return total, {**metrics, 'match': lm, 'loss': total}
 
 
+def check(c: base.Config) -> list[str]:
+  """`config.ship`: counts >= 1."""
+  return [p for key in ('num_prompts', 'num_prototypes', 'max_images', 'kmeans_n_init')
+          for p in validation.at_least(f'ship.{key}', c.ship[key], 1)]
+
+
 SHIP = base.register(base.Method(
     name='ship', build_prompter=build_prompter, prepare=prepare, init_params=init_params, loss=loss,
     trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',),
     prepare_keys=base.FEATURE_KEYS + ('ship.threshold', 'ship.num_prototypes', 'ship.max_images',
                                       'ship.seed', 'ship.kmeans_n_init'),
-    prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship'))
+    prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship',
+    section=common.ship, check=check))
