@@ -192,3 +192,42 @@ def test_a_rerun_with_another_config_or_backbone_is_an_error(tmp_path, monkeypat
   with open(tmp_path / 'tuned' / 'config.json') as f:
     assert json.load(f)['train']['lr'] == 0.5
   assert workdir.read_run(wd)['changes'][-1]['keys'] == {'train.lr': [2.0, 0.5]}
+
+
+def test_one_rule_for_the_same_run_across_machines(tmp_path):
+  """A run resumed on another machine (other data_dir / image_root / split_file, another mesh, the
+  same weights file in another folder) is the same run for workdir.check and for the sweep; a
+  changed hyperparameter or another weights file name is not, for both."""
+  from prompt_jax import sweep
+  cfg = _changed(micro_config('vpt'), init__checkpoint='/here/w.npz')
+  workdir.record(str(tmp_path), cfg, 'digest-a')
+  _with_state(tmp_path)
+  moved = _changed(cfg, data__data_dir='/mnt/elsewhere', data__image_root='imgs',
+                   data__split_file='/mnt/split.json', mesh__fsdp=2, mesh__distributed=True,
+                   init__checkpoint='/mnt/weights/w.npz')
+  workdir.check(str(tmp_path), moved, 'digest-a')
+  recorded = workdir.read_run(str(tmp_path))['config']
+  assert sweep.config_differences(recorded, moved) == []
+  for other, key in ((_changed(moved, train__lr=0.5), 'train.lr'),
+                     (_changed(moved, init__checkpoint='/mnt/weights/v.npz'), 'init.checkpoint')):
+    with pytest.raises(workdir.WorkdirError, match=key):
+      workdir.check(str(tmp_path), other, 'digest-a')
+    assert [d.split(':')[0] for d in sweep.config_differences(recorded, other)] == [key]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_on_another_machine(tmp_path, pretrained_npz):
+  """Killed after its last checkpoint (no results.json), then rerun with another data_dir and the
+  weights copied to another folder: it resumes (no WorkdirError) and ends with the same numbers."""
+  import shutil
+  wd = str(tmp_path / 'run')
+  cfg = _changed(micro_config('vpt', epochs=1, checkpoint_every_steps=5),
+                 init__checkpoint=pretrained_npz)
+  first = train.train_and_evaluate(cfg, wd)
+  os.remove(os.path.join(wd, 'results.json'))
+  os.makedirs(tmp_path / 'other_machine')
+  copy = str(tmp_path / 'other_machine' / os.path.basename(pretrained_npz))
+  shutil.copy(pretrained_npz, copy)
+  again = train.train_and_evaluate(
+      _changed(cfg, data__data_dir=str(tmp_path / 'data'), init__checkpoint=copy), wd)
+  assert again['final'] == first['final'] and again['history'] == first['history']
