@@ -14,6 +14,7 @@ row, and records it in `recipe_task` so that a different `--config.data.task` is
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -248,6 +249,23 @@ def set_field(c: ConfigDict, dotted: str, value: Any, what: str = 'config field'
   if leaf not in node:
     raise KeyError(f'unknown {what} {dotted!r}')
   node[leaf] = value
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+  return base().to_dict()
+
+
+def field(cfg: Any, dotted: str) -> Any:
+  """`cfg[leaf]` of a config section (e.g. config.data for dotted 'data.augment'), or, where a
+  partial section built by hand lacks it, the default declared in `base()` (declared once)."""
+  leaf = dotted.rsplit('.', 1)[-1]
+  if leaf in cfg:
+    return cfg[leaf]
+  node = _defaults()
+  for part in dotted.split('.'):
+    node = node[part]
+  return node
 
 
 def finalize(c: ConfigDict) -> ConfigDict:

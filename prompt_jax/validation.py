@@ -203,14 +203,24 @@ def _raise(problems: list[str]) -> None:
     raise ConfigError('invalid config:\n' + '\n'.join(f'  {p}' for p in problems))
 
 
+_passed = ['']  # the last config (as JSON) whose rules passed in this process
+
+
 def check(config: Config, num_devices: int | None = None) -> None:
   """Every start-up check; raises ConfigError listing each bad key, its valid values and the fix.
-  `num_devices`: also check the batch sizes and mesh against that many devices."""
-  check_recipe_task(config)
-  problems = [p for rule in RULES for p in rule(config)]
+  `num_devices`: also check the batch sizes and mesh against that many devices.
+
+  The rules run once per config: main checks before TensorFlow loads, and the trainer's call for
+  the same config (content, not identity) then only adds the device rules."""
+  key = config.to_json()
+  problems = []
+  if key != _passed[0]:
+    check_recipe_task(config)
+    problems = [p for rule in RULES for p in rule(config)]
   if num_devices:
     problems += _devices(config, num_devices)
   _raise(problems)
+  _passed[0] = key
 
 
 def check_splits(config: Config, splits: dict[str, int]) -> None:

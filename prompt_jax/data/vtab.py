@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from prompt_jax.data import pipeline
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
+from prompt_jax.configs import common
 from prompt_jax.data import tasks
 
 SPLIT_NAMES = ('train800', 'val200', 'train800val200', 'train1000', 'test')
@@ -227,13 +228,14 @@ class VtabSource(pipeline.TfSource):
 
 def source_kwargs(cfg: ml_collections.ConfigDict) -> dict:
   """Sampler/augmentation/caching fields of config.data shared by vtab and folder."""
-  return dict(sampler=cfg.get('sampler', 'shuffle'),
-              images_per_class=int(cfg.get('images_per_class', 2)),
-              augment=bool(cfg.get('augment', False)),
-              cache_train=bool(cfg.get('cache_train', True)))
+  return dict(sampler=common.field(cfg, 'data.sampler'),
+              images_per_class=int(common.field(cfg, 'data.images_per_class')),
+              augment=bool(common.field(cfg, 'data.augment')),
+              cache_train=bool(common.field(cfg, 'data.cache_train')))
 
 
 @registry.register('vtab')
 def _factory(cfg: ml_collections.ConfigDict) -> VtabSource:
-  return VtabSource(cfg.task, cfg.get('data_dir'), pipeline.ImageOptions.from_config(cfg),
-                    tfds_version=cfg.get('tfds_version'), **source_kwargs(cfg))
+  return VtabSource(cfg.task, common.field(cfg, 'data.data_dir'),
+                    pipeline.ImageOptions.from_config(cfg),
+                    tfds_version=common.field(cfg, 'data.tfds_version'), **source_kwargs(cfg))

@@ -30,6 +30,7 @@ import numpy as np
 from prompt_jax import backbone as backbone_lib
 from prompt_jax import tree
 from prompt_jax import workdir as workdir_lib
+from prompt_jax.configs import common
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import sap
 from prompt_jax.models import clip as clip_lib
@@ -121,7 +122,7 @@ def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any
   train_results = train.train_and_evaluate(base_cfg, run_dir)
   backbone, params = tuned_params(base_cfg, run_dir)
   srcs = sources(config)
-  split = config.get('b2n', {}).get('eval_split', 'test')
+  split = (config.b2n if 'b2n' in config else common.b2n()).eval_split
   accs = {s: sap_accuracy(with_subset(config, s), backbone, params, src, split)
           for s, src in srcs.items()}
   results: dict[str, Any] = {'method': config.method, 'task': config.data.get('task', ''),
