@@ -26,7 +26,6 @@ from prompt_jax.data import registry
 from prompt_jax.configs import common
 from prompt_jax.data import tasks
 
-SPLIT_NAMES = ('train800', 'val200', 'train800val200', 'train1000', 'test')
 LabelFn = Callable[[Mapping[str, tf.Tensor]], tf.Tensor]
 
 
