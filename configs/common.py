@@ -1,5 +1,8 @@
 """Every config key, declared once with its default. Config files call `base()`, add the section of
-their method (`vpt()`, `ship()`, `davpt()`, `sap()`) and change values; nothing else adds keys.
+their method (`Method.section`: the built-in ones are here, `vpt()`, `ship()`, `davpt()`, `sap()`;
+a method outside this file defines its own next to its `register` call) and change values;
+nothing else adds keys. Code that may meet a hand-built partial section reads a default with
+`field(cfg, 'data.augment')`, never a default of its own.
 
 `finalize(config)` locks the dict, so an unknown key (in a file or a `--config.x=y` override) is an
 error instead of being silently dropped. Config files are data: they import this module (and the
