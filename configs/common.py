@@ -133,7 +133,7 @@ def vpt(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1,
 
 
 def ship(**over: Any) -> ConfigDict:
-  """`config.ship` (spec 02)."""
+  """`config.ship` (docs/specs/02-ship.md)."""
   c = ConfigDict(dict(
       num_prompts=50,          # independent prompts per hierarchy (P)
       threshold=0.93,          # affinity threshold of the greedy hierarchy
@@ -150,7 +150,7 @@ def ship(**over: Any) -> ConfigDict:
 
 
 def davpt(**over: Any) -> ConfigDict:
-  """`config.davpt` (spec 03)."""
+  """`config.davpt` (docs/specs/03-davpt.md)."""
   c = ConfigDict(dict(
       num_proxies=10, num_other=5,     # P proxy prompts (class clusters), nP other prompts
       proxy_start=11, proxy_end=11,    # proxy layers, inclusive
@@ -169,7 +169,7 @@ def davpt(**over: Any) -> ConfigDict:
 
 
 def sap(**over: Any) -> ConfigDict:
-  """`config.sap` (spec 04; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
+  """`config.sap` (docs/specs/04-spt-sap.md; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
   c = ConfigDict(dict(
       n_ctx_text=4, n_ctx_vision=4, depth=9, ctx_init='a photo of a',
       text_prompts='train',    # 'train' | 'frozen' (cached text features)

@@ -2,9 +2,9 @@
 
 layout='vtab1k': <data_dir>/<task>/{train800,val200,train800val200,test}.txt, one
   `relative/path.jpg label` per line, paths relative to <data_dir>/<task>/ (task folder names per
-  spec 01; 'cifar' is cifar100; any alias of `data/tasks.py` finds the folder). Class count from
-  the VTAB task table; a label outside it is an error naming the file and line. Fields are split at
-  the last run of spaces or tabs.
+  docs/specs/01-vit-vtab-vpt.md; 'cifar' is cifar100; any alias of `data/tasks.py` finds the
+  folder). Class count from the VTAB task table; a label outside it is an error naming the file
+  and line. Fields are split at the last run of spaces or tabs.
 layout='fgvc': <data_dir>/{train,val,test}.json mapping relative path -> label (VPT: CUB-200,
   NABirds, Oxford Flowers, Stanford Dogs/Cars); images under <data_dir>/<image_root>/. Labels are
   remapped to 0..C-1 by sorted raw label (as VPT does); 'trainval' = train + val.

@@ -1,6 +1,7 @@
 """The 19 VTAB-1k tasks on TFDS (task_adaptation split strings, label transforms, class counts).
 
-Split names every task offers (spec 01; nX = X% of the TFDS train size, integer division):
+Split names every task offers (docs/specs/01-vit-vtab-vpt.md; nX = X% of the TFDS train size,
+integer division):
   'train800', 'val200', 'train800val200' (= train800 + val200, the default training split),
   'train1000' (official VTAB: first 1000 of trainval; every task's trainval starts with its TFDS
   train split, which holds more than 1000 examples, so it is 'train[:1000]'), and 'test'.

@@ -1,4 +1,4 @@
-"""DA-VPT (distribution-aware visual prompt tuning), per spec 03.
+"""DA-VPT (distribution-aware visual prompt tuning), per docs/specs/03-davpt.md.
 
 Deep prompts, token layout [CLS, prompts_i, patches] at block i; the previous block's prompt outputs
 are dropped every layer. Proxy layers [proxy_start, proxy_end] carry P proxy prompts (one per class
@@ -206,7 +206,8 @@ def _log1p_sum_exp(a: Array, m: Array) -> Array:
 
 def proxy_anchor_loss(z: Array, proxies: Array, labels: Array, mask: Array, *, alpha: float = 32.0,
                       delta_pos: float = 0.1, delta_neg: float = -0.1, scale: float = 5.0) -> Array:
-  """Spec 03 proxy-anchor loss. z: [B, E], proxies: [P, E], labels int[B] in [0, P), mask bool[B].
+  """Proxy-anchor loss (docs/specs/03-davpt.md). z: [B, E], proxies: [P, E], labels int[B] in
+  [0, P), mask bool[B].
 
   Proxies with no positive in the batch add 0 to the positive sum but still count in the 1/P.
   """

@@ -1,4 +1,5 @@
-"""SAP: semantic alignment for prompt tuning of CLIP (spec 04, SAP part), on IVLP deep prompts.
+"""SAP: semantic alignment for prompt tuning of CLIP (docs/specs/04-spt-sap.md, SAP part), on IVLP
+deep prompts.
 
 Model (`SAPModel`, a CLIP with two prompters):
   text   4 context tokens replace positions 1..4 (after SOT) of every templated description; layer 0

@@ -1,4 +1,4 @@
-"""SHIP: semantic hierarchical prompt tuning (spec 02).
+"""SHIP: semantic hierarchical prompt tuning (docs/specs/02-ship.md).
 
 Host side (`prepare`): per-layer CLS features of the frozen backbone on the training split ->
 12x12 mean-cosine affinity -> greedy anchors (`greedy_anchors`); k-means prototype bank of the
@@ -124,7 +124,8 @@ def load_prototypes(path: str, num_prototypes: int, width: int) -> np.ndarray:
 
 
 def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
-  """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone (§1, §3)."""
+  """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone
+  (docs/specs/02-ship.md §1, §3)."""
   s = ctx.config.ship
   arch = vit.decode_variant(ctx.config.model.variant)
   aff = load_affinity(s.affinity_path, arch['depth']) if s.affinity_path else None
@@ -162,8 +163,8 @@ def _unit(x: Array) -> Array:
 
 def matching_loss(x: Array, cls_scores: Array, n: int, mask: Array | None = None,
                   k: int = TOP_K) -> Array:
-  """Spec §4: mean over (b, prompt j) of min over the top-k image tokens of 1 - cos; rows b with
-  mask[b] False (padding) are left out."""
+  """docs/specs/02-ship.md §4: mean over (b, prompt j) of min over the top-k image tokens of
+  1 - cos; rows b with mask[b] False (padding) are left out."""
   v = topk_tokens(x, cls_scores, n, k)
   p = x[:, n:]
   cos = jnp.einsum('bjd,bkd->bjk', _unit(p), _unit(v))
@@ -174,7 +175,7 @@ def matching_loss(x: Array, cls_scores: Array, n: int, mask: Array | None = None
 def decoupled_attention(q: Array, k: Array, v: Array, *, y: Array, y_fixed: Array | None,
                         impl: str, n: int, weight: float, prompt_queries: bool, cls_scores: bool
                         ) -> tuple[Array, Array | None, Array | None]:
-  """SHIP's decoupled attention (spec 02 §5), a `prompter.Kernel`.
+  """SHIP's decoupled attention (docs/specs/02-ship.md §5), a `prompter.Kernel`.
 
   Live tokens [0, n) and keys [0, n) are CLS + patches; keys [n, S) are prompts (live, fixed, then
   key/value-only ones: the order of keys does not matter). q: [B, n, H, Dh], or [B, T, H, Dh] with

@@ -1,4 +1,5 @@
-"""SPT (self-prompt tuning), spec 04: prompts initialised with downstream token prototypes.
+"""SPT (self-prompt tuning), docs/specs/04-spt-sap.md: prompts initialised with downstream token
+prototypes.
 
 Two entry points:
   * the prompt initialiser 'spt' (`config.prompt_init.name='spt'`): fills every prompt tensor the

@@ -1,4 +1,4 @@
-"""VPT shallow / deep (Jia et al. 2022), per spec 01 §VPT.
+"""VPT shallow / deep (Jia et al. 2022), per docs/specs/01-vit-vtab-vpt.md §VPT.
 
 Token layout [CLS, P prompts, patches]; prompts are inserted after the position embedding and get
 none. Shallow: one prompt set before block 0, carried through. Deep: before every block i >= 1 the
