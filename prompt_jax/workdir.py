@@ -2,7 +2,7 @@
 for caches of derived values, strict JSON.
 
   workdir.check(wd, config)             # before any work: another config's run here is an error
-  workdir.check(wd, config, digest)     # once the backbone is loaded: another backbone too
+  workdir.check_backbone(wd, config, digest)  # once the backbone is loaded: another backbone
   workdir.record(wd, config, digest)    # writes wd/run.json
   with workdir.lock(wd): ...            # one writer; a second process fails fast
   key, inputs = workdir.inputs_key(config, ('data.task', 'ship'), digest, files=())
@@ -164,12 +164,25 @@ def check(workdir: str, config: ml_collections.ConfigDict, digest: str | None = 
         f'{workdir} holds a run of another config ({workdir}/{RUN_FILE}); differing keys:\n'
         + '\n'.join(lines) + '\nRerunning would resume (or return) that run, not this config. '
         + fix)
+  if digest is not None:
+    check_backbone(workdir, config, digest)
+
+
+def check_backbone(workdir: str, config: ml_collections.ConfigDict, digest: str) -> None:
+  """The backbone half of `check`, once the weights are loaded (the config half ran before any
+  work): WorkdirError when the workdir's run was trained on other weights (unless
+  `train.allow_config_change`)."""
+  run = read_run(workdir)
+  if run is None or config.train.allow_config_change or not has_state(workdir):
+    return
   old = run.get('backbone_digest')
-  if digest is not None and old and old != digest:
+  if old and old != digest:
     raise WorkdirError(
         f'{workdir} was trained on backbone {old[:16]}... ({run.get("backbone_checkpoint")!r}) '
         f'but the weights now loaded ({config.init.checkpoint!r}) are {digest[:16]}...: other '
-        f'weights. Point --config.init.checkpoint at the original file, or: ' + fix)
+        f'weights. Point --config.init.checkpoint at the original file, or use a new --workdir, '
+        f'or pass --config.{OVERRIDE}=True to continue this run under the new config (the change '
+        f'is recorded in {RUN_FILE}).')
 
 
 def record(workdir: str, config: ml_collections.ConfigDict, digest: str) -> None:

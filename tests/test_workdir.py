@@ -231,3 +231,16 @@ def test_an_interrupted_run_resumes_on_another_machine(tmp_path, pretrained_npz)
   again = train.train_and_evaluate(
       _changed(cfg, data__data_dir=str(tmp_path / 'data'), init__checkpoint=copy), wd)
   assert again['final'] == first['final'] and again['history'] == first['history']
+
+
+def test_the_backbone_check_does_not_compare_the_config_again(tmp_path, monkeypatch):
+  """workdir.check (the config) runs once before any work; once the weights are loaded the trainer
+  only adds check_backbone (the digest)."""
+  cfg = micro_config('vpt')
+  workdir.record(str(tmp_path), cfg, 'digest-a')
+  _with_state(tmp_path)
+  monkeypatch.setattr(workdir, 'diff', lambda *a: pytest.fail('the config was compared again'))
+  workdir.check_backbone(str(tmp_path), cfg, 'digest-a')
+  with pytest.raises(workdir.WorkdirError, match='other weights'):
+    workdir.check_backbone(str(tmp_path), cfg, 'digest-b')
+  workdir.check_backbone(str(tmp_path), _changed(cfg, train__allow_config_change=True), 'digest-b')
