@@ -173,22 +173,24 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
 @pytest.mark.slow
 def test_a_rerun_with_another_config_or_backbone_is_an_error(tmp_path, monkeypatch, pretrained_npz):
   wd = str(tmp_path)
-  first = micro_config('vpt', epochs=1, max_steps=2, export=True)
+  first = _changed(micro_config('vpt', epochs=1, max_steps=2, export=True),
+                   init__checkpoint=pretrained_npz)
   train.train_and_evaluate(first, wd)
-  other = micro_config('vpt', epochs=1, max_steps=2, export=True, lr=0.5)
+  other = _changed(first, train__lr=0.5)
   with monkeypatch.context() as m:  # refused before any data or weights load
     m.setattr(data_registry, 'get_source', lambda c: pytest.fail('data loaded'))
     m.setattr(backbone, 'load', lambda *a: pytest.fail('weights loaded'))
     with pytest.raises(workdir.WorkdirError, match='train.lr: 2.0 \\(recorded\\) -> 0.5 \\(now\\)'):
       train.train_and_evaluate(other, wd)
-  pretrained = first.copy_and_resolve_references()
-  pretrained.unlock()
-  pretrained.init.checkpoint = pretrained_npz  # same config keys, other weights
+  weights = dict(np.load(pretrained_npz))  # same file name and keys, other weights
+  key = sorted(weights)[0]
+  weights[key] = weights[key] + 1.0
+  (tmp_path / 'elsewhere').mkdir()
+  perturbed = str(tmp_path / 'elsewhere' / os.path.basename(pretrained_npz))
+  np.savez(perturbed, **weights)
   with pytest.raises(workdir.WorkdirError, match="was trained on backbone .* other weights"):
-    train.train_and_evaluate(pretrained, wd)
-  other.unlock()
-  other.train.allow_config_change = True
-  train.train_and_evaluate(other, wd)
+    train.train_and_evaluate(_changed(first, init__checkpoint=perturbed), wd)
+  train.train_and_evaluate(_changed(other, train__allow_config_change=True), wd)
   with open(tmp_path / 'tuned' / 'config.json') as f:
     assert json.load(f)['train']['lr'] == 0.5
   assert workdir.read_run(wd)['changes'][-1]['keys'] == {'train.lr': [2.0, 0.5]}
