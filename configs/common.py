@@ -1,5 +1,8 @@
 """Every config key, declared once with its default. Config files call `base()`, add the section of
-their method (`vpt()`, `ship()`, `davpt()`, `sap()`) and change values; nothing else adds keys.
+their method (`Method.section`: the built-in ones are here, `vpt()`, `ship()`, `davpt()`, `sap()`;
+a method outside this file defines its own next to its `register` call) and change values;
+nothing else adds keys. Code that may meet a hand-built partial section reads a default with
+`field(cfg, 'data.augment')`, never a default of its own.
 
 `finalize(config)` locks the dict, so an unknown key (in a file or a `--config.x=y` override) is an
 error instead of being silently dropped. Config files are data: they import this module (and the
@@ -14,6 +17,7 @@ row, and records it in `recipe_task` so that a different `--config.data.task` is
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -132,7 +136,7 @@ def vpt(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1,
 
 
 def ship(**over: Any) -> ConfigDict:
-  """`config.ship` (spec 02)."""
+  """`config.ship` (docs/specs/02-ship.md)."""
   c = ConfigDict(dict(
       num_prompts=50,          # independent prompts per hierarchy (P)
       threshold=0.93,          # affinity threshold of the greedy hierarchy
@@ -151,7 +155,7 @@ def ship(**over: Any) -> ConfigDict:
 
 
 def davpt(**over: Any) -> ConfigDict:
-  """`config.davpt` (spec 03)."""
+  """`config.davpt` (docs/specs/03-davpt.md)."""
   c = ConfigDict(dict(
       num_proxies=10, num_other=5,     # P proxy prompts (class clusters), nP other prompts
       proxy_start=11, proxy_end=11,    # proxy layers, inclusive
@@ -170,7 +174,7 @@ def davpt(**over: Any) -> ConfigDict:
 
 
 def sap(**over: Any) -> ConfigDict:
-  """`config.sap` (spec 04; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
+  """`config.sap` (docs/specs/04-spt-sap.md; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
   c = ConfigDict(dict(
       n_ctx_text=4, n_ctx_vision=4, depth=9, ctx_init='a photo of a',
       text_prompts='train',    # 'train' | 'frozen' (cached text features)
@@ -297,6 +301,23 @@ def set_field(c: ConfigDict, dotted: str, value: Any, what: str = 'config field'
   if leaf not in node:
     raise KeyError(f'unknown {what} {dotted!r}')
   node[leaf] = value
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+  return base().to_dict()
+
+
+def field(cfg: Any, dotted: str) -> Any:
+  """`cfg[leaf]` of a config section (e.g. config.data for dotted 'data.augment'), or, where a
+  partial section built by hand lacks it, the default declared in `base()` (declared once)."""
+  leaf = dotted.rsplit('.', 1)[-1]
+  if leaf in cfg:
+    return cfg[leaf]
+  node = _defaults()
+  for part in dotted.split('.'):
+    node = node[part]
+  return node
 
 
 def finalize(c: ConfigDict) -> ConfigDict:

@@ -1,4 +1,4 @@
-"""DA-VPT on one VTAB-1k task, spec 03 recipe (MAE / MoCo v3 / supervised ViT-B/16).
+"""DA-VPT on one VTAB-1k task, docs/specs/03-davpt.md recipe (MAE / MoCo v3 / supervised ViT-B/16).
 
   python -m prompt_jax.main --config=configs/davpt_vtab.py:task=dtd,backbone=mae \
       --workdir=/tmp/davpt --config.init.checkpoint=/path/mae_pretrain_vit_base.pth

@@ -1,4 +1,5 @@
-r"""SAP on CLIP ViT-B/16, base-to-novel (spec 04): 16 shots, SGD, 20 epochs, batch 4.
+r"""SAP on CLIP ViT-B/16, base-to-novel (docs/specs/04-spt-sap.md): 16 shots, SGD, 20 epochs,
+batch 4.
 
   python -m prompt_jax.main --config=configs/sap_b2n.py:task=dtd --workdir=/tmp/sap_dtd \
       --config.init.checkpoint=/path/ViT-B-16.pt \

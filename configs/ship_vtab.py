@@ -1,4 +1,5 @@
-"""SHIP on one VTAB-1k task, spec 02 recipe (per-task lr / wd / threshold / P from the spec table).
+"""SHIP on one VTAB-1k task, docs/specs/02-ship.md recipe (per-task lr / wd / threshold / P from
+the spec table).
 
   python -m prompt_jax.main --config=configs/ship_vtab.py:task=cifar100 --workdir=/tmp/ship \
       --config.init.checkpoint=/path/ViT-B_16.npz
@@ -32,7 +33,7 @@ def _row(lr: float, wd: float, threshold: float, num_prompts: int) -> dict[str, 
           'ship.num_prompts': num_prompts}
 
 
-# Spec 02's per-task hyperparameters.
+# The per-task hyperparameters of docs/specs/02-ship.md.
 RECIPES = {
     'cifar100': _row(lr=1e-3, wd=1e-3, threshold=.93, num_prompts=50),
     'caltech101': _row(lr=1e-3, wd=0.0, threshold=.95, num_prompts=200),

@@ -1,4 +1,5 @@
-"""SPT (VPT layout, prompts initialised with token prototypes) on one VTAB-1k task, spec 04.
+"""SPT (VPT layout, prompts initialised with token prototypes) on one VTAB-1k task,
+docs/specs/04-spt-sap.md.
 
   python -m prompt_jax.main --config=configs/spt_vtab.py:task=dtd,backbone=mae \
       --workdir=/tmp/spt --config.init.checkpoint=/path/mae_pretrain_vit_base.pth

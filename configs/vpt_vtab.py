@@ -1,4 +1,4 @@
-"""VPT (shallow/deep) on one VTAB-1k task, spec 01 recipe.
+"""VPT (shallow/deep) on one VTAB-1k task, docs/specs/01-vit-vtab-vpt.md recipe.
 
   python -m prompt_jax.main --config=configs/vpt_vtab.py:task=dmlab --workdir=/tmp/vpt \
       --config.init.checkpoint=/path/ViT-B_16.npz --config.vpt.num_prompts=100

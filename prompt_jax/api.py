@@ -29,29 +29,26 @@ from prompt_jax.configs import common
 from prompt_jax.data import preprocess as preprocess_lib
 from prompt_jax.methods import base
 
-# config section of each method's options (linear / full have none)
-SECTIONS = {'vpt': ('vpt', common.vpt), 'spt': ('vpt', common.vpt),
-            'ship': ('ship', common.ship), 'davpt': ('davpt', common.davpt),
-            'sap': ('sap', common.sap),
-            'lora': ('lora', common.lora), 'adapter': ('adapter', common.adapter),
-            'prefix': ('prefix', common.prefix)}
-
 
 def model_config(variant: str = 'B/16', method: str = 'vpt', *, checkpoint: str = '',
                  checkpoint_format: str = 'npz', image_size: int = 224, seed: int = 0,
                  overrides: Mapping[str, Any] | None = None, **method_options: Any
                  ) -> ml_collections.ConfigDict:
   """The locked config `create_model` builds from. `method_options` set fields of the method's
-  section (`config.vpt`, `.ship`, `.davpt`, `.sap`); `overrides` any field by dotted name
-  ({'model.pool': 'mean_norm'})."""
+  section (`Method.config_section`, built by `Method.section`: `config.vpt`, `.ship`, ...);
+  `overrides` any field by dotted name ({'model.pool': 'mean_norm'})."""
   c = common.base()
   c.method, c.seed = method, seed
   c.model.variant = variant
   c.init.update(checkpoint=checkpoint, format=checkpoint_format)
   c.data.image_size = image_size
-  name, make = SECTIONS.get(method, (None, None))
-  if name is not None:
-    c[name] = make()
+  m = base.get(method)
+  name = m.config_section
+  if name:
+    if m.section is None:
+      raise TypeError(f'method {method!r} reads config.{name} but declares no Method.section '
+                      'to build it from')
+    c[name] = m.section()
   known = sorted(c[name]) if name else []
   unknown = sorted(set(method_options) - set(known))
   if unknown:

@@ -7,7 +7,6 @@ for pretraining), the .npz checkpoint loader, and the VPT method.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -19,6 +18,7 @@ from absl import logging
 from prompt_jax import checkpointing
 from prompt_jax import train
 from prompt_jax import tree
+from prompt_jax import workdir as workdir_lib
 from prompt_jax.configs import common
 
 # name -> (method, overrides)
@@ -80,6 +80,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   lines += [f"| {k} | {v['trainable_params']} | {v['val200']:.3f} | {v['test']:.3f} |"
             for k, v in table.items()]
   print('\n'.join(lines))
-  with open(os.path.join(workdir, 'demo_results.json'), 'w') as f:
-    json.dump(table, f, indent=1)
+  workdir_lib.write_json(os.path.join(workdir, 'demo_results.json'), table)
   return table

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
-from collections.abc import Callable
 
 from absl import app
 from absl import flags
 from absl import logging
-import ml_collections
 from ml_collections import config_flags
 
 from prompt_jax import console
+from prompt_jax import programs
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=True)
@@ -45,32 +43,9 @@ flags.mark_flags_as_required(['config'])
 HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import train
-  return train.train_and_evaluate(config, workdir)
-
-
-def _demo(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import demo
-  return demo.run(config, workdir)
-
-
-def _b2n(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import b2n
-  return b2n.run(config, workdir)
-
-
-def _clip_zeroshot(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from prompt_jax import b2n
-  return b2n.zeroshot_run(config, workdir)
-
-
-PROGRAMS: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
-    'train': _train,            # train + evaluate one method (results.json, exported prompts)
-    'demo': _demo,              # offline digits demo: pretrain, then linear / VPT shallow / deep
-    'b2n': _b2n,                # CLIP base-to-novel: train on base classes, test base + novel + HM
-    'clip_zeroshot': _clip_zeroshot,  # zero-shot CLIP on base and novel classes, no training
-}
+# config.program -> what runs: the generic programs (train, demo) and each method's own
+# (`Method.programs`: SAP's 'b2n', 'clip_zeroshot'); prompt_jax/programs.py.
+PROGRAMS = programs.PROGRAMS
 
 
 def main(argv: list[str]) -> None:
@@ -83,9 +58,6 @@ def main(argv: list[str]) -> None:
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required (where checkpoints, summaries and results go)')
-  program = config.get('program', 'train')
-  if program not in PROGRAMS:
-    raise app.UsageError(f'unknown config.program {program!r}; known: {sorted(PROGRAMS)}')
   from prompt_jax import preflight
   from prompt_jax import validation
   try:  # every value and the files it names, before TensorFlow is imported
@@ -100,7 +72,7 @@ def main(argv: list[str]) -> None:
   if _VERBOSE.value:
     logging.info('config:\n%s', config)
   try:
-    result = PROGRAMS[program](config, _WORKDIR.value)
+    result = programs.get(config)(config, _WORKDIR.value)
   except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
           checkpointing.NonFiniteError, checkpointing.RestoreError) as e:
     sys.exit(f'error: {e}')
@@ -137,7 +109,8 @@ def usage() -> str:
   own = flags.FLAGS.module_help(sys.modules[__name__]) or flags.FLAGS.main_module_help()
   return (f'{__doc__}\nPACKAGED configs (--config=NAME[:key=value,...]):\n  '
           + '\n  '.join(config_files.available())
-          + f'\n\nPROGRAMS (config.program): {", ".join(PROGRAMS)}\n\nFlags:\n{own}\n'
+          + f'\n\nPROGRAMS (config.program): {", ".join(PROGRAMS)}, and each method\'s own '
+          f'(Method.programs)\n\nFlags:\n{own}\n'
           '  --config.FIELD=VALUE: override one field (see --show_config)\n'
           '  --helpfull: every flag, absl\'s included\n')
 

@@ -75,8 +75,8 @@ class Search:
 VPT_LRS = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 VPT_WDS = (0.01, 0.001, 1e-4, 0.0)
 
-# VPT's VTAB-1k protocol (spec 01): base lr x wd (lr scaled by batch/256 in the config),
-# train800 -> val200, then train800val200 -> test.
+# VPT's VTAB-1k protocol (docs/specs/01-vit-vtab-vpt.md): base lr x wd (lr scaled by batch/256
+# in the config), train800 -> val200, then train800val200 -> test.
 SEARCHES: dict[str, Search] = {
     'vpt': Search(grid={'train.lr': VPT_LRS, 'train.wd': VPT_WDS}, train_split='train800',
                   val_split='val200', final_split='train800val200'),

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from prompt_jax import workdir
 from prompt_jax.data import tasks as tasks_lib
 
 RESULTS = 'results.json'
@@ -99,15 +100,9 @@ def find_results(paths: Iterable[str]) -> list[str]:
   return unique
 
 
-def flat_config(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+def flat_config(d: dict[str, Any]) -> dict[str, Any]:
   """A results.json config {'train': {'lr': .1}} -> {'train.lr': .1}; lists become tuples."""
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flat_config(v, f'{prefix}{k}.'))
-    else:
-      out[prefix + k] = tuple(v) if isinstance(v, list) else v
-  return out
+  return workdir.flatten(d)
 
 
 def load_run(path: str) -> Run:
@@ -346,8 +341,7 @@ def write(rows: Sequence[Row], runs: Sequence[Run], *, md: str | None = None,
   if png and not bar_chart(rows, png):
     print(f'no chart written to {png}: no value to plot', file=sys.stderr)
   if json_path:
-    with open(json_path, 'w') as f:
-      json.dump({**to_json(rows, runs), **(extra or {})}, f, indent=1)
+    workdir.write_json(json_path, {**to_json(rows, runs), **(extra or {})})
   return text
 
 

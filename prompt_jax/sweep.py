@@ -46,9 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -56,259 +54,14 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-import ml_collections
-
-from prompt_jax import config_files
 from prompt_jax import protocol
 from prompt_jax import report
-
-RESULT_FILES = {'train': 'results.json', 'b2n': 'b2n.json'}
-FAILED = 'sweep_failed.json'
-SELECTION = 'selection.json'
-# Config fields that may differ between a finished run and its rerun (another machine's paths).
-_MACHINE_KEYS = ('data.data_dir', 'data.image_root', 'data.split_file', 'sap.descriptions',
-                 'sap.bpe_path', 'mesh.distributed', 'mesh.fsdp')
-
-
-class SweepError(ValueError):
-  """The sweep cannot go on as asked (the message names the fix)."""
-
-
-# ----------------------------------------------------------------------------- jobs
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-  """One `python -m prompt_jax.main` run."""
-
-  task: str
-  seed: int
-  phase: str                                 # 'run' (no search) | 'trial' | 'final'
-  workdir: str
-  spec: str                                  # 'configs/vpt_vtab.py:task=dtd,deep=False'
-  overrides: tuple[tuple[str, str], ...]     # (dotted key, value as written), in order
-  trial: str = ''                            # e.g. 'lr0.5_wd0.001'
-
-  def argv(self) -> list[str]:
-    return ([f'--config={self.spec}', f'--workdir={self.workdir}'] +
-            [f'--config.{k}={v}' for k, v in self.overrides])
-
-  def command(self, python: str = 'python') -> str:
-    return shlex.join([python, '-m', 'prompt_jax.main', *self.argv()])
-
-  @property
-  def name(self) -> str:
-    return f'{self.task}/{os.path.basename(self.workdir)}'
-
-
-def value_text(value: Any) -> str:
-  """A config value as main's --config.x=y parser reads it back."""
-  if isinstance(value, float):
-    return repr(value)
-  if isinstance(value, (tuple, list)):
-    return repr(tuple(value))
-  return str(value)
-
-
-def task_spec(config: str, task: str) -> str:
-  """'configs/vpt_vtab.py:deep=False', 'dtd' -> 'configs/vpt_vtab.py:task=dtd,deep=False'."""
-  path, _, arg = config.partition(':')
-  tokens = [t.strip() for t in arg.split(',') if t.strip()]
-  if tokens and ('=' not in tokens[0] or tokens[0].startswith('task=')):
-    raise SweepError(f'--config={config}: the sweep sets the task (--tasks); give only the other '
-                     f'config arguments, e.g. --config={path}:deep=False')
-  return f'{path}:' + ','.join([f'task={task}'] + tokens)
-
-
-def parse_config(argv: Sequence[str]) -> ml_collections.ConfigDict:
-  """The config main builds from `argv` (its --config / --config.x=y flags), with main's parser:
-  ml_collections' config_flags on a private flag set; unknown keys are errors."""
-  from absl import flags
-  from ml_collections import config_flags
-  argv = ['prompt_jax.main'] + config_files.resolve_argv(
-      [a for a in argv if not a.startswith('--workdir=')])
-  fv = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file('config', None, 'config file', flag_values=fv,
-                                           lock_config=True, sys_argv=argv)
-  try:
-    fv(argv)
-  except (KeyError, AttributeError, flags.Error) as e:
-    raise SweepError(f'{" ".join(argv[1:])}: {e} (an unknown config key or a bad value)') from e
-  return holder.value
-
-
-def job_config(job: Job) -> ml_collections.ConfigDict:
-  return parse_config(job.argv())
-
-
-def result_file(config: ml_collections.ConfigDict) -> str:
-  program = config.get('program', 'train')
-  if program not in RESULT_FILES:
-    raise SweepError(f'config.program={program!r}: the sweep runs {sorted(RESULT_FILES)}')
-  return RESULT_FILES[program]
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-  """The file's JSON; None when it is missing or unreadable (a run killed while writing it:
-  rerunning resumes it from its checkpoints and rewrites the file)."""
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError:
-    _say(f'{path} is not valid JSON (a write was interrupted?): running that job again')
-    return None
-
-
-def config_differences(recorded: dict[str, Any], config: ml_collections.ConfigDict
-                       ) -> list[str]:
-  """'key: recorded -> now' for every field in which a finished run's recorded config differs
-  from `config` (paths that depend on the machine ignored; checkpoints compared by file name)."""
-  want = report.flat_config(json.loads(config.to_json()))
-  have = report.flat_config(recorded)
-  out = []
-  for k in sorted(set(want) | set(have)):
-    a, b = have.get(k), want.get(k)
-    if k in _MACHINE_KEYS:
-      continue
-    if k == 'init.checkpoint':
-      a, b = os.path.basename(str(a or '')), os.path.basename(str(b or ''))
-    if a != b:
-      out.append(f'{k}: {a!r} -> {b!r}')
-  return out
-
-
-def recorded_config(results: dict[str, Any]) -> dict[str, Any] | None:
-  if 'config' in results:
-    return results['config']
-  return results.get('train', {}).get('config')  # b2n.json keeps the base-class run's results
-
-
-def finished(job: Job, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """The job's results when it has finished, else None. A finished run recorded with another
-  config is an error: skipping it would put a stale number in the table."""
-  results = _read_json(os.path.join(job.workdir, result_file(config)))
-  if results is None:
-    return None
-  recorded = recorded_config(results)
-  if recorded is not None:
-    if config.get('program', 'train') == 'b2n':
-      config = ml_collections.ConfigDict(config.to_dict())
-      config.data.subset = 'base'
-      config.train.export = True
-    diff = config_differences(recorded, config)
-    if diff:
-      raise SweepError(
-          f'{job.workdir} finished with another config than this sweep gives it:\n  ' +
-          '\n  '.join(diff[:8]) + '\nUse another --workdir, or delete that run to redo it.')
-  return results
-
-
-# ----------------------------------------------------------------------------- planning
-
-
-@dataclasses.dataclass
-class Plan:
-  """What the sweep runs: its arguments, resolved."""
-
-  config: str
-  tasks: tuple[str, ...]
-  seeds: tuple[int, ...]
-  workdir: str
-  search: protocol.Search | None
-  search_name: str
-  overrides: tuple[tuple[str, str], ...]
-
-  def user_overrides(self, task: str) -> list[tuple[str, str]]:
-    return [(k, v.replace('{task}', task)) for k, v in self.overrides]
-
-  def base_config(self, task: str) -> ml_collections.ConfigDict:
-    spec = task_spec(self.config, task)
-    return parse_config([f'--config={spec}'] +
-                        [f'--config.{k}={v}' for k, v in self.user_overrides(task)])
-
-  def _seed_overrides(self, config: ml_collections.ConfigDict, seed: int
-                      ) -> list[tuple[str, str]]:
-    out = [('seed', str(seed))]
-    if config.data.source == 'fewshot':  # CoOp protocol: the seed also draws the shots
-      out.append(('data.fewshot_seed', str(seed)))
-    return out
-
-  def runs(self, task: str) -> list[Job]:
-    """--search=none: one job per seed with the recipe's own values."""
-    cfg = self.base_config(task)
-    spec = task_spec(self.config, task)
-    return [Job(task, s, 'run', os.path.join(self.workdir, task, f'seed{s}'), spec,
-                tuple(self._seed_overrides(cfg, s) + self.user_overrides(task)))
-            for s in self.seeds]
-
-  def splits(self, task: str) -> tuple[str, str, str]:
-    cfg = self.base_config(task)
-    layout = cfg.data.layout if cfg.data.source == 'folder' else cfg.data.source
-    return protocol.search_splits(self.search, layout)
-
-  def trials(self, task: str) -> list[Job]:
-    """--search: one job per grid point, on the train split, scored on the val split only."""
-    cfg = self.base_config(task)
-    train, val, _ = self.splits(task)
-    spec = task_spec(self.config, task)
-    seed = self.seeds[0]
-    jobs = []
-    for values in self.search.trials():
-      name = 'trial_' + '_'.join(f'{k.rsplit(".", 1)[-1]}{v:g}' for k, v in values.items())
-      over = (self._seed_overrides(cfg, seed) + [(k, value_text(v)) for k, v in values.items()] +
-              [('data.train_split', train), ('data.eval_splits', value_text((val,))),
-               ('data.val_split', val)] + self.user_overrides(task))
-      jobs.append(Job(task, seed, 'trial', os.path.join(self.workdir, task, name), spec,
-                      tuple(over), trial=name))
-    return jobs
-
-  def finals(self, task: str, chosen: dict[str, Any]) -> list[Job]:
-    """The selected values retrained on the final split with every seed, scored on test."""
-    cfg = self.base_config(task)
-    _, _, final = self.splits(task)
-    spec = task_spec(self.config, task)
-    return [Job(task, s, 'final', os.path.join(self.workdir, task, f'seed{s}'), spec,
-                tuple(self._seed_overrides(cfg, s) + [(k, value_text(v)) for k, v in chosen.items()]
-                      + [('data.train_split', final), ('data.eval_splits', "('test',)"),
-                         ('data.val_split', '')] + self.user_overrides(task)))
-            for s in self.seeds]
-
-
-def check_no_test(job: Job, config: ml_collections.ConfigDict) -> None:
-  """A search trial must not train or evaluate on a test split: selection never reads test."""
-  used = [config.data.train_split, config.data.val_split, *config.data.eval_splits]
-  bad = [s for s in used if s in protocol.TEST_SPLITS]
-  if bad:
-    raise SweepError(f'search trial {job.name} would use the test split ({bad}); selection must '
-                     'never read test. Do not override data.train_split / eval_splits / '
-                     'val_split in a search.')
-
-
-def select(task: str, trials: Sequence[Job], results: dict[str, dict[str, Any]],
-           search: protocol.Search, val: str) -> dict[str, Any]:
-  """The best trial by its final-epoch accuracy on `val` (ties: smaller lr, then grid order).
-  Reads only `val` scores; a trial result holding a test score is an error."""
-  scored = []
-  for order, job in enumerate(trials):
-    r = results.get(job.workdir)
-    if r is None:
-      continue
-    evaluated = set(r.get('splits', {}).get('eval', ())) | set(r.get('final', {}))
-    if evaluated & set(protocol.TEST_SPLITS):
-      raise SweepError(f'{job.workdir}: a search trial evaluated a test split; selection never '
-                       'reads test')
-    values = dict(zip(search.grid, search.trials()[order].values()))
-    scored.append((float(r['final'][val]), -float(values.get('train.lr', 0.0)), -order,
-                   job.trial, values))
-  if not scored:
-    raise SweepError(f'{task}: no search trial finished; nothing to select from')
-  best = max(scored)
-  return {'task': task, 'val_split': val, 'chosen': best[4], 'trial': best[3],
-          'val_accuracy': best[0],
-          'trials': {t: {'val_accuracy': v, **vals} for v, _, _, t, vals in scored},
-          'trials_missing': [j.trial for j in trials if j.workdir not in results]}
+from prompt_jax import workdir as workdir_lib
+# The plan (pure: jobs, configs, finished runs, selection), re-exported for callers of sweep.
+from prompt_jax.sweep_plan import (  # noqa: F401
+    FAILED, SELECTION, TASK_KEYS, SweepError, Job, value_text, task_spec, parse_config,
+    job_config, program, result_file, _read_json, config_differences, finished, Plan, check_job,
+    check_no_test, select, selection_labels, _say)
 
 
 # ----------------------------------------------------------------------------- running
@@ -336,8 +89,7 @@ class Runner:
     """Runs `job` unless finished; returns its results (None: failed or dry run)."""
     self.done += 1
     config = job_config(job)
-    if job.phase == 'trial':
-      check_no_test(job, config)
+    check_job(job, config)
     have = finished(job, config)
     if have is not None:
       self.status[job.workdir] = 'finished earlier'
@@ -353,18 +105,16 @@ class Runner:
     _say(f'  {job.command()}')
     t0 = time.time()
     try:
-      from prompt_jax import main  # the same programs main runs
-      results = main.PROGRAMS[config.get('program', 'train')](config, job.workdir)
+      results = program(config)(config, job.workdir)  # the same programs main runs
     except Exception as e:  # a failing run is recorded, the sweep goes on
       line = (f'{type(e).__name__}: {str(e).strip().splitlines()[0]}' if str(e).strip()
               else type(e).__name__)
       self.failures.append({'job': job.name, 'workdir': job.workdir, 'error': line})
       self.status[job.workdir] = f'failed: {line}'
       if _primary():
-        os.makedirs(job.workdir, exist_ok=True)
-        with open(os.path.join(job.workdir, FAILED), 'w') as f:
-          json.dump({'error': line, 'traceback': traceback.format_exc(),
-                     'command': job.command()}, f, indent=1)
+        workdir_lib.write_json(os.path.join(job.workdir, FAILED),
+                               {'error': line, 'traceback': traceback.format_exc(),
+                                'command': job.command()})
       _say(f'  FAILED ({time.time() - t0:.0f} s): {line}')
       return None
     self.seconds.append(time.time() - t0)
@@ -383,10 +133,6 @@ def _primary() -> bool:
     return True
   import jax
   return not jax.distributed.is_initialized() or jax.process_index() == 0
-
-
-def _say(msg: str) -> None:
-  print(f'[sweep] {msg}', flush=True)
 
 
 def _show_trainer_log() -> None:
@@ -433,8 +179,7 @@ def _run_sweep(plan: Plan, dry_run: bool) -> dict[str, Any]:
   for jobs in first.values():
     for job in jobs:
       cfg = job_config(job)
-      if job.phase == 'trial':
-        check_no_test(job, cfg)
+      check_job(job, cfg)
       finished(job, cfg)
   finals: dict[str, list[Job]] = {}
   selections: dict[str, dict[str, Any]] = {}
@@ -459,8 +204,7 @@ def _run_sweep(plan: Plan, dry_run: bool) -> dict[str, Any]:
       runner.done += len(plan.seeds)
       continue
     if saved is None and not dry_run and _primary():
-      with open(os.path.join(plan.workdir, task, SELECTION), 'w') as f:
-        json.dump(sel, f, indent=1)
+      workdir_lib.write_json(os.path.join(plan.workdir, task, SELECTION), sel)
     selections[task] = sel
     finals[task] = plan.finals(task, sel['chosen'])
     for job in finals[task]:
@@ -494,48 +238,18 @@ def _run_sweep(plan: Plan, dry_run: bool) -> dict[str, Any]:
   return summary
 
 
-def selection_labels(plan: Plan) -> dict[str, str]:
-  if plan.search:
-    train, val, final = plan.search.train_split, plan.search.val_split, plan.search.final_split
-    return {'final': f'val-selected hyperparameters ({plan.search_name} grid, {train} -> {val}; '
-                     f'final epoch on {final} -> test)'}
-  return {'final': 'recipe hyperparameters, final epoch',
-          'val_selected': 'recipe hyperparameters, val-selected epoch',
-          'test_selected': 'recipe hyperparameters, test-selected epoch (as released)'}
-
-
-def _b2n_runs(dirs: Sequence[str]) -> list[report.Run]:
-  """b2n.json (base / novel / harmonic mean, and the zero-shot CLIP baseline) as report runs."""
-  runs = []
-  for d in dirs:
-    r = _read_json(os.path.join(d, RESULT_FILES['b2n']))
-    if r is None:
-      continue
-    train = r.get('train', {})
-    config = report.flat_config(train.get('config', {}))
-    common = dict(task=r.get('task', ''), seed=train.get('seed'), config=config)
-    runs.append(report.Run(path=d, method=r.get('method', 'sap'),
-                           variant=train.get('variant', 'sap'),
-                           results={'final': {k: r[k] for k in ('base', 'novel', 'hm')}}, **common))
-    if 'zeroshot' in r:
-      runs.append(report.Run(path=d + '#zeroshot', method='clip', variant='clip_zeroshot',
-                             results={'final': r['zeroshot']}, **common))
-  return runs
-
-
 def write_table(plan: Plan, dirs: Sequence[str], summary: dict[str, Any]) -> str:
   """DIR/report.{md,csv,png} and DIR/sweep.json from the finished runs in `dirs` (written by
   process 0 of a multi-host sweep)."""
   out = plan.workdir if _primary() else tempfile.mkdtemp()
-  b2n = _b2n_runs(dirs)
-  if b2n:
-    rows = []
-    for split, label in (('base', 'base classes'), ('novel', 'novel classes'),
-                         ('hm', 'harmonic mean')):
-      rows += report.build_rows(b2n, ('final',), split, {'final': label})
-    runs = b2n
+  prog = program(plan.base_config(plan.tasks[0]))
+  if prog.runs is not None:  # the program's own rows (b2n: base / novel / harmonic mean)
+    runs = [r for d in dirs if (res := _read_json(os.path.join(d, prog.result_file))) is not None
+            for r in prog.runs(d, res)]
+    rows = [row for split, label in prog.table
+            for row in report.build_rows(runs, ('final',), split, {'final': label})]
   else:
-    files = [os.path.join(d, RESULT_FILES['train']) for d in dirs]
+    files = [os.path.join(d, prog.result_file) for d in dirs]
     runs = [report.load_run(f) for f in files if os.path.exists(f)]
     # Epoch selection (val- or test-selected) only where the runs evaluated a val split.
     with_val = any(r.results.get('splits', {}).get('val') for r in runs)
@@ -543,8 +257,7 @@ def write_table(plan: Plan, dirs: Sequence[str], summary: dict[str, Any]) -> str
     rows = report.build_rows(runs, metrics, 'test', selection_labels(plan))
   if not rows:
     _say('no finished run to tabulate')
-    with open(os.path.join(out, 'sweep.json'), 'w') as f:
-      json.dump(summary, f, indent=1)
+    workdir_lib.write_json(os.path.join(out, 'sweep.json'), summary)
     return ''
   text = report.write(rows, runs, md=os.path.join(out, 'report.md'),
                       csv_path=os.path.join(out, 'report.csv'),
@@ -616,6 +329,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, argparse.Namespace]:
     p.error('--lrs / --wds replace the values of a --search grid')
   else:
     fixed = {'seed'}
+  axis = sorted(set(TASK_KEYS) & {k for k, _ in overrides})
+  if axis:
+    p.error(f'--config.{axis[0]} is the task axis of the sweep: every job would train the same '
+            'task, merged into one column. Choose tasks with --tasks; remove the override.')
   clash = sorted(fixed & {k for k, _ in overrides})
   if clash:
     p.error(f'--config.{clash[0]} is set by the sweep ({"search grid, " if search else ""}'

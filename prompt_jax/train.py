@@ -120,7 +120,7 @@ def build(cfg: Config, workdir: str) -> Setup:
   validation.check_splits(cfg, source.splits)
   backbone_params = backbone_lib.load(method, cfg)
   digest = tree.digest(backbone_params)
-  workdir_lib.check(workdir, cfg, digest)
+  workdir_lib.check_backbone(workdir, cfg, digest)  # the config half ran before any work
   bb_model = backbone_lib.backbone_model(method, cfg)
 
   def feats(split: str, select, **kw):

@@ -2,6 +2,7 @@
 values and the fix, and every problem of the config is listed at once.
 
   validation.check(config)                          # main, before any program runs
+  (a method's own rules: `Method.check`, prompt_jax/methods/base.py)
   validation.check(config, num_devices=8)           # the trainer: + batch sizes vs the devices
   validation.check_splits(config, source.splits)    # once the source is built, before data loads
 
@@ -27,12 +28,10 @@ ATTENTION = ('auto', 'einsum', 'fused')  # models/attention.py IMPLEMENTATIONS
 POSEMB_RESIZE = ('linear', 'bicubic')
 RESIZE = ('bilinear', 'bicubic')
 RESIZE_TO = ('square', 'shorter_side')
-LAST_WINDOW = ('release', 'remainder')
 SAMPLERS = ('shuffle', 'class_balanced')
 CACHE_DTYPES = ('float32', 'uint8')
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULE_PER = ('epoch', 'step')
-CLIP_PROGRAMS = ('b2n', 'clip_zeroshot')  # programs that run the CLIP method 'sap'
 
 
 class ConfigError(ValueError):
@@ -58,16 +57,16 @@ def check_recipe_task(config: Config) -> None:
 # ---------------------------------------------------------------- rules: config -> messages
 
 
-def _one_of(key: str, value: Any, valid: Any) -> list[str]:
+def one_of(key: str, value: Any, valid: Any) -> list[str]:
   valid = list(valid)
   return [] if value in valid else [f'{key}={value!r}: must be one of {valid}']
 
 
-def _at_least(key: str, value: Any, low: float) -> list[str]:
+def at_least(key: str, value: Any, low: float) -> list[str]:
   return [] if value >= low else [f'{key}={value!r}: must be >= {low}']
 
 
-def _fraction(key: str, value: float) -> list[str]:
+def fraction(key: str, value: float) -> list[str]:
   return [] if 0 <= value < 1 else [f'{key}={value!r}: must be in [0, 1)']
 
 
@@ -77,42 +76,36 @@ def _backbone(c: Config) -> list[str]:
   out = []
   if not c.init.checkpoint and c.program != 'demo':  # the demo names its own backbones
     out.append(backbone.missing_checkpoint_message(c))
-  out += _one_of('init.format', c.init.format, checkpoints.FORMATS.names())
-  out += _one_of('init.posemb_resize', c.init.posemb_resize, POSEMB_RESIZE)
+  out += one_of('init.format', c.init.format, checkpoints.FORMATS.names())
+  out += one_of('init.posemb_resize', c.init.posemb_resize, POSEMB_RESIZE)
   return out
 
 
 def _method(c: Config) -> list[str]:
+  """The method exists, has its config section and runs `program`; its own rules
+  (`Method.check`) and those of the chosen prompt initialiser."""
+  from prompt_jax import programs
   from prompt_jax.methods import base
   names = base.METHODS.names()
   if c.method not in names:
     return [f'method={c.method!r}: must be one of {names}']
-  out = []
-  section = base.get(c.method).config_section
-  if section and section not in c:
-    out.append(f'method={c.method!r} reads the config section {section!r}, which this config '
-               f'lacks: use a config file of that method (configs/{c.method}_*.py)')
-  if c.program in CLIP_PROGRAMS and c.method != 'sap':
-    out.append(f"program={c.program!r} runs CLIP prompt methods: method must be 'sap'")
+  m = base.get(c.method)
+  if m.config_section and m.config_section not in c:
+    return [f'method={c.method!r} reads the config section {m.config_section!r}, which this '
+            f'config lacks: use a config file of that method (configs/{c.method}_*.py)']
+  out = programs.problems(c)
   init = c.prompt_init
-  out += _one_of('prompt_init.name', init.name, ['default', *base.INITIALIZERS.names()])
-  if init.name == 'spt' or c.method == 'spt':
-    from prompt_jax.methods import spt
-    out += _one_of('prompt_init.strategy', init.strategy, spt.STRATEGIES)
-    if not 0 < init.fraction <= 1:
-      out.append(f'prompt_init.fraction={init.fraction!r}: must be in (0, 1]')
-    out += _at_least('prompt_init.batch_size', init.batch_size, 1)
-    out += _one_of('prompt_init.last_window', init.last_window, LAST_WINDOW)
-  return out
+  out += one_of('prompt_init.name', init.name, ['default', *base.INITIALIZERS.names()])
+  if init.name in base.INITIALIZER_CHECKS:
+    out += base.INITIALIZER_CHECKS[init.name](c)
+  return out + [p for p in m.check(c) if p not in out]
 
 
 def patch_size(c: Config) -> int:
-  """The patch size of `model.variant` (a CLIP variant for method 'sap'); ValueError if unknown."""
-  if c.method == 'sap':
-    from prompt_jax.models import clip
-    return clip.clip_kwargs(c.model.variant)['patch_size']
-  from prompt_jax.models import vit
-  return vit.decode_variant(c.model.variant)['patch_size']
+  """The patch size of `model.variant` for `c.method` (`Method.patch_size`); ValueError if
+  unknown."""
+  from prompt_jax.methods import base
+  return base.get(c.method).patch_size(c)
 
 
 def _model(c: Config) -> list[str]:
@@ -120,18 +113,20 @@ def _model(c: Config) -> list[str]:
   out = []
   try:
     patch = patch_size(c)
+  except KeyError:
+    pass  # an unknown method: reported by _method
   except ValueError as e:
     out.append(f'model.variant={m.variant!r}: {e}')
   else:
     if c.data.image_size % patch:
       out.append(f'data.image_size={c.data.image_size}: must be a multiple of the patch size '
                  f'{patch} of model.variant={m.variant!r}')
-  out += _one_of('model.act', m.act, ACTS)
-  out += _one_of('model.pool', m.pool, POOLS)
-  out += _one_of('model.head_init', m.head_init, HEAD_INITS)
-  out += _one_of('model.compute_dtype', m.compute_dtype, DTYPES)
-  out += _one_of('model.attention', m.attention, ATTENTION)
-  out += _fraction('model.drop_path', m.drop_path)
+  out += one_of('model.act', m.act, ACTS)
+  out += one_of('model.pool', m.pool, POOLS)
+  out += one_of('model.head_init', m.head_init, HEAD_INITS)
+  out += one_of('model.compute_dtype', m.compute_dtype, DTYPES)
+  out += one_of('model.attention', m.attention, ATTENTION)
+  out += fraction('model.drop_path', m.drop_path)
   return out
 
 
@@ -140,15 +135,15 @@ def _data(c: Config) -> list[str]:
   from prompt_jax.data import registry
   d = c.data
   out = ([] if registry.SOURCES.has_module_for(d.source)  # no TensorFlow import (preflight)
-         else _one_of('data.source', d.source, registry.SOURCES.names()))
-  out += _at_least('data.image_size', d.image_size, 1)
-  out += _one_of('data.resize', d.resize, RESIZE)
-  out += _one_of('data.resize_to', d.resize_to, RESIZE_TO)
+         else one_of('data.source', d.source, registry.SOURCES.names()))
+  out += at_least('data.image_size', d.image_size, 1)
+  out += one_of('data.resize', d.resize, RESIZE)
+  out += one_of('data.resize_to', d.resize_to, RESIZE_TO)
   if not 0 < d.crop_pct <= 1:
     out.append(f'data.crop_pct={d.crop_pct!r}: must be in (0, 1]')
-  out += _one_of('data.normalization', d.normalization, sorted(preprocess.MEAN_STD))
-  out += _one_of('data.sampler', d.sampler, SAMPLERS)
-  out += _one_of('data.cache_dtype', d.cache_dtype, CACHE_DTYPES)
+  out += one_of('data.normalization', d.normalization, sorted(preprocess.MEAN_STD))
+  out += one_of('data.sampler', d.sampler, SAMPLERS)
+  out += one_of('data.cache_dtype', d.cache_dtype, CACHE_DTYPES)
   if not d.cache_memory_gb >= 0:
     out.append(f'data.cache_memory_gb={d.cache_memory_gb!r}: must be >= 0 (0: every eval split '
                'is memmapped to workdir/cache)')
@@ -161,7 +156,7 @@ def _data(c: Config) -> list[str]:
     if not c.train.drop_last:  # the sampler yields len // batch_size full batches (ClassSampler)
       out.append("data.sampler='class_balanced' yields len(split) // batch_size full batches per "
                  "epoch (the release's ClassSampler): set --config.train.drop_last=True")
-    out += _at_least('data.images_per_class', d.images_per_class, 1)
+    out += at_least('data.images_per_class', d.images_per_class, 1)
     if d.images_per_class >= 1 and c.train.batch_size % d.images_per_class:
       out.append(f'train.batch_size={c.train.batch_size}: must be a multiple of '
                  f'data.images_per_class={d.images_per_class} (class_balanced sampler)')
@@ -170,56 +165,27 @@ def _data(c: Config) -> list[str]:
 
 def _train(c: Config) -> list[str]:
   t = c.train
-  out = _one_of('train.optimizer', t.optimizer, OPTIMIZERS)
-  out += _one_of('train.schedule_per', t.schedule_per, SCHEDULE_PER)
+  out = one_of('train.optimizer', t.optimizer, OPTIMIZERS)
+  out += one_of('train.schedule_per', t.schedule_per, SCHEDULE_PER)
   if not t.lr > 0:
     out.append(f'train.lr={t.lr!r}: must be > 0')
   for key in ('epochs', 'batch_size', 'eval_batch_size', 'eval_every_epochs',
               'checkpoint_every_steps', 'keep_checkpoints', 'log_every_steps'):
-    out += _at_least(f'train.{key}', t[key], 1)
+    out += at_least(f'train.{key}', t[key], 1)
   for key in ('wd', 'warmup_epochs', 'warmup_init', 'min_lr', 'grad_clip_norm',
               'grad_clip_value'):
-    out += _at_least(f'train.{key}', t[key], 0)
+    out += at_least(f'train.{key}', t[key], 0)
   for key in ('momentum', 'b1', 'b2'):
-    out += _fraction(f'train.{key}', t[key])
+    out += fraction(f'train.{key}', t[key])
   if not t.eps > 0:
     out.append(f'train.eps={t.eps!r}: must be > 0')
   if t.max_steps != -1 and t.max_steps < 1:
     out.append(f'train.max_steps={t.max_steps}: must be >= 1, or -1 for no limit')
-  out += _at_least('mesh.fsdp', c.mesh.fsdp, 1)
+  out += at_least('mesh.fsdp', c.mesh.fsdp, 1)
   return out
 
 
-def _sections(c: Config) -> list[str]:
-  """The method sections' counts and rates (only the sections the config has)."""
-  out = []
-  if 'vpt' in c:
-    out += _at_least('vpt.num_prompts', c.vpt.num_prompts, 1)
-    out += _fraction('vpt.dropout', c.vpt.dropout)
-    out += _at_least('vpt.project_dim', c.vpt.project_dim, 0)
-  if 'ship' in c:
-    for key in ('num_prompts', 'num_prototypes', 'max_images', 'kmeans_n_init'):
-      out += _at_least(f'ship.{key}', c.ship[key], 1)
-  if 'davpt' in c:
-    d = c.davpt
-    out += _at_least('davpt.num_proxies', d.num_proxies, 1)
-    out += _at_least('davpt.num_other', d.num_other, 0)
-    out += _fraction('davpt.dropout', d.dropout)
-    out += _one_of('davpt.loss', d.loss, ('proxy_anchor', 'proxy_nca'))
-    out += _one_of('davpt.prompt_norm', d.prompt_norm, ('l2', 'layer', 'none'))
-    out += _one_of('davpt.patch_anchor', d.patch_anchor, ('input_mean', 'attn_out'))
-    if not 0 <= d.proxy_start <= d.proxy_end:
-      out.append(f'davpt.proxy_start={d.proxy_start}, proxy_end={d.proxy_end}: need '
-                 '0 <= proxy_start <= proxy_end (layers, inclusive)')
-  if 'sap' in c:
-    for key in ('n_ctx_text', 'n_ctx_vision', 'depth', 'encode_batch'):
-      out += _at_least(f'sap.{key}', c.sap[key], 1)
-    out += _one_of('sap.text_prompts', c.sap.text_prompts, ('train', 'frozen'))
-  return out
-
-
-RULES: tuple[Callable[[Config], list[str]], ...] = (_backbone, _method, _model, _data, _train,
-                                                     _sections)
+RULES: tuple[Callable[[Config], list[str]], ...] = (_backbone, _method, _model, _data, _train)
 
 
 def _devices(c: Config, num_devices: int) -> list[str]:
@@ -238,14 +204,24 @@ def _raise(problems: list[str]) -> None:
     raise ConfigError('invalid config:\n' + '\n'.join(f'  {p}' for p in problems))
 
 
+_passed = ['']  # the last config (as JSON) whose rules passed in this process
+
+
 def check(config: Config, num_devices: int | None = None) -> None:
   """Every start-up check; raises ConfigError listing each bad key, its valid values and the fix.
-  `num_devices`: also check the batch sizes and mesh against that many devices."""
-  check_recipe_task(config)
-  problems = [p for rule in RULES for p in rule(config)]
+  `num_devices`: also check the batch sizes and mesh against that many devices.
+
+  The rules run once per config: main checks before TensorFlow loads, and the trainer's call for
+  the same config (content, not identity) then only adds the device rules."""
+  key = config.to_json()
+  problems = []
+  if key != _passed[0]:
+    check_recipe_task(config)
+    problems = [p for rule in RULES for p in rule(config)]
   if num_devices:
     problems += _devices(config, num_devices)
   _raise(problems)
+  _passed[0] = key
 
 
 def check_splits(config: Config, splits: dict[str, int]) -> None:

@@ -2,7 +2,7 @@
 for caches of derived values, strict JSON.
 
   workdir.check(wd, config)             # before any work: another config's run here is an error
-  workdir.check(wd, config, digest)     # once the backbone is loaded: another backbone too
+  workdir.check_backbone(wd, config, digest)  # once the backbone is loaded: another backbone
   workdir.record(wd, config, digest)    # writes wd/run.json
   with workdir.lock(wd): ...            # one writer; a second process fails fast
   key, inputs = workdir.inputs_key(config, ('data.task', 'ship'), digest, files=())
@@ -11,8 +11,9 @@ wd/run.json: {'config': the config as JSON, 'backbone_digest' (`tree.digest` of 
 backbone), 'backbone_checkpoint', 'created', 'changes': [{'time', 'keys': {key: [old, new]}}]
 (accepted with `train.allow_config_change`), and 'nonfinite' ({'step', ...}) after a stop on a
 non-finite training step}. A workdir "holds a run" once it has a checkpoint or results.json; only
-then does a different config or backbone conflict. Keys in `IGNORED_KEYS` never conflict: they do
-not change the run's numbers (the checkpoint path's content is checked through the digest).
+then does a different config or backbone conflict. `diff` is the one rule for "the same run"
+(bookkeeping keys and this machine's paths and mesh never conflict; the checkpoint by its file name,
+its content through the digest); the sweep uses it too.
 
 The lock (wd/writer.lock: pid, host, start time) is an exclusive file create. A lock whose process
 is gone (same host: the pid is dead or now names another process) is stale and taken over with a
@@ -41,9 +42,17 @@ import numpy as np
 RUN_FILE = 'run.json'
 LOCK_FILE = 'writer.lock'
 OVERRIDE = 'train.allow_config_change'
-IGNORED_KEYS = frozenset({'init.checkpoint', OVERRIDE, 'train.log_every_steps',
-                          'train.checkpoint_every_steps', 'train.keep_checkpoints',
-                          'train.export'})
+# "The same run" (workdir.check, the sweep's finished-job check): configs equal except
+#   IGNORED_KEYS   bookkeeping that does not change the run's numbers;
+#   MACHINE_KEYS   this machine's paths and devices (a sweep job resumed on another machine with
+#                  other folders or another mesh is the same run), and a method's own
+#                  `Method.machine_keys`;
+#   init.checkpoint  compared by file name (the folder is the machine's); the weights themselves
+#                  by the backbone digest recorded in run.json.
+IGNORED_KEYS = frozenset({OVERRIDE, 'train.log_every_steps', 'train.checkpoint_every_steps',
+                          'train.keep_checkpoints', 'train.export'})
+MACHINE_KEYS = frozenset({'data.data_dir', 'data.image_root', 'data.split_file',
+                          'mesh.distributed', 'mesh.fsdp'})
 _ABSENT = '<absent>'
 _warned_remote_lock = False
 
@@ -61,21 +70,36 @@ def config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json())
 
 
-def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """A config as JSON {'train': {'lr': .1}} -> {'train.lr': .1}; lists become tuples (the one
+  flattener: run identity here, report columns, the sweep)."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict) and v:
-      out.update(_flatten(v, f'{prefix}{k}.'))
+      out.update(flatten(v, f'{prefix}{k}.'))
     else:
-      out[f'{prefix}{k}'] = v
+      out[f'{prefix}{k}'] = tuple(v) if isinstance(v, list) else v
   return out
 
 
+def _machine_keys(method: Any) -> frozenset[str]:
+  if not isinstance(method, str):
+    return MACHINE_KEYS
+  from prompt_jax.methods import base
+  own = base.get(method).machine_keys if method in base.METHODS else ()
+  return MACHINE_KEYS | frozenset(own)
+
+
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-  """{dotted key: (old, new)} over the keys whose values differ (absent: '<absent>'), minus
-  `IGNORED_KEYS`."""
-  a, b = _flatten(old), _flatten(new)
-  keys = sorted((set(a) | set(b)) - IGNORED_KEYS)
+  """{dotted key: (old, new)} over the keys in which two configs (as JSON) are not the same run
+  (absent: '<absent>'): every key but `IGNORED_KEYS`, `MACHINE_KEYS` and the method's
+  `machine_keys`; init.checkpoint by file name."""
+  a, b = flatten(old), flatten(new)
+  skip = IGNORED_KEYS | _machine_keys(a.get('method')) | _machine_keys(b.get('method'))
+  for d in (a, b):
+    if d.get('init.checkpoint'):
+      d['init.checkpoint'] = os.path.basename(str(d['init.checkpoint']))
+  keys = sorted((set(a) | set(b)) - skip)
   return {k: (a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in keys
           if a.get(k, _ABSENT) != b.get(k, _ABSENT)}
 
@@ -140,12 +164,25 @@ def check(workdir: str, config: ml_collections.ConfigDict, digest: str | None = 
         f'{workdir} holds a run of another config ({workdir}/{RUN_FILE}); differing keys:\n'
         + '\n'.join(lines) + '\nRerunning would resume (or return) that run, not this config. '
         + fix)
+  if digest is not None:
+    check_backbone(workdir, config, digest)
+
+
+def check_backbone(workdir: str, config: ml_collections.ConfigDict, digest: str) -> None:
+  """The backbone half of `check`, once the weights are loaded (the config half ran before any
+  work): WorkdirError when the workdir's run was trained on other weights (unless
+  `train.allow_config_change`)."""
+  run = read_run(workdir)
+  if run is None or config.train.allow_config_change or not has_state(workdir):
+    return
   old = run.get('backbone_digest')
-  if digest is not None and old and old != digest:
+  if old and old != digest:
     raise WorkdirError(
         f'{workdir} was trained on backbone {old[:16]}... ({run.get("backbone_checkpoint")!r}) '
         f'but the weights now loaded ({config.init.checkpoint!r}) are {digest[:16]}...: other '
-        f'weights. Point --config.init.checkpoint at the original file, or: ' + fix)
+        f'weights. Point --config.init.checkpoint at the original file, or use a new --workdir, '
+        f'or pass --config.{OVERRIDE}=True to continue this run under the new config (the change '
+        f'is recorded in {RUN_FILE}).')
 
 
 def record(workdir: str, config: ml_collections.ConfigDict, digest: str) -> None:

@@ -82,14 +82,14 @@ def all_cases() -> list[dict[str, str]]:
 
 
 def _run(spec: str, overrides, workdir: str, checkpoints: dict[str, str] | None):
-  from prompt_jax import main
+  from prompt_jax import programs
   from prompt_jax import sweep
   argv = [f'--config={spec}'] + [f'--config.{k}={v}' for k, v in overrides]
   if checkpoints is not None:
     fmt = sweep.parse_config(argv).init.format
     argv.append(f'--config.init.checkpoint={checkpoints[fmt]}')
   cfg = sweep.parse_config(argv)
-  return main.PROGRAMS[cfg.program](cfg, workdir), cfg
+  return programs.get(cfg)(cfg, workdir), cfg
 
 
 def run_case(case: dict[str, str], assets: dict[str, object], workdir: str) -> dict[str, object]:

@@ -15,10 +15,6 @@ from prompt_jax import protocol
 from prompt_jax import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIGITS = ('--config.data.source=digits', '--config.data.task=downstream',
-          '--config.model.variant=Mu/8', '--config.data.image_size=32',
-          '--config.train.epochs=2', '--config.train.batch_size=32',
-          '--config.train.warmup_epochs=0')
 
 
 # ----------------------------------------------------------------------------- a fake trainer
@@ -110,6 +106,12 @@ def test_arguments_the_sweep_owns_are_errors(tmp_path, capsys):
     _sweep(tmp_path, '--config.seed=1', search=())
   assert _sweep(tmp_path, '--config.vpt.num_promts=3', '--dry_run') == 2  # unknown key
   assert 'vpt.num_promts' in capsys.readouterr().err
+  for key in ('data.task=downstream', 'recipe_task=dtd'):  # the task axis is --tasks
+    with pytest.raises(SystemExit):
+      _sweep(tmp_path, f'--config.{key}', search=())
+    assert f'--config.{key.split("=")[0]} is the task axis' in capsys.readouterr().err
+  assert _sweep(tmp_path, '--config.train.warmup_epochs=200', '--dry_run') == 2
+  assert 'train.warmup_epochs=200 > train.epochs=100' in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- selection
@@ -221,8 +223,8 @@ def test_shards_split_tasks(tmp_path, fake):
 def test_dry_run_command_reproduces_the_sweeps_run(tmp_path, pretrained_npz, capsys):
   """One printed command, run as printed (a new process), writes the results.json the sweep's
   own in-process run writes."""
-  common = ['--config=configs/vpt_vtab.py', '--tasks=dtd', '--seeds=7', '--search=vpt',
-            '--lrs=0.5', '--wds=0.001', f'--config.init.checkpoint={pretrained_npz}', *DIGITS]
+  common = ['--config=tests/outside/vpt_digits.py', '--tasks=dtd', '--seeds=7', '--search=vpt',
+            '--lrs=0.5', '--wds=0.001', f'--config.init.checkpoint={pretrained_npz}']
   assert sweep.main(common + [f'--workdir={tmp_path / "a"}', '--dry_run']) == 0
   (command,) = capsys.readouterr().out.splitlines()
   argv = shlex.split(command)
@@ -308,7 +310,6 @@ def test_mocked_vtab_sweep_killed_and_rerun(tmp_path):
 def test_base_to_novel_sweep_table(tmp_path, monkeypatch):
   """SAP's protocol: program b2n, one job per dataset and CoOp seed (which also draws the shots),
   b2n.json as the finished-run file, a table of base / novel / harmonic mean."""
-  from prompt_jax import main
   calls = []
 
   def fake_b2n(cfg, workdir):
@@ -324,7 +325,8 @@ def test_base_to_novel_sweep_table(tmp_path, monkeypatch):
       json.dump(res, f)
     return res
 
-  monkeypatch.setitem(main.PROGRAMS, 'b2n', fake_b2n)
+  from prompt_jax.methods import sap_b2n
+  monkeypatch.setattr(sap_b2n, 'run', fake_b2n)  # SAP's program 'b2n' (Method.programs)
   args = ['--config=configs/sap_b2n.py', '--tasks=dtd,eurosat', '--seeds=coop',
           f'--workdir={tmp_path / "sw"}', '--compilation_cache=',
           '--config.data.split_file=/coop/{task}/split.json']

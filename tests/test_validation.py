@@ -79,10 +79,11 @@ def test_bad_values_are_all_listed_with_the_valid_ones():
 
 
 def test_method_names_sections_and_programs():
-  known = "['davpt', 'full', 'linear', 'sap', 'ship', 'spt', 'vpt']"
+  known = ("['adapter', 'bitfit', 'davpt', 'full', 'linear', 'lora', 'prefix', 'sap', 'ship', "
+           "'spt', 'vpt']")
   assert f"method='vtp': must be one of {known}" in _problems(_cfg(method='vtp'))
   assert "reads the config section 'ship'" in _problems(_cfg(method='ship'))
-  assert "method must be 'sap'" in _problems(_cfg(program='b2n'))
+  assert "'b2n' is a program of method sap" in _problems(_cfg(program='b2n'))
   c = _cfg(method='davpt')
   c.unlock()
   c.davpt = common.davpt(num_proxies=0, dropout=1.5)
@@ -115,3 +116,18 @@ def test_the_trainer_checks_before_any_data_or_weights_load(tmp_path, monkeypatc
   with pytest.raises(validation.ConfigError, match='keep_checkpoints=0'):
     train.train_and_evaluate(_cfg(train__keep_checkpoints=0), str(tmp_path / 'wd'))
   assert not (tmp_path / 'wd').exists()
+
+
+def test_the_rules_run_once_per_config(monkeypatch):
+  """main checks before TensorFlow loads; the trainer's checks of the same config
+  (train_and_evaluate, build) then only add the device rules."""
+  calls = []
+  monkeypatch.setattr(validation, 'RULES', (lambda c: calls.append(c.train.lr) or [],))
+  cfg = _cfg(train__lr=0.125)
+  validation.check(cfg)                   # main
+  validation.check(cfg, num_devices=1)    # train_and_evaluate
+  validation.check(cfg.copy_and_resolve_references(), num_devices=1)  # build: same content
+  assert calls == [0.125]
+  assert 'multiple of the 3 devices' in _problems(cfg, num_devices=3)  # device rules still run
+  validation.check(_cfg(train__lr=0.25))
+  assert calls == [0.125, 0.25]

@@ -39,7 +39,7 @@ def _with_state(wd):
 
 
 def test_a_changed_config_conflicts_only_once_the_workdir_holds_a_run(tmp_path):
-  cfg = micro_config('vpt')
+  cfg = _changed(micro_config('vpt'), init__checkpoint='/here/same_weights.npz')
   workdir.check(str(tmp_path), cfg)  # nothing recorded yet
   workdir.record(str(tmp_path), cfg, 'digest-a')
   other = _changed(cfg, train__lr=0.5, vpt__num_prompts=3, train__log_every_steps=1,
@@ -173,22 +173,76 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
 @pytest.mark.slow
 def test_a_rerun_with_another_config_or_backbone_is_an_error(tmp_path, monkeypatch, pretrained_npz):
   wd = str(tmp_path)
-  first = micro_config('vpt', epochs=1, max_steps=2, export=True)
+  first = _changed(micro_config('vpt', epochs=1, max_steps=2, export=True),
+                   init__checkpoint=pretrained_npz)
   train.train_and_evaluate(first, wd)
-  other = micro_config('vpt', epochs=1, max_steps=2, export=True, lr=0.5)
+  other = _changed(first, train__lr=0.5)
   with monkeypatch.context() as m:  # refused before any data or weights load
     m.setattr(data_registry, 'get_source', lambda c: pytest.fail('data loaded'))
     m.setattr(backbone, 'load', lambda *a: pytest.fail('weights loaded'))
     with pytest.raises(workdir.WorkdirError, match='train.lr: 2.0 \\(recorded\\) -> 0.5 \\(now\\)'):
       train.train_and_evaluate(other, wd)
-  pretrained = first.copy_and_resolve_references()
-  pretrained.unlock()
-  pretrained.init.checkpoint = pretrained_npz  # same config keys, other weights
+  weights = dict(np.load(pretrained_npz))  # same file name and keys, other weights
+  key = sorted(weights)[0]
+  weights[key] = weights[key] + 1.0
+  (tmp_path / 'elsewhere').mkdir()
+  perturbed = str(tmp_path / 'elsewhere' / os.path.basename(pretrained_npz))
+  np.savez(perturbed, **weights)
   with pytest.raises(workdir.WorkdirError, match="was trained on backbone .* other weights"):
-    train.train_and_evaluate(pretrained, wd)
-  other.unlock()
-  other.train.allow_config_change = True
-  train.train_and_evaluate(other, wd)
+    train.train_and_evaluate(_changed(first, init__checkpoint=perturbed), wd)
+  train.train_and_evaluate(_changed(other, train__allow_config_change=True), wd)
   with open(tmp_path / 'tuned' / 'config.json') as f:
     assert json.load(f)['train']['lr'] == 0.5
   assert workdir.read_run(wd)['changes'][-1]['keys'] == {'train.lr': [2.0, 0.5]}
+
+
+def test_one_rule_for_the_same_run_across_machines(tmp_path):
+  """A run resumed on another machine (other data_dir / image_root / split_file, another mesh, the
+  same weights file in another folder) is the same run for workdir.check and for the sweep; a
+  changed hyperparameter or another weights file name is not, for both."""
+  from prompt_jax import sweep
+  cfg = _changed(micro_config('vpt'), init__checkpoint='/here/w.npz')
+  workdir.record(str(tmp_path), cfg, 'digest-a')
+  _with_state(tmp_path)
+  moved = _changed(cfg, data__data_dir='/mnt/elsewhere', data__image_root='imgs',
+                   data__split_file='/mnt/split.json', mesh__fsdp=2, mesh__distributed=True,
+                   init__checkpoint='/mnt/weights/w.npz')
+  workdir.check(str(tmp_path), moved, 'digest-a')
+  recorded = workdir.read_run(str(tmp_path))['config']
+  assert sweep.config_differences(recorded, moved) == []
+  for other, key in ((_changed(moved, train__lr=0.5), 'train.lr'),
+                     (_changed(moved, init__checkpoint='/mnt/weights/v.npz'), 'init.checkpoint')):
+    with pytest.raises(workdir.WorkdirError, match=key):
+      workdir.check(str(tmp_path), other, 'digest-a')
+    assert [d.split(':')[0] for d in sweep.config_differences(recorded, other)] == [key]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_on_another_machine(tmp_path, pretrained_npz):
+  """Killed after its last checkpoint (no results.json), then rerun with another data_dir and the
+  weights copied to another folder: it resumes (no WorkdirError) and ends with the same numbers."""
+  import shutil
+  wd = str(tmp_path / 'run')
+  cfg = _changed(micro_config('vpt', epochs=1, checkpoint_every_steps=5),
+                 init__checkpoint=pretrained_npz)
+  first = train.train_and_evaluate(cfg, wd)
+  os.remove(os.path.join(wd, 'results.json'))
+  os.makedirs(tmp_path / 'other_machine')
+  copy = str(tmp_path / 'other_machine' / os.path.basename(pretrained_npz))
+  shutil.copy(pretrained_npz, copy)
+  again = train.train_and_evaluate(
+      _changed(cfg, data__data_dir=str(tmp_path / 'data'), init__checkpoint=copy), wd)
+  assert again['final'] == first['final'] and again['history'] == first['history']
+
+
+def test_the_backbone_check_does_not_compare_the_config_again(tmp_path, monkeypatch):
+  """workdir.check (the config) runs once before any work; once the weights are loaded the trainer
+  only adds check_backbone (the digest)."""
+  cfg = micro_config('vpt')
+  workdir.record(str(tmp_path), cfg, 'digest-a')
+  _with_state(tmp_path)
+  monkeypatch.setattr(workdir, 'diff', lambda *a: pytest.fail('the config was compared again'))
+  workdir.check_backbone(str(tmp_path), cfg, 'digest-a')
+  with pytest.raises(workdir.WorkdirError, match='other weights'):
+    workdir.check_backbone(str(tmp_path), cfg, 'digest-b')
+  workdir.check_backbone(str(tmp_path), _changed(cfg, train__allow_config_change=True), 'digest-b')

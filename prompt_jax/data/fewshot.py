@@ -33,6 +33,7 @@ import numpy as np
 
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
+from prompt_jax.configs import common
 from prompt_jax.data.source import Batch, batch_indices, host_rows
 
 TFDS_NAMES = {
@@ -258,10 +259,11 @@ def tfds_items(task: str, data_dir: str | None):
 
 @registry.register('fewshot')
 def _factory(cfg: ml_collections.ConfigDict) -> FewShotSource:
-  if cfg.get('split_file'):
+  if common.field(cfg, 'data.split_file'):
     items, names = folder_items(cfg.split_file, cfg.data_dir or '')
   else:
     items, names = tfds_items(cfg.task, cfg.data_dir)
-  return build_source(items, names, shots=cfg.get('shots', 16), seed=cfg.get('fewshot_seed', 1),
-                      subset=cfg.get('subset', 'all'), image_size=cfg.image_size,
-                      normalization=cfg.normalization, augment=cfg.get('augment', True))
+  return build_source(items, names, shots=common.field(cfg, 'data.shots'),
+                      seed=common.field(cfg, 'data.fewshot_seed'),
+                      subset=common.field(cfg, 'data.subset'), image_size=cfg.image_size,
+                      normalization=cfg.normalization, augment=common.field(cfg, 'data.augment'))

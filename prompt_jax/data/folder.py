@@ -2,9 +2,9 @@
 
 layout='vtab1k': <data_dir>/<task>/{train800,val200,train800val200,test}.txt, one
   `relative/path.jpg label` per line, paths relative to <data_dir>/<task>/ (task folder names per
-  spec 01; 'cifar' is cifar100; any alias of `data/tasks.py` finds the folder). Class count from
-  the VTAB task table; a label outside it is an error naming the file and line. Fields are split at
-  the last run of spaces or tabs.
+  docs/specs/01-vit-vtab-vpt.md; 'cifar' is cifar100; any alias of `data/tasks.py` finds the
+  folder). Class count from the VTAB task table; a label outside it is an error naming the file
+  and line. Fields are split at the last run of spaces or tabs.
 layout='fgvc': <data_dir>/{train,val,test}.json mapping relative path -> label (VPT: CUB-200,
   NABirds, Oxford Flowers, Stanford Dogs/Cars); images under <data_dir>/<image_root>/. Labels are
   remapped to 0..C-1 by sorted raw label (as VPT does); 'trainval' = train + val.
@@ -26,6 +26,7 @@ from prompt_jax.data import pipeline
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
 from prompt_jax.data import tasks
+from prompt_jax.configs import common
 from prompt_jax.data import vtab
 
 VTAB1K_SPLITS = ('train800', 'val200', 'train800val200', 'test')
@@ -133,14 +134,14 @@ def fgvc_files(data_dir: str, image_root: str
 @registry.register('folder')
 def _factory(cfg: ml_collections.ConfigDict) -> FolderSource:
   opts = pipeline.ImageOptions.from_config(cfg)
-  layout = cfg.get('layout', 'vtab1k')
-  if not cfg.get('data_dir'):
+  layout = common.field(cfg, 'data.layout')
+  if not common.field(cfg, 'data.data_dir'):
     raise ValueError('config.data.data_dir must point at the image folders')
   if layout == 'vtab1k':
     files = vtab1k_files(cfg.data_dir, cfg.task)
     num_classes = tasks.NUM_CLASSES[tasks.canonical_task(cfg.task)]
   elif layout == 'fgvc':
-    root = cfg.get('image_root', None)
+    root = common.field(cfg, 'data.image_root')
     root = FGVC_IMAGE_ROOT.get(cfg.task, '') if root is None else root
     files, num_classes = fgvc_files(cfg.data_dir, root)
   else:

@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from prompt_jax.data import preprocess
 from prompt_jax.data import sampler as sampler_lib
 from prompt_jax.data import split_cache
+from prompt_jax.configs import common
 from prompt_jax.data.source import Batch, batch_indices, host_rows
 
 
@@ -37,11 +38,12 @@ class ImageOptions:
 
   @classmethod
   def from_config(cls, cfg) -> ImageOptions:
-    return cls(image_size=int(cfg.image_size), resize=cfg.get('resize', 'bilinear'),
-               crop_pct=float(cfg.get('crop_pct', 1.0)),
-               normalization=cfg.get('normalization', 'minus_one_to_one'),
-               resize_to=cfg.get('resize_to', 'square'),
-               antialias=bool(cfg.get('antialias', False)))
+    def field(key):
+      return common.field(cfg, key)
+
+    return cls(image_size=int(cfg.image_size), resize=field('data.resize'),
+               crop_pct=float(field('data.crop_pct')), normalization=field('data.normalization'),
+               resize_to=field('data.resize_to'), antialias=bool(field('data.antialias')))
 
 
 def prepare_example(ex: dict, opts: ImageOptions) -> dict:

@@ -1,6 +1,7 @@
 """The 19 VTAB-1k tasks on TFDS (task_adaptation split strings, label transforms, class counts).
 
-Split names every task offers (spec 01; nX = X% of the TFDS train size, integer division):
+Split names every task offers (docs/specs/01-vit-vtab-vpt.md; nX = X% of the TFDS train size,
+integer division):
   'train800', 'val200', 'train800val200' (= train800 + val200, the default training split),
   'train1000' (official VTAB: first 1000 of trainval; every task's trainval starts with its TFDS
   train split, which holds more than 1000 examples, so it is 'train[:1000]'), and 'test'.
@@ -24,9 +25,9 @@ import tensorflow_datasets as tfds
 from prompt_jax.data import pipeline
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
+from prompt_jax.configs import common
 from prompt_jax.data import tasks
 
-SPLIT_NAMES = ('train800', 'val200', 'train800val200', 'train1000', 'test')
 LabelFn = Callable[[Mapping[str, tf.Tensor]], tf.Tensor]
 
 
@@ -237,13 +238,14 @@ class VtabSource(pipeline.TfSource):
 
 def source_kwargs(cfg: ml_collections.ConfigDict) -> dict:
   """Sampler/augmentation/caching fields of config.data shared by vtab and folder."""
-  return dict(sampler=cfg.get('sampler', 'shuffle'),
-              images_per_class=int(cfg.get('images_per_class', 2)),
-              augment=bool(cfg.get('augment', False)),
-              cache_train=bool(cfg.get('cache_train', True)))
+  return dict(sampler=common.field(cfg, 'data.sampler'),
+              images_per_class=int(common.field(cfg, 'data.images_per_class')),
+              augment=bool(common.field(cfg, 'data.augment')),
+              cache_train=bool(common.field(cfg, 'data.cache_train')))
 
 
 @registry.register('vtab')
 def _factory(cfg: ml_collections.ConfigDict) -> VtabSource:
-  return VtabSource(cfg.task, cfg.get('data_dir'), pipeline.ImageOptions.from_config(cfg),
-                    tfds_version=cfg.get('tfds_version'), **source_kwargs(cfg))
+  return VtabSource(cfg.task, common.field(cfg, 'data.data_dir'),
+                    pipeline.ImageOptions.from_config(cfg),
+                    tfds_version=common.field(cfg, 'data.tfds_version'), **source_kwargs(cfg))

@@ -7,6 +7,7 @@ Their sections hold the release's two knobs: `dim` (its SUPERNET.*_DIM: every bl
 from __future__ import annotations
 
 from typing import Any
+from collections.abc import Callable
 
 from prompt_jax.models import vit
 
@@ -29,3 +30,15 @@ def check_rate(value: float, field: str) -> float:
   if not 0.0 <= value < 1.0:
     raise ValueError(f'{field}={value}: a dropout rate in [0, 1)')
   return float(value)
+
+
+def checker(build_prompter: Callable[[Any, Any], Any]) -> Callable[[Any], list[str]]:
+  """A `Method.check` from the method's own `build_prompter`: its ValueErrors (each naming the
+  field and the fix) become validation messages, found at start-up instead of at model build."""
+  def check(config: Any) -> list[str]:
+    try:
+      build_prompter(config, None)
+    except ValueError as e:
+      return [str(e)]
+    return []
+  return check

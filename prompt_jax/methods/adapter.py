@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.models import vit
@@ -113,4 +114,5 @@ def build_prompter(config: base.Config, prepared: Any) -> AdapterPrompter:
 
 
 ADAPTER = base.register(base.Method(name='adapter', build_prompter=build_prompter,
-                                    config_section='adapter'))
+                                    config_section='adapter',
+                                    section=common.adapter, check=_petl.checker(build_prompter)))

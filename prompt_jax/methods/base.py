@@ -29,18 +29,29 @@ A method is a `Method` record of pure functions, registered by name (`config.met
   trainable / frozen: regexes over '/'-joined param paths (trainable may be a function of the
                       config); frozen wins. `config.train.trainable` / `config.train.frozen`
                       override them when non-empty (`Method.trainable_patterns`).
-  config_section: the config section the method reads ('vpt', 'ship', ...; '' = none), checked
-                  at start-up (prompt_jax/validation.py).
+  config_section: the config section the method reads ('vpt', 'ship', ...; '' = none).
+  section(**over) -> ConfigDict     that section's fields with their defaults and comments (config
+                                    files call it; `api.create_model` builds from it). Built-in
+                                    sections live in configs/common.py (config files stay light);
+                                    a new method defines its own next to its `register` call.
+  check(config) -> [message]        the method's own validation rules (its section's ranges and
+                                    choices), run with every other rule (prompt_jax/validation.py).
+  patch_size(config) -> int         the backbone's patch size (default: the ViT of model.variant).
+  programs: {name: Program}         programs only this method runs (`config.program`; SAP: 'b2n',
+                                    'clip_zeroshot'), next to the generic ones (prompt_jax/main.py).
+  machine_keys: dotted keys naming files of this machine (paths), which never make two runs
+                differ (prompt_jax/workdir.py `same_run`); their content is keyed elsewhere.
 
-Methods are found by name through `METHODS` (prompt_jax/registry.py): a new method is one file in
-prompt_jax/methods/ that calls `register`.
+Methods are found by name through `METHODS` (prompt_jax/registry.py): a new method is one file
+(in prompt_jax/methods/, or any module imported before the config is used, e.g. by its config
+file) that calls `register`. README "Adding a method".
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -48,10 +59,12 @@ import ml_collections
 import optax
 
 from prompt_jax import backbone
+from prompt_jax import programs as programs_lib
 from prompt_jax import registry
 
 Array = Any
 Config = ml_collections.ConfigDict
+Program = programs_lib.Program
 
 
 # The config keys that decide the frozen backbone's features of the training split (with the
@@ -101,6 +114,16 @@ def cross_entropy_loss(inputs: LossInputs) -> tuple[Array, dict[str, Array]]:
   return loss, {'ce': loss}
 
 
+def _no_problems(config: Config) -> list[str]:
+  del config
+  return []
+
+
+def _vit_patch_size(config: Config) -> int:
+  from prompt_jax.models import vit
+  return vit.decode_variant(config.model.variant)['patch_size']
+
+
 def _identity(x, *args, **kwargs):
   del args, kwargs
   return x
@@ -127,6 +150,11 @@ class Method:
   trainable: tuple[str, ...] | Callable[[Config], tuple[str, ...]] = (r'^prompt/', r'^head/')
   frozen: tuple[str, ...] = ()
   config_section: str = ''
+  section: Callable[..., Config] | None = None
+  check: Callable[[Config], list[str]] = _no_problems
+  patch_size: Callable[[Config], int] = _vit_patch_size
+  programs: Mapping[str, programs_lib.Program] = dataclasses.field(default_factory=dict)
+  machine_keys: tuple[str, ...] = ()
   variant: Callable[[Config], str] | None = None
 
   def label(self, config: Config) -> str:
@@ -168,7 +196,14 @@ def get(name: str) -> Method:
   return METHODS.get(name)
 
 
-def register_initializer(name: str):
+# Validation rules of a prompt initialiser: name -> fn(config) -> [message] (run when it is chosen).
+INITIALIZER_CHECKS: dict[str, Callable[[Config], list[str]]] = {}
+
+
+def register_initializer(name: str, check: Callable[[Config], list[str]] | None = None):
+  """Decorator registering a prompt initialiser (and its config checks) under `name`."""
+  if check is not None:
+    INITIALIZER_CHECKS[name] = check
   return INITIALIZERS.register(name)
 
 

@@ -1,4 +1,4 @@
-"""DA-VPT (distribution-aware visual prompt tuning), per spec 03.
+"""DA-VPT (distribution-aware visual prompt tuning), per docs/specs/03-davpt.md.
 
 Deep prompts, token layout [CLS, prompts_i, patches] at block i; the previous block's prompt outputs
 are dropped every layer. Proxy layers [proxy_start, proxy_end] carry P proxy prompts (one per class
@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_jax import validation
+from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.methods import kmeans
@@ -204,7 +206,8 @@ def _log1p_sum_exp(a: Array, m: Array) -> Array:
 
 def proxy_anchor_loss(z: Array, proxies: Array, labels: Array, mask: Array, *, alpha: float = 32.0,
                       delta_pos: float = 0.1, delta_neg: float = -0.1, scale: float = 5.0) -> Array:
-  """Spec 03 proxy-anchor loss. z: [B, E], proxies: [P, E], labels int[B] in [0, P), mask bool[B].
+  """Proxy-anchor loss (docs/specs/03-davpt.md). z: [B, E], proxies: [P, E], labels int[B] in
+  [0, P), mask bool[B].
 
   Proxies with no positive in the batch add 0 to the positive sum but still count in the 1/P.
   """
@@ -395,9 +398,24 @@ def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...
   return slots
 
 
+def check(c: base.Config) -> list[str]:
+  """`config.davpt`: counts, rates, choices and the proxy layer range."""
+  d = c.davpt
+  out = validation.at_least('davpt.num_proxies', d.num_proxies, 1)
+  out += validation.at_least('davpt.num_other', d.num_other, 0)
+  out += validation.fraction('davpt.dropout', d.dropout)
+  out += validation.one_of('davpt.loss', d.loss, ('proxy_anchor', 'proxy_nca'))
+  out += validation.one_of('davpt.prompt_norm', d.prompt_norm, ('l2', 'layer', 'none'))
+  out += validation.one_of('davpt.patch_anchor', d.patch_anchor, ('input_mean', 'attn_out'))
+  if not 0 <= d.proxy_start <= d.proxy_end:
+    out.append(f'davpt.proxy_start={d.proxy_start}, proxy_end={d.proxy_end}: need '
+               '0 <= proxy_start <= proxy_end (layers, inclusive)')
+  return out
+
+
 DAVPT = base.register(base.Method(
     name='davpt', build_prompter=build_prompter, prepare=prepare, loss=loss, init_state=init_state,
     update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=trainable,
     prepare_keys=base.FEATURE_KEYS + ('seed', 'davpt.num_proxies', 'davpt.cluster_images_per_class',
                                       'davpt.kmeans_iters', 'davpt.kmeans_tol'),
-    config_section='davpt'))
+    config_section='davpt', section=common.davpt, check=check))

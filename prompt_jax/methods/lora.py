@@ -24,6 +24,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
@@ -128,4 +129,5 @@ def build_prompter(config: base.Config, prepared: Any) -> LoRAPrompter:
 
 
 LORA = base.register(base.Method(name='lora', build_prompter=build_prompter,
-                                 config_section='lora'))
+                                 config_section='lora',
+                                 section=common.lora, check=_petl.checker(build_prompter)))

@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
@@ -96,4 +97,5 @@ def build_prompter(config: base.Config, prepared: Any) -> PrefixPrompter:
 
 
 PREFIX = base.register(base.Method(name='prefix', build_prompter=build_prompter,
-                                   config_section='prefix'))
+                                   config_section='prefix',
+                                   section=common.prefix, check=_petl.checker(build_prompter)))

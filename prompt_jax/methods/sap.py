@@ -1,4 +1,5 @@
-"""SAP: semantic alignment for prompt tuning of CLIP (spec 04, SAP part), on IVLP deep prompts.
+"""SAP: semantic alignment for prompt tuning of CLIP (docs/specs/04-spt-sap.md, SAP part), on IVLP
+deep prompts.
 
 Model (`SAPModel`, a CLIP with two prompters):
   text   4 context tokens replace positions 1..4 (after SOT) of every templated description; layer 0
@@ -43,6 +44,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from prompt_jax import validation
+from prompt_jax.configs import common
 from prompt_jax.data import fewshot  # (registers data 'fewshot')
 from prompt_jax.methods import base
 from prompt_jax.models import clip as clip_lib
@@ -52,7 +55,6 @@ from prompt_jax.text import tokenizer as tok_lib
 
 Array = Any
 TEMPLATE = 'a photo of a {classname}, {which} {description}.'
-ZS_TEMPLATE = 'a photo of a {classname}.'
 
 
 # ----------------------------------------------------------------------------- descriptions
@@ -355,6 +357,39 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   return total, {'ce': ce, 'text_l1': text_l1, 'image_l1': image_l1}
 
 
+# ----------------------------------------------------------------------------- config, programs
+
+
+def check(c: base.Config) -> list[str]:
+  """`config.sap`: counts >= 1, text_prompts 'train' | 'frozen'."""
+  out = [p for key in ('n_ctx_text', 'n_ctx_vision', 'depth', 'encode_batch')
+         for p in validation.at_least(f'sap.{key}', c.sap[key], 1)]
+  return out + validation.one_of('sap.text_prompts', c.sap.text_prompts, ('train', 'frozen'))
+
+
+def patch_size(config: base.Config) -> int:
+  return clip_lib.clip_kwargs(config.model.variant)['patch_size']
+
+
+def _b2n() -> Any:
+  from prompt_jax.methods import sap_b2n
+  return sap_b2n
+
+
+# CLIP base-to-novel (train on base classes; test base + novel + HM) and zero-shot CLIP alone.
+PROGRAMS = {
+    'b2n': base.Program(
+        run=lambda config, workdir: _b2n().run(config, workdir), result_file='b2n.json',
+        effective=lambda config: _b2n().base_config(config),
+        recorded=lambda r: r.get('train', {}).get('config'),
+        runs=lambda workdir, r: _b2n().report_runs(workdir, r),
+        table=(('base', 'base classes'), ('novel', 'novel classes'), ('hm', 'harmonic mean'))),
+    'clip_zeroshot': base.Program(
+        run=lambda config, workdir: _b2n().zeroshot_run(config, workdir),
+        result_file='zeroshot.json', recorded=lambda r: None),
+}
+
+
 SAP = base.register(base.Method(
     name='sap', build_model=build_model, build_backbone=build_backbone, prepare=prepare,
     init_params=init_params, loss=loss,
@@ -362,7 +397,9 @@ SAP = base.register(base.Method(
     prepare_keys=base.FEATURE_KEYS + ('sap.bpe_path', 'sap.template', 'sap.max_descriptions',
                                       'sap.normalize_desc', 'sap.encode_batch', 'sap.ctx_init',
                                       'sap.n_ctx_text', 'sap.classnames'),
-    prepare_files=('sap.descriptions',), config_section='sap'))
+    prepare_files=('sap.descriptions',), config_section='sap', section=common.sap,
+    check=check, patch_size=patch_size, programs=PROGRAMS,
+    machine_keys=('sap.descriptions', 'sap.bpe_path')))
 
 
 def harmonic_mean(base_acc: float, novel_acc: float) -> float:

@@ -1,4 +1,4 @@
-"""SHIP: semantic hierarchical prompt tuning (spec 02).
+"""SHIP: semantic hierarchical prompt tuning (docs/specs/02-ship.md).
 
 Host side (`prepare`): per-layer CLS features of the frozen backbone on the training split ->
 12x12 mean-cosine affinity -> greedy anchors (`greedy_anchors`); k-means prototype bank of the
@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax import progress
+from prompt_jax import validation
+from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.models import attention as attn_lib
@@ -122,7 +124,8 @@ def load_prototypes(path: str, num_prototypes: int, width: int) -> np.ndarray:
 
 
 def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
-  """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone (§1, §3)."""
+  """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone
+  (docs/specs/02-ship.md §1, §3)."""
   s = ctx.config.ship
   arch = vit.decode_variant(ctx.config.model.variant)
   aff = load_affinity(s.affinity_path, arch['depth']) if s.affinity_path else None
@@ -160,8 +163,8 @@ def _unit(x: Array) -> Array:
 
 def matching_loss(x: Array, cls_scores: Array, n: int, mask: Array | None = None,
                   k: int = TOP_K) -> Array:
-  """Spec §4: mean over (b, prompt j) of min over the top-k image tokens of 1 - cos; rows b with
-  mask[b] False (padding) are left out."""
+  """docs/specs/02-ship.md §4: mean over (b, prompt j) of min over the top-k image tokens of
+  1 - cos; rows b with mask[b] False (padding) are left out."""
   v = topk_tokens(x, cls_scores, n, k)
   p = x[:, n:]
   cos = jnp.einsum('bjd,bkd->bjk', _unit(p), _unit(v))
@@ -172,7 +175,7 @@ def matching_loss(x: Array, cls_scores: Array, n: int, mask: Array | None = None
 def decoupled_attention(q: Array, k: Array, v: Array, *, y: Array, y_fixed: Array | None,
                         impl: str, n: int, weight: float, prompt_queries: bool, cls_scores: bool
                         ) -> tuple[Array, Array | None, Array | None]:
-  """SHIP's decoupled attention (spec 02 §5), a `prompter.Kernel`.
+  """SHIP's decoupled attention (docs/specs/02-ship.md §5), a `prompter.Kernel`.
 
   Live tokens [0, n) and keys [0, n) are CLS + patches; keys [n, S) are prompts (live, fixed, then
   key/value-only ones: the order of keys does not matter). q: [B, n, H, Dh], or [B, T, H, Dh] with
@@ -344,9 +347,16 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   return total, {**metrics, 'match': lm, 'loss': total}
 
 
+def check(c: base.Config) -> list[str]:
+  """`config.ship`: counts >= 1."""
+  return [p for key in ('num_prompts', 'num_prototypes', 'max_images', 'kmeans_n_init')
+          for p in validation.at_least(f'ship.{key}', c.ship[key], 1)]
+
+
 SHIP = base.register(base.Method(
     name='ship', build_prompter=build_prompter, prepare=prepare, init_params=init_params, loss=loss,
     trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',),
     prepare_keys=base.FEATURE_KEYS + ('ship.threshold', 'ship.num_prototypes', 'ship.max_images',
                                       'ship.seed', 'ship.kmeans_n_init'),
-    prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship'))
+    prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship',
+    section=common.ship, check=check))

@@ -1,4 +1,5 @@
-"""SPT (self-prompt tuning), spec 04: prompts initialised with downstream token prototypes.
+"""SPT (self-prompt tuning), docs/specs/04-spt-sap.md: prompts initialised with downstream token
+prototypes.
 
 Two entry points:
   * the prompt initialiser 'spt' (`config.prompt_init.name='spt'`): fills every prompt tensor the
@@ -39,6 +40,8 @@ import numpy as np
 
 from prompt_jax import progress
 from prompt_jax import workdir as workdir_lib
+from prompt_jax import validation
+from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import kmeans
 from prompt_jax.methods import vpt
@@ -157,7 +160,18 @@ def _write(params: Any, values: dict[str, np.ndarray]) -> Any:
   return traverse_util.unflatten_dict(flat, sep='/')
 
 
-@base.register_initializer('spt')
+def check_prompt_init(c: base.Config) -> list[str]:
+  """`config.prompt_init` when SPT prototypes initialise the prompts."""
+  init = c.prompt_init
+  out = validation.one_of('prompt_init.strategy', init.strategy, STRATEGIES)
+  if not 0 < init.fraction <= 1:
+    out.append(f'prompt_init.fraction={init.fraction!r}: must be in (0, 1]')
+  out += validation.at_least('prompt_init.batch_size', init.batch_size, 1)
+  return out + validation.one_of('prompt_init.last_window', init.last_window,
+                                 ('release', 'remainder'))
+
+
+@base.register_initializer('spt', check=check_prompt_init)
 def spt_initializer(params: Any, ctx: base.PrepareContext, slots: dict[str, tuple[int, ...]],
                     config: base.Config) -> Any:
   """Overwrites each prompt tensor in `slots` with token prototypes of its levels."""
@@ -199,7 +213,8 @@ def variant(config: base.Config) -> str:
 
 SPT = base.register(base.Method(
     name='spt', build_prompter=vpt.build_prompter, prepare=prepare, init_params=init_params,
-    prompt_slots=vpt.prompt_slots, config_section='vpt', variant=variant,
+    prompt_slots=vpt.prompt_slots, config_section='vpt', variant=variant, section=common.vpt,
+    check=lambda c: vpt.check(c) + check_prompt_init(c),
     prepare_keys=base.FEATURE_KEYS + ('vpt.num_prompts', 'vpt.deep', 'vpt.project_dim',
                                       'prompt_init.strategy', 'prompt_init.fraction',
                                       'prompt_init.seed', 'prompt_init.batch_size')))

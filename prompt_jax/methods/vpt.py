@@ -1,4 +1,4 @@
-"""VPT shallow / deep (Jia et al. 2022), per spec 01 §VPT.
+"""VPT shallow / deep (Jia et al. 2022), per docs/specs/01-vit-vtab-vpt.md §VPT.
 
 Token layout [CLS, P prompts, patches]; prompts are inserted after the position embedding and get
 none. Shallow: one prompt set before block 0, carried through. Deep: before every block i >= 1 the
@@ -23,6 +23,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from prompt_jax import validation
+from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.models import vit
@@ -101,6 +103,13 @@ def variant(config: base.Config) -> str:
   return 'vpt_deep' if config.vpt.deep else 'vpt_shallow'
 
 
+def check(c: base.Config) -> list[str]:
+  """`config.vpt`: num_prompts >= 1, dropout in [0, 1), project_dim >= 0."""
+  return (validation.at_least('vpt.num_prompts', c.vpt.num_prompts, 1)
+          + validation.fraction('vpt.dropout', c.vpt.dropout)
+          + validation.at_least('vpt.project_dim', c.vpt.project_dim, 0))
+
+
 VPT = base.register(base.Method(name='vpt', build_prompter=build_prompter,
                                 prompt_slots=prompt_slots, config_section='vpt',
-                                variant=variant))
+                                section=common.vpt, check=check, variant=variant))

@@ -119,6 +119,8 @@ class VisionTower(nn.Module):
     pos = self.param('positional_embedding', nn.initializers.normal(scale), (n, d))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
     x = x + pos.astype(x.dtype)
+    # Own loop, not vit.Encoder: CLIP's ln_pre sits between block 0's prompt insertion and block 0,
+    # and every token is live (IVLP); the prompts still come through the Prompter seam.
     prompter = self.prompter if use_prompts else None
     if prompter is not None:
       x = _insert(prompter, 0, x, train)
@@ -157,6 +159,8 @@ class TextTower(nn.Module):
     t = ids.shape[1]
     x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
                  dtype=self.dtype, name='token_embedding')(ids)
+    # Own loop, not vit.Encoder: CLIP's ln_pre sits between block 0's prompt insertion and block 0,
+    # and every token is live (IVLP); the prompts still come through the Prompter seam.
     prompter = self.prompter if use_prompts else None
     if prompter is not None:
       x = _insert(prompter, 0, x, train)

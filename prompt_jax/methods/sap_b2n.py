@@ -1,4 +1,5 @@
-"""Base-to-novel protocol for CLIP prompt methods (SAP) and the zero-shot CLIP baseline.
+"""SAP's programs: the base-to-novel protocol and the zero-shot CLIP baseline
+(`Method.programs` of 'sap': config.program = 'b2n' | 'clip_zeroshot').
 
   results = run(config, workdir)   # {'base': acc, 'novel': acc, 'hm': ..., 'zeroshot': {...}}
   python -m prompt_jax.main --config=configs/sap_b2n.py --workdir=/tmp/sap_dtd \
@@ -16,7 +17,6 @@ Accuracies are top-1 in [0, 1]; hm = harmonic mean of base and novel.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 from collections.abc import Sequence
@@ -29,17 +29,27 @@ import numpy as np
 
 from prompt_jax import backbone as backbone_lib
 from prompt_jax import tree
-from prompt_jax.data import fewshot
+from prompt_jax import workdir as workdir_lib
+from prompt_jax.configs import common
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import sap
 from prompt_jax.models import clip as clip_lib
 
 Config = ml_collections.ConfigDict
+B2N_FILE = 'b2n.json'
+ZEROSHOT_FILE = 'zeroshot.json'
 
 
 def with_subset(config: Config, subset: str) -> Config:
   c = ml_collections.ConfigDict(config.to_dict())
   c.data.subset = subset
+  return c
+
+
+def base_config(config: Config) -> Config:
+  """The config of the base-class training run (recorded in b2n.json['train']['config'])."""
+  c = with_subset(config, 'base')
+  c.train.export = True
   return c
 
 
@@ -107,13 +117,12 @@ def sources(config: Config, subsets: Sequence[str] = ('base', 'novel')) -> dict[
 def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any]:
   """Trains on base classes, evaluates base and novel (and zero-shot CLIP); writes b2n.json."""
   from prompt_jax import train
-  base_cfg = with_subset(config, 'base')
-  base_cfg.train.export = True
+  base_cfg = base_config(config)
   run_dir = os.path.join(workdir, 'base')
   train_results = train.train_and_evaluate(base_cfg, run_dir)
   backbone, params = tuned_params(base_cfg, run_dir)
   srcs = sources(config)
-  split = config.get('b2n', {}).get('eval_split', 'test')
+  split = (config.b2n if 'b2n' in config else common.b2n()).eval_split
   accs = {s: sap_accuracy(with_subset(config, s), backbone, params, src, split)
           for s, src in srcs.items()}
   results: dict[str, Any] = {'method': config.method, 'task': config.data.get('task', ''),
@@ -124,8 +133,7 @@ def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any
     results['zeroshot'] = harmonic(zs['base'], zs['novel'])
   logging.info('base-to-novel: %s', {k: v for k, v in results.items() if k != 'train'})
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'b2n.json'), 'w') as f:
-      json.dump(results, f, indent=1, default=str)
+    workdir_lib.write_json(os.path.join(workdir, B2N_FILE), results)
   return results
 
 
@@ -135,10 +143,21 @@ def zeroshot_run(config: Config, workdir: str) -> dict[str, Any]:
   srcs = sources(config)
   zs = {s: zeroshot_accuracy(config, params, src) for s, src in srcs.items()}
   results = {'zeroshot': harmonic(zs['base'], zs['novel'])}
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'zeroshot.json'), 'w') as f:
-    json.dump(results, f, indent=1)
+  workdir_lib.write_json(os.path.join(workdir, ZEROSHOT_FILE), results)
   return results
 
 
-__all__ = ['run', 'zeroshot_run', 'sap_accuracy', 'zeroshot_accuracy', 'fewshot']
+def report_runs(workdir: str, results: dict[str, Any]) -> list[Any]:
+  """b2n.json (base / novel / harmonic mean, and the zero-shot CLIP baseline) as report runs."""
+  from prompt_jax import report
+  train = results.get('train', {})
+  common = dict(task=results.get('task', ''), seed=train.get('seed'),
+                config=report.flat_config(train.get('config', {})))
+  runs = [report.Run(path=workdir, method=results.get('method', 'sap'),
+                     variant=train.get('variant', 'sap'),
+                     results={'final': {k: results[k] for k in ('base', 'novel', 'hm')}},
+                     **common)]
+  if 'zeroshot' in results:
+    runs.append(report.Run(path=workdir + '#zeroshot', method='clip', variant='clip_zeroshot',
+                           results={'final': results['zeroshot']}, **common))
+  return runs
