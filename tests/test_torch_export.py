@@ -168,8 +168,10 @@ def test_import_names_the_problem(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match='head/kernel'):
     torch_export.from_state_dict(
         dict(sd, **{'head.last_layer.weight': np.zeros((3, 64), 'f4')}), cfg, shapes)
-  with pytest.raises(KeyError, match='missing'):
+  with pytest.raises(ValueError, match='prompt/prompts'):  # a shallow file for a deep model
     torch_export.from_state_dict({k: v for k, v in sd.items() if 'deep' not in k}, cfg, shapes)
+  with pytest.raises(KeyError, match=r"missing \['head/bias', 'head/kernel'\]"):
+    torch_export.from_state_dict({k: v for k, v in sd.items() if 'head' not in k}, cfg, shapes)
   with pytest.raises(ValueError, match='no PyTorch release naming'):
     torch_export.to_state_dict({'head/kernel': np.zeros((2, 2))},
                                type('C', (), {'method': 'full'})())
