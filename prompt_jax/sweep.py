@@ -588,9 +588,14 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, argparse.Namespace]:
   p.add_argument('--wds', default='', help="replace the search grid's train.wd values")
   p.add_argument('--shard', default='0/1', help='I/N: run the tasks I, I+N, ... only')
   p.add_argument('--dry_run', action='store_true', help='print the pending jobs as commands')
+  p.add_argument('--jobs_file', default='',
+                 help='with --dry_run: also write the pending jobs to this file, one line each, '
+                      'absolute paths, weights checked (prompt_jax/jobs.py; for a SLURM array)')
   p.add_argument('--compilation_cache', default='{workdir}/jax_cache',
                  help="JAX persistent compilation cache ('' = off)")
   args, rest = p.parse_known_args(list(argv))
+  if args.jobs_file and not args.dry_run:
+    p.error('--jobs_file writes the pending jobs of a --dry_run; add --dry_run')
   overrides = []
   for a in rest:
     key, eq, value = a[len('--config.'):].partition('=')
@@ -638,6 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dry_run:
       _show_trainer_log()
     summary = run_sweep(plan, dry_run=args.dry_run, compilation_cache=args.compilation_cache)
+    if args.jobs_file:
+      from prompt_jax import jobs
+      n = jobs.write(args.jobs_file, summary.get('commands', []))
+      print(f'# {n} jobs written to {os.path.abspath(args.jobs_file)}', file=sys.stderr)
   except (SweepError, ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
