@@ -49,3 +49,20 @@ def test_tuple_values_keep_their_meaning():
   for text in ("('val200',)", "('val200', 'test')", "['a', 1]", '(1, 2)', 'abc', "('a\"b',)"):
     assert ast.literal_eval(jobs._value(text)) == ast.literal_eval(text) if text != 'abc' else (
         jobs._value(text) == 'abc')
+
+
+def test_sweep_console_is_as_quiet_as_mains(tmp_path):
+  """Other libraries' INFO records (clu's metric lines) are dropped, prompt_jax's and warnings
+  pass (the sweep installs console.py's filter; --verbose keeps everything)."""
+  import logging
+  from prompt_jax import console
+  sweep._show_trainer_log()
+  absl_logger = logging.getLogger('absl')
+  rec = lambda path, level: logging.LogRecord('absl', level, path, 1, 'm', (), None)
+  try:
+    assert not absl_logger.filter(rec('/x/clu/metric_writers/logging_writer.py', logging.INFO))
+    assert absl_logger.filter(rec('/x/clu/metric_writers/logging_writer.py', logging.WARNING))
+    assert absl_logger.filter(rec(os.path.join(console.PACKAGE_DIR, 'train.py'), logging.INFO))
+  finally:
+    for f in [f for f in absl_logger.filters if isinstance(f, console._OwnInfoOnly)]:
+      absl_logger.removeFilter(f)
