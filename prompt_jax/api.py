@@ -107,8 +107,10 @@ def split_params(params: Any, method: str = 'vpt', **method_options: Any
 
 
 def _tf_image(image: np.ndarray, data: ml_collections.ConfigDict) -> np.ndarray:
-  return np.asarray(preprocess_lib.resize_crop(image, int(data.image_size), data.resize,
-                                               float(data.crop_pct)))
+  from prompt_jax.data import pipeline  # the sources' own options: resize_to, antialias, ...
+  o = pipeline.ImageOptions.from_config(data)
+  return np.asarray(preprocess_lib.resize_crop(image, o.image_size, o.resize, o.crop_pct,
+                                               o.resize_to, o.antialias))
 
 
 def _fewshot_image(image: np.ndarray, data: ml_collections.ConfigDict) -> np.ndarray:
@@ -131,19 +133,25 @@ EVAL_IMAGE = {'vtab': _tf_image, 'folder': _tf_image, 'fewshot': _fewshot_image,
               'digits': _digits_image}
 
 
-def preprocess(images: Any, config: ml_collections.ConfigDict | str) -> np.ndarray:
+def preprocess(images: Any, config: ml_collections.ConfigDict | str, *,
+               image_size: int | None = None) -> np.ndarray:
   """Images as the evaluation pipeline of `config.data.source` gives them to the model.
 
   images: uint8 [H, W, C] or [B, H, W, C], or a sequence of uint8 [H, W, C] of any sizes
   (C = 1 or 3; PIL images work through np.asarray) in [0, 255], as decoded from image files.
   config: a run's config (`load_tuned` returns it), its `data` section, or a config file spec
-  ('configs/vpt_vtab.py:task=dtd'). Uses data.source, image_size, resize, crop_pct and
-  normalization; no augmentation. Returns float32 [S, S, 3] or [B, S, S, 3].
+  ('configs/vpt_vtab.py:task=dtd'). Uses data.source, image_size, resize, resize_to, crop_pct,
+  antialias and normalization, as the source does; no augmentation. image_size: the model's input
+  side S when it differs from the config's (the `image_size` given to `create_model`); default
+  data.image_size. Returns float32 [S, S, 3] or [B, S, S, 3].
   """
   if isinstance(config, str):
     from prompt_jax import config_files
     config = config_files.load(config)
   data = config.data if 'data' in config else config
+  if image_size is not None and int(image_size) != int(data.image_size):
+    data = ml_collections.ConfigDict(data.to_dict())
+    data.image_size = int(image_size)
   if data.source not in EVAL_IMAGE:
     raise ValueError(f'preprocess knows the image paths of sources {sorted(EVAL_IMAGE)}, not '
                      f'{data.source!r}')

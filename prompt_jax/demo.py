@@ -81,4 +81,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             for k, v in table.items()]
   print('\n'.join(lines))
   workdir_lib.write_json(os.path.join(workdir, 'demo_results.json'), table)
+  summary = {'seed': int(config.seed), 'drop_last': bool(config.train.get('drop_last', False)),
+             'machine': machine(), 'runs': table}
+  workdir_lib.write_json(os.path.join(workdir, 'demo_summary.json'), summary)  # docs/demo_results
   return table
+
+
+def machine() -> str:
+  """Where the numbers were measured: platform, CPU cores, JAX backend and version."""
+  import platform
+  return (f'{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, '
+          f'jax {jax.__version__} on {jax.default_backend()}')
+
+
+README_BEGIN = '<!-- demo results: generated from docs/demo_results.json by prompt_jax.demo -->'
+README_END = '<!-- end of demo results -->'
+
+
+def readme_block(summaries: list[dict[str, Any]]) -> str:
+  """The README's demo table from demo summaries (`demo_summary.json` of runs with different
+  seeds): test accuracy per run, mean ± std over the seeds when there are several."""
+  names = list(summaries[0]['runs'])
+  seeds = [s['seed'] for s in summaries]
+  lines = [README_BEGIN, '', '| run | trainable params | test acc | val acc |', '|---|---|---|---|']
+  for n in names:
+    test = np.array([s['runs'][n]['test'] for s in summaries])
+    val = np.array([s['runs'][n]['val200'] for s in summaries])
+    fmt = (lambda a: f'{a.mean():.3f} ± {a.std():.3f}') if len(seeds) > 1 else (
+        lambda a: f'{a[0]:.3f}')
+    lines.append(f"| {n} | {summaries[0]['runs'][n]['trainable_params']} | {fmt(test)} | "
+                 f'{fmt(val)} |')
+  lines += ['', f'Seed{"s" if len(seeds) > 1 else ""} {", ".join(map(str, seeds))}; '
+            f"train.drop_last={summaries[0]['drop_last']}; measured on {summaries[0]['machine']}.",
+            '', README_END]
+  return '\n'.join(lines)

@@ -135,14 +135,17 @@ def _primary() -> bool:
   return not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
-def _show_trainer_log() -> None:
-  """INFO log lines of the trainer (its progress: steps/s, % done, ETA; evals), without orbax's
-  per-save chatter."""
+def _show_trainer_log(verbose: bool = False) -> None:
+  """INFO log lines of prompt_jax itself (evals, resume, preparation) and every warning; other
+  libraries' INFO lines (clu's metric lines, orbax's per-save chatter) only with --verbose, as
+  `prompt-jax` (console.py)."""
   import logging as py_logging
   from absl import logging
+  from prompt_jax import console
   logging.set_verbosity(logging.INFO)
-  py_logging.getLogger('absl').addFilter(
-      lambda r: r.levelno > py_logging.INFO or f'{os.sep}orbax{os.sep}' not in r.pathname)
+  console.setup(verbose)
+  if not verbose:
+    py_logging.getLogger('absl').addFilter(console._OwnInfoOnly())
 
 
 @contextlib.contextmanager
@@ -301,9 +304,16 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, argparse.Namespace]:
   p.add_argument('--wds', default='', help="replace the search grid's train.wd values")
   p.add_argument('--shard', default='0/1', help='I/N: run the tasks I, I+N, ... only')
   p.add_argument('--dry_run', action='store_true', help='print the pending jobs as commands')
+  p.add_argument('--verbose', action='store_true',
+                 help="every library's INFO log (clu metric lines, orbax), as prompt-jax --verbose")
+  p.add_argument('--jobs_file', default='',
+                 help='with --dry_run: also write the pending jobs to this file, one line each, '
+                      'absolute paths, weights checked (prompt_jax/jobs.py; for a SLURM array)')
   p.add_argument('--compilation_cache', default='{workdir}/jax_cache',
                  help="JAX persistent compilation cache ('' = off)")
   args, rest = p.parse_known_args(list(argv))
+  if args.jobs_file and not args.dry_run:
+    p.error('--jobs_file writes the pending jobs of a --dry_run; add --dry_run')
   overrides = []
   for a in rest:
     key, eq, value = a[len('--config.'):].partition('=')
@@ -353,8 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan, args = parse_args(argv)
     os.makedirs(plan.workdir, exist_ok=True)
     if not args.dry_run:
-      _show_trainer_log()
+      _show_trainer_log(args.verbose)
     summary = run_sweep(plan, dry_run=args.dry_run, compilation_cache=args.compilation_cache)
+    if args.jobs_file:
+      from prompt_jax import jobs
+      n = jobs.write(args.jobs_file, summary.get('commands', []))
+      print(f'# {n} jobs written to {os.path.abspath(args.jobs_file)}', file=sys.stderr)
   except (SweepError, ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -102,8 +102,10 @@ def _images(seed, sizes=((23, 31), (40, 17), (32, 32))):
   return [rng.integers(0, 256, s + (3,), dtype=np.uint8) for s in sizes]
 
 
-def test_preprocess_equals_the_folder_source(tmp_path):
-  """vtab-1k folder layout read by the 'folder' source (the TFDS image path) vs preprocess."""
+@pytest.mark.parametrize('resize_to,antialias', [('square', False), ('shorter_side', True)])
+def test_preprocess_equals_the_folder_source(tmp_path, resize_to, antialias):
+  """vtab-1k folder layout read by the 'folder' source (the TFDS image path) vs preprocess, on
+  non-square images: shorter_side + antialias are DA-VPT's and SPT's eval path."""
   images = _images(0)
   task_dir = tmp_path / 'dtd'
   task_dir.mkdir()
@@ -114,12 +116,22 @@ def test_preprocess_equals_the_folder_source(tmp_path):
   config = prompt_jax.model_config(overrides={
       'data.source': 'folder', 'data.task': 'dtd', 'data.data_dir': str(tmp_path),
       'data.image_size': 24, 'data.resize': 'bicubic', 'data.crop_pct': 0.875,
-      'data.normalization': 'imagenet'})
+      'data.normalization': 'imagenet', 'data.resize_to': resize_to,
+      'data.antialias': antialias})
   batch = next(registry.get_source(config.data).iterate('test', len(images)))
   got = prompt_jax.preprocess(images, config)
   assert got.shape == (3, 24, 24, 3) and got.dtype == np.float32
   np.testing.assert_allclose(got, batch['image'], atol=1e-5)
   np.testing.assert_allclose(prompt_jax.preprocess(images[1], config.data), batch['image'][1],
+                             atol=1e-5)
+  # the model's image size (create_model's image_size) wins over the config's
+  config.unlock()
+  config.data.image_size = 16
+  small = next(registry.get_source(config.data).iterate('test', len(images)))['image']
+  np.testing.assert_allclose(prompt_jax.preprocess(images, config.data, image_size=16), small,
+                             atol=1e-5)
+  config.data.image_size = 24
+  np.testing.assert_allclose(prompt_jax.preprocess(images, config, image_size=16), small,
                              atol=1e-5)
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from prompt_jax import report
@@ -175,3 +176,51 @@ def test_variant_labels():
   assert label('configs/vpt_vtab.py:task=dtd', prompt_init__name='spt') == 'vpt_deep+spt_kmeans'
   assert label('configs/ship_vtab.py:task=dtd') == 'ship'
   assert label('configs/linear_vtab.py:task=dtd') == 'linear'
+
+
+def _rows(task_list, variants, seeds, rng):
+  out = []
+  for i, v in enumerate(variants):
+    by_task = {t: {s: float(np.clip(0.5 + 0.1 * i + rng.normal(0, 0.1), 0, 1))
+                   for s in range(seeds)} for t in task_list}
+    cells = {t: report._cell(x) for t, x in by_task.items()}
+    cells.update(report._group_cells(by_task))
+    out.append(report.Row('vpt', v, 'ViT-B_16.npz', 'final epoch', cells))
+  return out
+
+
+def canvas_has(fig, box) -> bool:
+  c = fig.bbox
+  return c.x0 <= box.x0 and box.x1 <= c.x1 and c.y0 <= box.y0 and box.y1 <= c.y1
+
+
+def test_figure_is_readable(tmp_path):
+  """19 tasks x 3 methods x 3 seeds: tick labels do not overlap, the legend is inside the canvas,
+  Natural / Specialized / Structured sections and a group-mean panel; partial groups are marked;
+  non-VTAB tasks are drawn too."""
+  rng = np.random.default_rng(0)
+  fig = report.figure(_rows(tasks.VTAB_TASKS, ['linear', 'vpt_shallow', 'vpt_deep'], 3, rng))
+  fig.canvas.draw()
+  r = fig.canvas.get_renderer()
+  ax, gx = fig.axes
+  assert all(canvas_has(fig, t.get_window_extent(r)) for t in ax.get_xticklabels() + ax.texts)
+  labels = ax.get_xticklabels()
+  assert len(labels) == 19 and all(t.get_rotation() == 45 for t in labels)
+  # neighbouring 45-degree labels are apart by more than a line of text, perpendicular to them
+  xs = ax.transData.transform([(x, 0) for x in ax.get_xticks()])[:, 0]
+  line = labels[0].get_fontsize() * fig.dpi / 72
+  assert np.diff(xs).min() * np.sin(np.pi / 4) > 1.2 * line
+  (legend,) = fig.legends
+  assert canvas_has(fig, legend.get_window_extent(r))
+  assert {t.get_text() for t in ax.texts} == {'Natural', 'Specialized', 'Structured'}
+  assert [t.get_text() for t in gx.get_xticklabels()] == [
+      'natural', 'specialized', 'structured', 'mean']
+  assert len(ax.patches) == 3 * 19
+  import matplotlib.pyplot as plt
+  plt.close(fig)
+  fig = report.figure(_rows(['dtd', 'svhn', 'eurosat', 'downstream'], ['a', 'b'], 1, rng))
+  ax, gx = fig.axes
+  assert [t.get_text() for t in ax.texts] == ['Natural', 'Specialized', 'Other']
+  assert [t.get_text() for t in gx.get_xticklabels()] == [
+      'natural (2/7 tasks)', 'specialized (1/4 tasks)']
+  plt.close(fig)

@@ -1,0 +1,364 @@
+"""Tuned prompts + head to PyTorch and back: safetensors state dicts in each release's names.
+
+  path = to_safetensors('/tmp/run/tuned')            # -> /tmp/run/tuned/state_dict.safetensors
+  model, params, config = load_safetensors('ViT-B_16.npz', path, like='/tmp/run/tuned')
+  python -m prompt_jax.torch_export --tuned=/tmp/run/tuned [--out=prompts.safetensors]
+
+Names (PyTorch layout: Linear weights [out, in]; prompts as the release stores them):
+  vpt    KMnP/vpt src/models/vit_prompt/vit.py + vit_models.py: enc.transformer.prompt_embeddings
+         [1, P, D], enc.transformer.deep_prompt_embeddings [depth-1, P, D] (deep),
+         enc.transformer.prompt_proj.{weight,bias} (project_dim > 0), head.last_layer.{weight,bias}.
+  spt    WangYZ1608/Self-Prompt-Tuning Models/MAE_vpt(_deep).py: prompt_token [depth or 1, P, D],
+         head.{weight,bias}.
+  ship   haoweiz23/SHIP model/vision_transformer.py: compound_prompts_visual.{a} [1, P, D] per
+         anchor a, semantic_share_prompt [10, D], attribute_prompt [2, 10, D], head.{weight,bias};
+         feature_bank [200, D] (the prototype bank, a plain attribute `model.feature_bank` in the
+         release, set in train.py) and the anchors (the release's `visual_prompt_indices`) in the
+         file's metadata 'prompt_indices'.
+  davpt  Noahsark/DA-VPT models/vpt.py: proxy_prompt_tokens [n_proxy, P, D], other_prompt_tokens
+         [depth - n_proxy, nP, D], vpt_norm.{weight,bias} (prompt_norm='layer'), head.{weight,bias},
+         and the trained backbone biases in timm names with the release's split q/k/v Linears
+         (models/attn.py): patch_embed.proj.bias, cls_token, blocks.{i}.attn.{q,k,v}.bias,
+         blocks.{i}.attn.proj.bias, blocks.{i}.norm{1,2}.{weight,bias}, blocks.{i}.mlp.fc2.bias.
+  linear head.{weight,bias}.
+The file's metadata holds the method, its variant and the run's config (json), so `load_safetensors`
+can rebuild the model from the file and a backbone. A tensor this module does not name is an error
+(never dropped), as is a state dict key it does not know on import (`ignore_other=True` takes only
+the named tensors from a release's whole-model checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import json
+import os
+import re
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+# ------------------------------------------------------------------ per-method naming
+# Each method: (to_torch(flat jax tensors, config) -> state dict, from_torch(state dict, config) ->
+# flat jax tensors). Both only rename / reshape; shapes are checked against the model on import.
+
+
+def _head(prefix: str) -> tuple[Callable, Callable]:
+  def fwd(t: Arrays) -> Arrays:
+    out = {}
+    if 'head/kernel' in t:
+      out[f'{prefix}.weight'] = t.pop('head/kernel').T
+      out[f'{prefix}.bias'] = t.pop('head/bias')
+    return out
+
+  def inv(sd: Arrays) -> Arrays:
+    out = {}
+    if f'{prefix}.weight' in sd:
+      out['head/kernel'] = sd.pop(f'{prefix}.weight').T
+      out['head/bias'] = sd.pop(f'{prefix}.bias')
+    return out
+  return fwd, inv
+
+
+def _vpt_fwd(t: Arrays, config: Any) -> Arrays:
+  p = t.pop('prompt/prompts')
+  out = {'enc.transformer.prompt_embeddings': p[:1]}
+  if config.vpt.deep and p.shape[0] > 1:
+    out['enc.transformer.deep_prompt_embeddings'] = p[1:]
+  if 'prompt/proj/kernel' in t:
+    out['enc.transformer.prompt_proj.weight'] = t.pop('prompt/proj/kernel').T
+    out['enc.transformer.prompt_proj.bias'] = t.pop('prompt/proj/bias')
+  return {**out, **_head('head.last_layer')[0](t)}
+
+
+def _vpt_inv(sd: Arrays, config: Any) -> Arrays:
+  del config
+  parts = [sd.pop('enc.transformer.prompt_embeddings')]
+  if 'enc.transformer.deep_prompt_embeddings' in sd:
+    parts.append(sd.pop('enc.transformer.deep_prompt_embeddings'))
+    if parts[0].shape[1:] != parts[1].shape[1:]:
+      raise ValueError(f'enc.transformer.prompt_embeddings {parts[0].shape} and '
+                       f'deep_prompt_embeddings {parts[1].shape} differ in [P, D]')
+  out = {'prompt/prompts': np.concatenate(parts, 0)}
+  if 'enc.transformer.prompt_proj.weight' in sd:
+    out['prompt/proj/kernel'] = sd.pop('enc.transformer.prompt_proj.weight').T
+    out['prompt/proj/bias'] = sd.pop('enc.transformer.prompt_proj.bias')
+  return {**out, **_head('head.last_layer')[1](sd)}
+
+
+def _spt_fwd(t: Arrays, config: Any) -> Arrays:
+  if 'prompt/proj/kernel' in t:
+    raise ValueError('SPT\'s release has no prompt projection; a run with vpt.project_dim > 0 '
+                     'has no SPT state dict (export it as method vpt)')
+  del config
+  return {'prompt_token': t.pop('prompt/prompts'), **_head('head')[0](t)}
+
+
+def _spt_inv(sd: Arrays, config: Any) -> Arrays:
+  del config
+  return {'prompt/prompts': sd.pop('prompt_token'), **_head('head')[1](sd)}
+
+
+_SHIP = {'prompt/shared': 'semantic_share_prompt', 'prompt/attribute': 'attribute_prompt',
+         'prompt/bank': 'feature_bank'}
+
+
+def _ship_fwd(t: Arrays, config: Any) -> Arrays:
+  del config
+  out = {f'compound_prompts_visual.{a}': p[None]
+         for a, p in enumerate(t.pop('prompt/independent'))}
+  out.update({v: t.pop(k) for k, v in _SHIP.items() if k in t})
+  return {**out, **_head('head')[0](t)}
+
+
+def _ship_inv(sd: Arrays, config: Any) -> Arrays:
+  del config
+  idx = sorted(int(k.split('.')[1]) for k in sd if re.match(r'^compound_prompts_visual\.\d+$', k))
+  if idx != list(range(len(idx))) or not idx:
+    raise KeyError(f'compound_prompts_visual.0..{len(idx) - 1} expected, found indices {idx}')
+  out = {'prompt/independent': np.concatenate(
+      [sd.pop(f'compound_prompts_visual.{a}') for a in idx], 0)}
+  out.update({k: sd.pop(v) for k, v in _SHIP.items() if v in sd})
+  return {**out, **_head('head')[1](sd)}
+
+
+# DA-VPT's trained backbone tensors: our flat name <-> timm name (the release's split q/k/v).
+_BLOCK = 'Transformer/encoderblock_{}/'
+_MHA = _BLOCK + 'MultiHeadDotProductAttention_1/'
+_TIMM = [
+    ('embedding/bias', 'patch_embed.proj.bias'), ('cls', 'cls_token'),
+    (_MHA + 'query/bias', 'blocks.{}.attn.q.bias'), (_MHA + 'key/bias', 'blocks.{}.attn.k.bias'),
+    (_MHA + 'value/bias', 'blocks.{}.attn.v.bias'), (_MHA + 'out/bias', 'blocks.{}.attn.proj.bias'),
+    (_BLOCK + 'LayerNorm_0/scale', 'blocks.{}.norm1.weight'),
+    (_BLOCK + 'LayerNorm_0/bias', 'blocks.{}.norm1.bias'),
+    (_BLOCK + 'LayerNorm_2/scale', 'blocks.{}.norm2.weight'),
+    (_BLOCK + 'LayerNorm_2/bias', 'blocks.{}.norm2.bias'),
+    (_BLOCK + 'MlpBlock_3/Dense_0/bias', 'blocks.{}.mlp.fc1.bias'),
+    (_BLOCK + 'MlpBlock_3/Dense_1/bias', 'blocks.{}.mlp.fc2.bias'),
+]
+_DAVPT = {'prompt/proxy': 'proxy_prompt_tokens', 'prompt/other': 'other_prompt_tokens',
+          'prompt/norm/scale': 'vpt_norm.weight', 'prompt/norm/bias': 'vpt_norm.bias'}
+
+
+def _rename(names: Arrays, pairs: list[tuple[str, str]]) -> Arrays:
+  """Pops every key of `names` matching a template's left side ('{}' = a layer index) and returns
+  it under the right side; q/k/v biases are flattened ([H, d] -> [H*d]), reshaped on import."""
+  out = {}
+  for key in sorted(names):
+    for src, dst in pairs:
+      m = re.fullmatch(re.escape(src).replace(r'\{\}', r'(\d+)'), key)
+      if m:
+        out[dst.format(*m.groups())] = names.pop(key).reshape(-1)
+        break
+  return out
+
+
+def _davpt_fwd(t: Arrays, config: Any) -> Arrays:
+  del config
+  out = {v: t.pop(k) for k, v in _DAVPT.items() if k in t}
+  out.update(_rename(t, _TIMM))
+  return {**out, **_head('head')[0](t)}
+
+
+def _davpt_inv(sd: Arrays, config: Any) -> Arrays:
+  del config
+  out = {k: sd.pop(v) for k, v in _DAVPT.items() if v in sd}
+  out.update(_rename(sd, [(b, a) for a, b in _TIMM if 'head' not in b]))
+  return {**out, **_head('head')[1](sd)}
+
+
+def _linear_fwd(t: Arrays, config: Any) -> Arrays:
+  del config
+  return _head('head')[0](t)
+
+
+def _linear_inv(sd: Arrays, config: Any) -> Arrays:
+  del config
+  return _head('head')[1](sd)
+
+
+NAMING: dict[str, tuple[Callable[[Arrays, Any], Arrays], Callable[[Arrays, Any], Arrays], str]] = {
+    'vpt': (_vpt_fwd, _vpt_inv, 'KMnP/vpt'),
+    'spt': (_spt_fwd, _spt_inv, 'WangYZ1608/Self-Prompt-Tuning'),
+    'ship': (_ship_fwd, _ship_inv, 'haoweiz23/SHIP'),
+    'davpt': (_davpt_fwd, _davpt_inv, 'Noahsark/DA-VPT'),
+    'linear': (_linear_fwd, _linear_inv, 'timm'),
+}
+
+
+def _naming(method: str):
+  if method not in NAMING:
+    raise ValueError(f'no PyTorch release naming for method {method!r}; known: {sorted(NAMING)} '
+                     '(full fine-tuning and SAP are not exported this way)')
+  return NAMING[method]
+
+
+def to_state_dict(tuned: Mapping[str, Any], config: Any) -> Arrays:
+  """Flat tuned tensors ('prompt/prompts', 'head/kernel', ...) -> {release name: float32 array}.
+  A tensor the method's naming does not cover is an error."""
+  t = {k: np.asarray(v, np.float32) for k, v in tuned.items()}
+  sd = _naming(config.method)[0](t, config)
+  if t:
+    raise ValueError(f'{sorted(t)} have no name in the {config.method} release\'s state dict; '
+                     'this export would drop them')
+  return {k: np.ascontiguousarray(v) for k, v in sd.items()}
+
+
+def from_state_dict(sd: Mapping[str, Any], config: Any, shapes: Mapping[str, tuple[int, ...]], *,
+                    ignore_other: bool = False) -> Arrays:
+  """{release name: array} -> flat tuned tensors, checked against `shapes` (flat key -> shape of
+  the model's tuned tensors). Unknown names are an error unless `ignore_other` (a release's
+  whole-model checkpoint: its backbone keys are then ignored); missing or mis-shaped ones always."""
+  rest = {k: np.asarray(v, np.float32) for k, v in sd.items()}
+  flat = _naming(config.method)[1](rest, config)
+  if rest and not ignore_other:
+    raise KeyError(f'{len(rest)} state dict keys are not {config.method} prompt/head tensors: '
+                   f'{sorted(rest)[:8]}; pass ignore_other=True (--ignore_other) to take only the '
+                   'named tensors (e.g. from a release\'s whole-model checkpoint)')
+  if ignore_other:  # e.g. a whole-model checkpoint's untrained norms: the backbone's are used
+    flat = {k: v for k, v in flat.items() if k in shapes}
+  missing = sorted(set(shapes) - set(flat))
+  extra = sorted(set(flat) - set(shapes))
+  if missing or extra:
+    raise KeyError(f'the state dict does not fit this {config.method} model: missing {missing}, '
+                   f'not in the model {extra}')
+  out = {}
+  for k, want in shapes.items():
+    v = flat[k]
+    if v.size != int(np.prod(want)) or (v.ndim == len(want) and v.shape != tuple(want)):
+      raise ValueError(f'{k}: the state dict has shape {v.shape}, the model {tuple(want)}')
+    out[k] = v.reshape(want)
+  return out
+
+
+# ------------------------------------------------------------------ files
+
+
+def _tuned(tuned_dir: str) -> tuple[Arrays, ml_collections.ConfigDict, dict[str, Any], Any]:
+  import orbax.checkpoint as ocp
+  from prompt_jax import tree
+  from prompt_jax import treeio
+  tuned_dir = os.path.abspath(tuned_dir)
+  with open(os.path.join(tuned_dir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(os.path.join(tuned_dir, 'meta.json')) as f:
+    meta = json.load(f)
+  params = ocp.StandardCheckpointer().restore(os.path.join(tuned_dir, 'params'))
+  prepared = treeio.load(os.path.join(tuned_dir, 'prepared.npz'))
+  return {k: np.asarray(v) for k, v in tree.flat(params).items()}, config, meta, prepared
+
+
+def to_safetensors(tuned_dir: str, out: str | None = None) -> str:
+  """Writes the export `tuned_dir` as a safetensors state dict in its method's release names
+  (default `tuned_dir/state_dict.safetensors`); returns the path. Metadata: method, variant,
+  release, num_classes, config (json), backbone_digest, prompt_indices (SHIP's anchors)."""
+  from safetensors.numpy import save_file
+  from prompt_jax.methods import base
+  flat, config, meta, prepared = _tuned(tuned_dir)
+  sd = to_state_dict(flat, config)
+  info = {'format': 'prompt_jax.torch_export/1', 'method': config.method,
+          'variant': base.get(config.method).label(config), 'release': NAMING[config.method][2],
+          'num_classes': str(meta['num_classes']), 'config': config.to_json(),
+          'backbone_digest': str(meta.get('backbone_digest')),
+          'backbone_checkpoint': str(meta.get('backbone_checkpoint'))}
+  value = prepared.get('value', prepared) if isinstance(prepared, Mapping) else None
+  if isinstance(value, Mapping) and 'anchors' in value:
+    info['prompt_indices'] = json.dumps([int(a) for a in np.asarray(value['anchors'])])
+  out = os.path.abspath(out or os.path.join(tuned_dir, 'state_dict.safetensors'))
+  save_file(sd, out, metadata=info)
+  return out
+
+
+def read_safetensors(path: str) -> tuple[Arrays, dict[str, str]]:
+  """(state dict, metadata) of a safetensors file."""
+  from safetensors import safe_open
+  with safe_open(path, framework='numpy') as f:
+    return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def load_safetensors(backbone_ckpt: str, path: str, *, like: Any = None,
+                     backbone_format: str | None = None, allow_other_backbone: bool = False,
+                     ignore_other: bool = False
+                     ) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
+  """A model whose prompts and head come from the state dict `path` (release names, e.g. prompts a
+  user trained with a release, or `to_safetensors`' output), for evaluation.
+
+  like: what defines the model: a `tuned/` export (its config and preparation, e.g. SHIP's anchors;
+  the backbone digest check of `export.load_tuned` applies), a config / config file spec for
+  methods without a preparation (vpt, spt via its config, linear), or None: the config in the
+  file's metadata (files written by `to_safetensors`). Returns (model, params, config).
+  """
+  from prompt_jax import tree
+  sd, meta = read_safetensors(path)
+  if isinstance(like, (str, os.PathLike)) and os.path.isdir(like):
+    from prompt_jax import export
+    model, params, config = export.load_tuned(backbone_ckpt, os.fspath(like),
+                                              backbone_format=backbone_format,
+                                              allow_other_backbone=allow_other_backbone)
+    with open(os.path.join(os.fspath(like), 'meta.json')) as f:
+      keys = json.load(f)['keys']
+  else:
+    config = _config_of(like, meta)
+    model, params, keys = _fresh(config, backbone_ckpt, backbone_format, sd, meta)
+  flat = tree.flat(params)
+  new = from_state_dict(sd, config, {k: np.shape(flat[k]) for k in keys},
+                        ignore_other=ignore_other)
+  flat.update(new)
+  return model, tree.nest(flat), config
+
+
+def _config_of(like: Any, meta: Mapping[str, str]) -> ml_collections.ConfigDict:
+  if like is None:
+    if 'config' not in meta:
+      raise ValueError('the file has no config in its metadata (not written by to_safetensors): '
+                       'pass like= a tuned/ export, a config or a config file spec')
+    return ml_collections.ConfigDict(json.loads(meta['config']))
+  if isinstance(like, str):
+    from prompt_jax import config_files
+    return config_files.load(like)
+  return ml_collections.ConfigDict(like.to_dict() if hasattr(like, 'to_dict') else like)
+
+
+def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
+  """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys."""
+  from prompt_jax import backbone as backbone_lib
+  from prompt_jax import tree
+  from prompt_jax.methods import base
+  m = base.get(config.method)
+  if m.prepare is not None:
+    raise ValueError(f'method {config.method!r} derives its model from the training data (SHIP\'s '
+                     'anchors and bank, DA-VPT\'s clusters): pass like= a tuned/ export of a run '
+                     'with the same config')
+  head = sd.get('head.last_layer.weight', sd.get('head.weight'))
+  num_classes = int(meta['num_classes']) if 'num_classes' in meta else (
+      int(head.shape[0]) if head is not None else 0)
+  config.unlock()
+  config.init.checkpoint = backbone_ckpt
+  if backbone_format:
+    config.init.format = backbone_format
+  config.lock()
+  model = m.model(config, num_classes, None)
+  params = m.init_params(backbone_lib.init_with(model, config, backbone_lib.load(m, config)), None,
+                         config)
+  trainable, frozen = tree.split(params, *m.trainable_patterns(config))
+  keys = list(tree.flat(trainable)) + [k for k in tree.flat(frozen) if k.startswith('prompt/')]
+  return model, params, keys
+
+
+def main(argv: list[str] | None = None) -> None:
+  """python -m prompt_jax.torch_export --tuned=DIR [--out=FILE]: the PyTorch state dict."""
+  import argparse
+  p = argparse.ArgumentParser(prog='python -m prompt_jax.torch_export', description=main.__doc__)
+  p.add_argument('--tuned', required=True, help='a run\'s tuned/ export')
+  p.add_argument('--out', default=None, help='default: TUNED/state_dict.safetensors')
+  a = p.parse_args(argv)
+  path = to_safetensors(a.tuned, a.out)
+  sd, meta = read_safetensors(path)
+  print(f'{path}: {meta["method"]} ({meta["release"]} names), '
+        + ', '.join(f'{k} {list(v.shape)}' for k, v in sd.items()))
+
+
+if __name__ == '__main__':
+  main()
