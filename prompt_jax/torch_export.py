@@ -4,7 +4,8 @@
   model, params, config = load_safetensors('ViT-B_16.npz', path, like='/tmp/run/tuned')
   python -m prompt_jax.torch_export --tuned=/tmp/run/tuned [--out=prompts.safetensors]
 
-Names (PyTorch layout: Linear weights [out, in]; prompts as the release stores them):
+Names, declared by each method (`Method.torch_naming` in prompt_jax/methods/M.py; PyTorch layout:
+Linear weights [out, in]; prompts as the release stores them):
   vpt    KMnP/vpt src/models/vit_prompt/vit.py + vit_models.py: enc.transformer.prompt_embeddings
          [1, P, D], enc.transformer.deep_prompt_embeddings [depth-1, P, D] (deep),
          enc.transformer.prompt_proj.{weight,bias} (project_dim > 0), head.last_layer.{weight,bias}.
@@ -29,10 +30,9 @@ the named tensors from a release's whole-model checkpoint).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 import json
 import os
-import re
 from typing import Any
 
 import ml_collections
@@ -40,159 +40,15 @@ import numpy as np
 
 Arrays = dict[str, np.ndarray]
 
-# ------------------------------------------------------------------ per-method naming
-# Each method: (to_torch(flat jax tensors, config) -> state dict, from_torch(state dict, config) ->
-# flat jax tensors). Both only rename / reshape; shapes are checked against the model on import.
-
-
-def _head(prefix: str) -> tuple[Callable, Callable]:
-  def fwd(t: Arrays) -> Arrays:
-    out = {}
-    if 'head/kernel' in t:
-      out[f'{prefix}.weight'] = t.pop('head/kernel').T
-      out[f'{prefix}.bias'] = t.pop('head/bias')
-    return out
-
-  def inv(sd: Arrays) -> Arrays:
-    out = {}
-    if f'{prefix}.weight' in sd:
-      out['head/kernel'] = sd.pop(f'{prefix}.weight').T
-      out['head/bias'] = sd.pop(f'{prefix}.bias')
-    return out
-  return fwd, inv
-
-
-def _vpt_fwd(t: Arrays, config: Any) -> Arrays:
-  p = t.pop('prompt/prompts')
-  out = {'enc.transformer.prompt_embeddings': p[:1]}
-  if config.vpt.deep and p.shape[0] > 1:
-    out['enc.transformer.deep_prompt_embeddings'] = p[1:]
-  if 'prompt/proj/kernel' in t:
-    out['enc.transformer.prompt_proj.weight'] = t.pop('prompt/proj/kernel').T
-    out['enc.transformer.prompt_proj.bias'] = t.pop('prompt/proj/bias')
-  return {**out, **_head('head.last_layer')[0](t)}
-
-
-def _vpt_inv(sd: Arrays, config: Any) -> Arrays:
-  del config
-  parts = [sd.pop('enc.transformer.prompt_embeddings')]
-  if 'enc.transformer.deep_prompt_embeddings' in sd:
-    parts.append(sd.pop('enc.transformer.deep_prompt_embeddings'))
-    if parts[0].shape[1:] != parts[1].shape[1:]:
-      raise ValueError(f'enc.transformer.prompt_embeddings {parts[0].shape} and '
-                       f'deep_prompt_embeddings {parts[1].shape} differ in [P, D]')
-  out = {'prompt/prompts': np.concatenate(parts, 0)}
-  if 'enc.transformer.prompt_proj.weight' in sd:
-    out['prompt/proj/kernel'] = sd.pop('enc.transformer.prompt_proj.weight').T
-    out['prompt/proj/bias'] = sd.pop('enc.transformer.prompt_proj.bias')
-  return {**out, **_head('head.last_layer')[1](sd)}
-
-
-def _spt_fwd(t: Arrays, config: Any) -> Arrays:
-  if 'prompt/proj/kernel' in t:
-    raise ValueError('SPT\'s release has no prompt projection; a run with vpt.project_dim > 0 '
-                     'has no SPT state dict (export it as method vpt)')
-  del config
-  return {'prompt_token': t.pop('prompt/prompts'), **_head('head')[0](t)}
-
-
-def _spt_inv(sd: Arrays, config: Any) -> Arrays:
-  del config
-  return {'prompt/prompts': sd.pop('prompt_token'), **_head('head')[1](sd)}
-
-
-_SHIP = {'prompt/shared': 'semantic_share_prompt', 'prompt/attribute': 'attribute_prompt',
-         'prompt/bank': 'feature_bank'}
-
-
-def _ship_fwd(t: Arrays, config: Any) -> Arrays:
-  del config
-  out = {f'compound_prompts_visual.{a}': p[None]
-         for a, p in enumerate(t.pop('prompt/independent'))}
-  out.update({v: t.pop(k) for k, v in _SHIP.items() if k in t})
-  return {**out, **_head('head')[0](t)}
-
-
-def _ship_inv(sd: Arrays, config: Any) -> Arrays:
-  del config
-  idx = sorted(int(k.split('.')[1]) for k in sd if re.match(r'^compound_prompts_visual\.\d+$', k))
-  if idx != list(range(len(idx))) or not idx:
-    raise KeyError(f'compound_prompts_visual.0..{len(idx) - 1} expected, found indices {idx}')
-  out = {'prompt/independent': np.concatenate(
-      [sd.pop(f'compound_prompts_visual.{a}') for a in idx], 0)}
-  out.update({k: sd.pop(v) for k, v in _SHIP.items() if v in sd})
-  return {**out, **_head('head')[1](sd)}
-
-
-# DA-VPT's trained backbone tensors: our flat name <-> timm name (the release's split q/k/v).
-_BLOCK = 'Transformer/encoderblock_{}/'
-_MHA = _BLOCK + 'MultiHeadDotProductAttention_1/'
-_TIMM = [
-    ('embedding/bias', 'patch_embed.proj.bias'), ('cls', 'cls_token'),
-    (_MHA + 'query/bias', 'blocks.{}.attn.q.bias'), (_MHA + 'key/bias', 'blocks.{}.attn.k.bias'),
-    (_MHA + 'value/bias', 'blocks.{}.attn.v.bias'), (_MHA + 'out/bias', 'blocks.{}.attn.proj.bias'),
-    (_BLOCK + 'LayerNorm_0/scale', 'blocks.{}.norm1.weight'),
-    (_BLOCK + 'LayerNorm_0/bias', 'blocks.{}.norm1.bias'),
-    (_BLOCK + 'LayerNorm_2/scale', 'blocks.{}.norm2.weight'),
-    (_BLOCK + 'LayerNorm_2/bias', 'blocks.{}.norm2.bias'),
-    (_BLOCK + 'MlpBlock_3/Dense_0/bias', 'blocks.{}.mlp.fc1.bias'),
-    (_BLOCK + 'MlpBlock_3/Dense_1/bias', 'blocks.{}.mlp.fc2.bias'),
-]
-_DAVPT = {'prompt/proxy': 'proxy_prompt_tokens', 'prompt/other': 'other_prompt_tokens',
-          'prompt/norm/scale': 'vpt_norm.weight', 'prompt/norm/bias': 'vpt_norm.bias'}
-
-
-def _rename(names: Arrays, pairs: list[tuple[str, str]]) -> Arrays:
-  """Pops every key of `names` matching a template's left side ('{}' = a layer index) and returns
-  it under the right side; q/k/v biases are flattened ([H, d] -> [H*d]), reshaped on import."""
-  out = {}
-  for key in sorted(names):
-    for src, dst in pairs:
-      m = re.fullmatch(re.escape(src).replace(r'\{\}', r'(\d+)'), key)
-      if m:
-        out[dst.format(*m.groups())] = names.pop(key).reshape(-1)
-        break
-  return out
-
-
-def _davpt_fwd(t: Arrays, config: Any) -> Arrays:
-  del config
-  out = {v: t.pop(k) for k, v in _DAVPT.items() if k in t}
-  out.update(_rename(t, _TIMM))
-  return {**out, **_head('head')[0](t)}
-
-
-def _davpt_inv(sd: Arrays, config: Any) -> Arrays:
-  del config
-  out = {k: sd.pop(v) for k, v in _DAVPT.items() if v in sd}
-  out.update(_rename(sd, [(b, a) for a, b in _TIMM if 'head' not in b]))
-  return {**out, **_head('head')[1](sd)}
-
-
-def _linear_fwd(t: Arrays, config: Any) -> Arrays:
-  del config
-  return _head('head')[0](t)
-
-
-def _linear_inv(sd: Arrays, config: Any) -> Arrays:
-  del config
-  return _head('head')[1](sd)
-
-
-NAMING: dict[str, tuple[Callable[[Arrays, Any], Arrays], Callable[[Arrays, Any], Arrays], str]] = {
-    'vpt': (_vpt_fwd, _vpt_inv, 'KMnP/vpt'),
-    'spt': (_spt_fwd, _spt_inv, 'WangYZ1608/Self-Prompt-Tuning'),
-    'ship': (_ship_fwd, _ship_inv, 'haoweiz23/SHIP'),
-    'davpt': (_davpt_fwd, _davpt_inv, 'Noahsark/DA-VPT'),
-    'linear': (_linear_fwd, _linear_inv, 'timm'),
-}
-
-
 def _naming(method: str):
-  if method not in NAMING:
-    raise ValueError(f'no PyTorch release naming for method {method!r}; known: {sorted(NAMING)} '
-                     '(full fine-tuning and SAP are not exported this way)')
-  return NAMING[method]
+  """The method's `torch_naming` (its module under prompt_jax/methods/ declares it)."""
+  from prompt_jax.methods import base
+  naming = base.get(method).torch_naming
+  if naming is None:
+    known = sorted(m for m in base.METHODS.names() if base.get(m).torch_naming is not None)
+    raise ValueError(f'no PyTorch release naming for method {method!r}; known: {known} '
+                     '(a method declares one with Method.torch_naming)')
+  return naming.to_torch, naming.from_torch, naming.release
 
 
 def to_state_dict(tuned: Mapping[str, Any], config: Any) -> Arrays:
@@ -259,7 +115,7 @@ def to_safetensors(tuned_dir: str, out: str | None = None) -> str:
   flat, config, meta, prepared = _tuned(tuned_dir)
   sd = to_state_dict(flat, config)
   info = {'format': 'prompt_jax.torch_export/1', 'method': config.method,
-          'variant': base.get(config.method).label(config), 'release': NAMING[config.method][2],
+          'variant': base.get(config.method).label(config), 'release': _naming(config.method)[2],
           'num_classes': str(meta['num_classes']), 'config': config.to_json(),
           'backbone_digest': str(meta.get('backbone_digest')),
           'backbone_checkpoint': str(meta.get('backbone_checkpoint'))}

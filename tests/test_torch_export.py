@@ -45,6 +45,7 @@ def _build(method, tmp_path, monkeypatch, **overrides):
     cfg.ship.num_prompts = 4
   if method == 'davpt':
     cfg.davpt.proxy_start = cfg.davpt.proxy_end = 3
+    cfg.davpt.num_other = 4  # cifar100's release recipe has none: keep the other prompts exported
   for k, v in overrides.items():
     cfg[k.split('.')[0]][k.split('.')[1]] = v
   rng = np.random.default_rng(0)

@@ -156,6 +156,8 @@ class Method:
   programs: Mapping[str, programs_lib.Program] = dataclasses.field(default_factory=dict)
   machine_keys: tuple[str, ...] = ()
   variant: Callable[[Config], str] | None = None
+  # Its PyTorch release's tensor names (methods/torch_names.TorchNaming; torch_export.py).
+  torch_naming: Any = None
 
   def label(self, config: Config) -> str:
     """The variant label of a run (`variant(config)`, else the method name), with a non-default

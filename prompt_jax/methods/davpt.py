@@ -46,6 +46,7 @@ import numpy as np
 from prompt_jax import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
+from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
 from prompt_jax.methods import kmeans
 from prompt_jax.models import vit
@@ -413,9 +414,42 @@ def check(c: base.Config) -> list[str]:
   return out
 
 
+# DA-VPT's trained backbone tensors: our flat name <-> timm name (the release's split q/k/v).
+_BLOCK = 'Transformer/encoderblock_{}/'
+_MHA = _BLOCK + 'MultiHeadDotProductAttention_1/'
+_TIMM = [
+    ('embedding/bias', 'patch_embed.proj.bias'), ('cls', 'cls_token'),
+    (_MHA + 'query/bias', 'blocks.{}.attn.q.bias'), (_MHA + 'key/bias', 'blocks.{}.attn.k.bias'),
+    (_MHA + 'value/bias', 'blocks.{}.attn.v.bias'), (_MHA + 'out/bias', 'blocks.{}.attn.proj.bias'),
+    (_BLOCK + 'LayerNorm_0/scale', 'blocks.{}.norm1.weight'),
+    (_BLOCK + 'LayerNorm_0/bias', 'blocks.{}.norm1.bias'),
+    (_BLOCK + 'LayerNorm_2/scale', 'blocks.{}.norm2.weight'),
+    (_BLOCK + 'LayerNorm_2/bias', 'blocks.{}.norm2.bias'),
+    (_BLOCK + 'MlpBlock_3/Dense_0/bias', 'blocks.{}.mlp.fc1.bias'),
+    (_BLOCK + 'MlpBlock_3/Dense_1/bias', 'blocks.{}.mlp.fc2.bias'),
+]
+_DAVPT = {'prompt/proxy': 'proxy_prompt_tokens', 'prompt/other': 'other_prompt_tokens',
+          'prompt/norm/scale': 'vpt_norm.weight', 'prompt/norm/bias': 'vpt_norm.bias'}
+
+
+def _davpt_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  out = {v: t.pop(k) for k, v in _DAVPT.items() if k in t}
+  out.update(torch_names.rename(t, _TIMM))
+  return {**out, **torch_names.head('head')[0](t)}
+
+
+def _davpt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  out = {k: sd.pop(v) for k, v in _DAVPT.items() if v in sd}
+  out.update(torch_names.rename(sd, [(b, a) for a, b in _TIMM if 'head' not in b]))
+  return {**out, **torch_names.head('head')[1](sd)}
+
+
 DAVPT = base.register(base.Method(
     name='davpt', build_prompter=build_prompter, prepare=prepare, loss=loss, init_state=init_state,
     update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=trainable,
     prepare_keys=base.FEATURE_KEYS + ('seed', 'davpt.num_proxies', 'davpt.cluster_images_per_class',
                                       'davpt.kmeans_iters', 'davpt.kmeans_tol'),
-    config_section='davpt', section=common.davpt, check=check))
+    config_section='davpt', section=common.davpt, check=check,
+    torch_naming=torch_names.TorchNaming(_davpt_fwd, _davpt_inv, 'Noahsark/DA-VPT')))

@@ -33,6 +33,7 @@ unchanged). Training always runs the full last block (its prompt outputs feed th
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -44,6 +45,7 @@ from prompt_jax import progress
 from prompt_jax import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
+from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
 from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
@@ -353,10 +355,34 @@ def check(c: base.Config) -> list[str]:
           for p in validation.at_least(f'ship.{key}', c.ship[key], 1)]
 
 
+_SHIP = {'prompt/shared': 'semantic_share_prompt', 'prompt/attribute': 'attribute_prompt',
+         'prompt/bank': 'feature_bank'}
+
+
+def _ship_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  out = {f'compound_prompts_visual.{a}': p[None]
+         for a, p in enumerate(t.pop('prompt/independent'))}
+  out.update({v: t.pop(k) for k, v in _SHIP.items() if k in t})
+  return {**out, **torch_names.head('head')[0](t)}
+
+
+def _ship_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  idx = sorted(int(k.split('.')[1]) for k in sd if re.match(r'^compound_prompts_visual\.\d+$', k))
+  if idx != list(range(len(idx))) or not idx:
+    raise KeyError(f'compound_prompts_visual.0..{len(idx) - 1} expected, found indices {idx}')
+  out = {'prompt/independent': np.concatenate(
+      [sd.pop(f'compound_prompts_visual.{a}') for a in idx], 0)}
+  out.update({k: sd.pop(v) for k, v in _SHIP.items() if v in sd})
+  return {**out, **torch_names.head('head')[1](sd)}
+
+
 SHIP = base.register(base.Method(
     name='ship', build_prompter=build_prompter, prepare=prepare, init_params=init_params, loss=loss,
     trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',),
     prepare_keys=base.FEATURE_KEYS + ('ship.threshold', 'ship.num_prototypes', 'ship.max_images',
                                       'ship.seed', 'ship.kmeans_n_init'),
     prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship',
-    section=common.ship, check=check))
+    section=common.ship, check=check,
+    torch_naming=torch_names.TorchNaming(_ship_fwd, _ship_inv, 'haoweiz23/SHIP')))

@@ -43,6 +43,7 @@ from prompt_jax import workdir as workdir_lib
 from prompt_jax import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
+from prompt_jax.methods import torch_names
 from prompt_jax.methods import kmeans
 from prompt_jax.methods import vpt
 
@@ -211,10 +212,24 @@ def variant(config: base.Config) -> str:
   return f"spt_{'deep' if config.vpt.deep else 'shallow'}_{config.prompt_init.strategy}"
 
 
+def _spt_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  if 'prompt/proj/kernel' in t:
+    raise ValueError('SPT\'s release has no prompt projection; a run with vpt.project_dim > 0 '
+                     'has no SPT state dict (export it as method vpt)')
+  del config
+  return {'prompt_token': t.pop('prompt/prompts'), **torch_names.head('head')[0](t)}
+
+
+def _spt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  return {'prompt/prompts': sd.pop('prompt_token'), **torch_names.head('head')[1](sd)}
+
+
 SPT = base.register(base.Method(
     name='spt', build_prompter=vpt.build_prompter, prepare=prepare, init_params=init_params,
     prompt_slots=vpt.prompt_slots, config_section='vpt', variant=variant, section=common.vpt,
     check=lambda c: vpt.check(c) + check_prompt_init(c),
     prepare_keys=base.FEATURE_KEYS + ('vpt.num_prompts', 'vpt.deep', 'vpt.project_dim',
                                       'prompt_init.strategy', 'prompt_init.fraction',
-                                      'prompt_init.seed', 'prompt_init.batch_size')))
+                                      'prompt_init.seed', 'prompt_init.batch_size'),
+    torch_naming=torch_names.TorchNaming(_spt_fwd, _spt_inv, 'WangYZ1608/Self-Prompt-Tuning')))

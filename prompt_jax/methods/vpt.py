@@ -22,10 +22,12 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from prompt_jax import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
+from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
 from prompt_jax.models import vit
 from prompt_jax.models.prompter import BlockOutput
@@ -110,6 +112,33 @@ def check(c: base.Config) -> list[str]:
           + validation.at_least('vpt.project_dim', c.vpt.project_dim, 0))
 
 
+def _vpt_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  p = t.pop('prompt/prompts')
+  out = {'enc.transformer.prompt_embeddings': p[:1]}
+  if config.vpt.deep and p.shape[0] > 1:
+    out['enc.transformer.deep_prompt_embeddings'] = p[1:]
+  if 'prompt/proj/kernel' in t:
+    out['enc.transformer.prompt_proj.weight'] = t.pop('prompt/proj/kernel').T
+    out['enc.transformer.prompt_proj.bias'] = t.pop('prompt/proj/bias')
+  return {**out, **torch_names.head('head.last_layer')[0](t)}
+
+
+def _vpt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  parts = [sd.pop('enc.transformer.prompt_embeddings')]
+  if 'enc.transformer.deep_prompt_embeddings' in sd:
+    parts.append(sd.pop('enc.transformer.deep_prompt_embeddings'))
+    if parts[0].shape[1:] != parts[1].shape[1:]:
+      raise ValueError(f'enc.transformer.prompt_embeddings {parts[0].shape} and '
+                       f'deep_prompt_embeddings {parts[1].shape} differ in [P, D]')
+  out = {'prompt/prompts': np.concatenate(parts, 0)}
+  if 'enc.transformer.prompt_proj.weight' in sd:
+    out['prompt/proj/kernel'] = sd.pop('enc.transformer.prompt_proj.weight').T
+    out['prompt/proj/bias'] = sd.pop('enc.transformer.prompt_proj.bias')
+  return {**out, **torch_names.head('head.last_layer')[1](sd)}
+
+
 VPT = base.register(base.Method(name='vpt', build_prompter=build_prompter,
                                 prompt_slots=prompt_slots, config_section='vpt',
-                                section=common.vpt, check=check, variant=variant))
+                                section=common.vpt, check=check, variant=variant,
+    torch_naming=torch_names.TorchNaming(_vpt_fwd, _vpt_inv, 'KMnP/vpt')))
