@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -58,3 +60,18 @@ def test_train_step_times_torch_compile_apart():
   for k in ('jax_live', 'torch', 'torch_compiled'):
     t = row[f'{k}_timing']
     assert t['rounds'] == 2 and t['images_per_s_best'] >= t['images_per_s_median'] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_dry_mode():
+  """benchmarks/gpu_check.sh --cpu: every stage of the GPU check runs (micro model on CPU)."""
+  env = dict(os.environ, GPU_CHECK_TIMEOUT='1100')  # the 8-minute cap is the GPU run's
+  out = subprocess.run(['bash', 'benchmarks/gpu_check.sh', '--cpu', '--methods=vpt_deep'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  table = json.loads(out.stdout)
+  assert table['mode'] == 'cpu' and table['accelerator_tests']['returncode'] == 0
+  assert 'error' not in table['rows'][0] and table['rows'][0]['jax_images_per_s'] > 0
+  vs = table['vpt_deep_vs_torch']
+  assert 'error' not in vs, vs
+  assert vs['torch_compile_s'] > 0 and vs['jax_over_best_torch'] > 0
