@@ -18,11 +18,40 @@ def load_average() -> list[float]:
   return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo (platform.processor() where that is missing)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown'
+
+
+def cpu_flags(wanted: tuple[str, ...] = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
+              ) -> list[str]:
+  """Which of `wanted` ISA extensions /proc/cpuinfo lists (the bf16 / AVX-512 paths need them)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = next((ln.split(':', 1)[1].split() for ln in f if ln.startswith('flags')), [])
+  except OSError:
+    flags = []
+  return [w for w in wanted if w in flags]
+
+
 def machine() -> dict[str, Any]:
   """Where the figures were taken, with the load average at the time of the call."""
   return {'platform': platform.platform(), 'python': platform.python_version(),
-          'cpus': os.cpu_count(), 'jax': jax.__version__, 'jax_backend': jax.default_backend(),
+          'cpus': os.cpu_count(), 'cpu_model': cpu_model(), 'cpu_flags': cpu_flags(),
+          'jax': jax.__version__, 'jax_backend': jax.default_backend(),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'devices': [d.device_kind for d in jax.devices()], 'load_average': load_average()}
+
+
+def median(xs: list[float]) -> float:
+  return float(np.median(xs))
 
 
 def time_fn(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 5) -> float:
@@ -37,9 +66,9 @@ def time_fn(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 5) -> float:
   return float(np.median(times))
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: int = 5
-                     ) -> dict[str, float]:
-  """Median seconds per call of each fn, timed round-robin (one call of each per round) so that a
+def time_rounds(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: int = 5
+                ) -> dict[str, list[float]]:
+  """Seconds of every call of each fn, timed round-robin (one call of each per round) so that a
   shared machine's changing load hits every candidate alike."""
   for fn in fns.values():
     for _ in range(warmup):
@@ -50,7 +79,29 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iter
       t = time.perf_counter()
       fn()
       times[k].append(time.perf_counter() - t)
-  return {k: float(np.median(v)) for k, v in times.items()}
+  return times
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: int = 5
+                     ) -> dict[str, float]:
+  """Median seconds per call of each fn over `time_rounds`."""
+  return {k: float(np.median(v)) for k, v in time_rounds(fns, warmup=warmup, iters=iters).items()}
+
+
+def spread(times: list[float], batch: int) -> dict[str, float]:
+  """images/s at the fastest and the median round (the fastest is the least disturbed by load)."""
+  return {'images_per_s_best': batch / min(times), 'images_per_s_median': batch / median(times),
+          'rounds': len(times)}
+
+
+def torch_compiled(run_factory: Callable[[], Callable[[], Any]]) -> tuple[Callable[[], Any], float]:
+  """(run, first-call seconds) of a `torch.compile`d step: `run_factory()` must build the step on a
+  model it has already `.compile()`d (mode default). The first call traces and compiles; what it
+  costs beyond a step is the compile time, reported apart from the step's."""
+  run = run_factory()
+  t = time.perf_counter()
+  run()
+  return run, time.perf_counter() - t
 
 
 def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:

@@ -23,8 +23,11 @@ params are copied into the PyTorch model and logits / loss of one training-mode 
 off) are compared ('check'); trainable parameter counts of both are reported. PyTorch is timed with
 its default thread count (torch_images_per_s, jax_over_torch: the same cores JAX uses) and with 1
 thread (torch_images_per_s_1thread, jax_over_torch_1thread; JAX is not re-timed at 1 thread): on a
-contended 2-core box 2-thread PyTorch can be 5-100x slower. Methods that fail to build:
-'skipped: reason'.
+contended 2-core box 2-thread PyTorch can be 5-100x slower. PyTorch is also timed
+`torch.compile`d (mode default; `torch_compile_s` apart; `--no_compile` skips it), and
+`jax_over_best_torch` divides by the faster of eager and compiled. The JAX steps and both PyTorch
+steps are timed in interleaved rounds; `timing` has images/s at the fastest and the median round of
+each. Methods that fail to build: 'skipped: reason'.
 """
 
 import argparse
@@ -188,7 +191,11 @@ def _check(name: str, ctx: dict, model) -> dict:
                      abs(float(loss_j) - float(loss_t)) < 1e-4 * max(1.0, abs(float(loss_j))))}
 
 
-def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int) -> dict:
+def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int,
+               compile: bool = True) -> tuple[dict, dict]:
+  """(row, runs): the PyTorch model's check, FLOPs and 1-thread timing, and its eager and
+  `torch.compile`d steps ('torch', 'torch_compiled') for the caller to time with the JAX step."""
+  import copy
   import torch
   from tests.torch_reference import torch_vit
   model, step, desc = _torch_model(name, ctx, variant, image, classes)
@@ -200,6 +207,7 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
     row['check'] = f'failed: {type(e).__name__}: {e}'[:300]
   xt = torch.as_tensor(ctx['x']).permute(0, 3, 1, 2).contiguous()
   yt = torch.as_tensor(ctx['y']).long()
+  compiled_model = copy.deepcopy(model) if compile else None
   run = step(model, xt, yt)
   try:
     from torch.utils.flop_counter import FlopCounterMode
@@ -209,19 +217,22 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
   except Exception as e:
     row['torch_step_flops'] = f'unavailable: {type(e).__name__}'
   default = torch.get_num_threads()
-  by_threads = {}
   try:
-    for n in sorted({default, 1}, reverse=True):
-      torch.set_num_threads(n)
-      by_threads[n] = len(ctx['y']) / bench.time_fn(run, iters=iters)
+    torch.set_num_threads(1)
+    row['torch_images_per_s_1thread'] = len(ctx['y']) / bench.time_fn(run, iters=iters)
   finally:
     torch.set_num_threads(default)
-  row.update(torch_images_per_s=by_threads[default], torch_threads=default,
-             torch_images_per_s_1thread=by_threads[1])
-  return row
+  row['torch_threads'] = default
+  runs = {'torch': run}
+  if compile:
+    compiled_model.compile()  # torch.compile, mode default, in place
+    runs['torch_compiled'], row['torch_compiled_first_call_s'] = bench.torch_compiled(
+        lambda: step(compiled_model, xt, yt))
+  return row, runs
 
 
-def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torch):
+def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torch,
+              compile_torch=True):
   row = {'method': name, 'model': f'ViT-{variant}', 'batch': batch, 'image': image, 'dtype': dtype}
   classes = 100
   try:
@@ -235,31 +246,43 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
                                                          dtype, live_tokens=False)
   except Exception as e:
     row['all_live'] = f'skipped: {type(e).__name__}: {e}'[:300]
-  secs = bench.time_interleaved(runs, iters=iters)
+  tr = {}
+  if with_torch and dtype != 'float32':
+    row['torch'] = f'skipped: the PyTorch rows are float32 only (JAX ran {dtype})'
+  elif with_torch:
+    try:
+      tr, torch_runs = _torch_row(name, ctx, variant, image, classes, iters, compile_torch)
+      runs.update(torch_runs)
+    except Exception as e:
+      row['torch'] = f'skipped: {type(e).__name__}: {e}'[:300]
+  times = bench.time_rounds(runs, iters=iters)  # JAX and PyTorch interleaved
+  secs = {k: float(np.median(v)) for k, v in times.items()}
   t = secs['live']
   cost = ctx['cost']
   row.update(trainable_params=n_train, jax_images_per_s=batch / t, jax_step_flops=flops,
              jax_step_bytes_accessed=cost['bytes_accessed'],
              jax_flop_utilisation=flops / t / peak, jax_compile_s=compile_s, jax_memory=mem,
-             roofline=bench.roofline(flops, cost['bytes_accessed'], batch))
+             roofline=bench.roofline(flops, cost['bytes_accessed'], batch),
+             timing={k: bench.spread(v, batch) for k, v in times.items()})
   if 'all_live' in secs:
     t_full = secs['all_live']
     row.update(jax_images_per_s_all_live=batch / t_full, jax_step_flops_all_live=flops_full,
                jax_flop_utilisation_all_live=flops_full / t_full / peak,
                live_over_all_live=t_full / t)
-  if not with_torch:
+  if not tr:
     return row
-  if dtype != 'float32':
-    row['torch'] = f'skipped: the PyTorch rows are float32 only (JAX ran {dtype})'
-    return row
-  try:
-    tr = _torch_row(name, ctx, variant, image, classes, iters)
-  except Exception as e:
-    row['torch'] = f'skipped: {type(e).__name__}: {e}'[:300]
-    return row
-  row.update(tr, jax_over_torch=row['jax_images_per_s'] / tr['torch_images_per_s'],
+  torch_keys = [k for k in ('torch', 'torch_compiled') if k in secs]
+  row.update(tr, torch_images_per_s=batch / secs['torch'],
+             jax_over_torch=secs['torch'] / t,
              jax_over_torch_1thread=row['jax_images_per_s'] / tr['torch_images_per_s_1thread'],
-             trainable_params_match=tr['torch_trainable_params'] == n_train)
+             trainable_params_match=tr['torch_trainable_params'] == n_train,
+             best_torch=min(torch_keys, key=secs.get),
+             jax_over_best_torch={
+                 'median': min(secs[k] for k in torch_keys) / t,
+                 'best': min(min(times[k]) for k in torch_keys) / min(times['live'])})
+  if 'torch_compiled' in secs:
+    row.update(torch_compiled_images_per_s=batch / secs['torch_compiled'],
+               torch_compile_s=tr['torch_compiled_first_call_s'] - secs['torch_compiled'])
   return row
 
 
@@ -268,6 +291,7 @@ def main() -> None:
   ap.add_argument('--quick', action='store_true')
   ap.add_argument('--iters', type=int, default=3)
   ap.add_argument('--no_torch', action='store_true')
+  ap.add_argument('--no_compile', action='store_true', help='skip the torch.compile rows')
   ap.add_argument('--variants', default='S/16,B/16', help='full run: comma-separated ViT variants')
   ap.add_argument('--dtype', default='', help="model.compute_dtype; '' = bfloat16 on an "
                   'accelerator, float32 on CPU (bfloat16 there times the avx512_bf16 path)')
@@ -280,7 +304,8 @@ def main() -> None:
   load_before = bench.load_average()
   peak = bench.matmul_peak_flops(1024 if args.quick else 2048, jnp.dtype(dtype))
   methods = {n: METHODS[n] for n in args.methods.split(',')}
-  rows = [bench_one(n, m, v, b, i, args.iters, peak, dtype, not args.no_torch)
+  rows = [bench_one(n, m, v, b, i, args.iters, peak, dtype, not args.no_torch,
+                    not args.no_compile)
           for v, b, i in grid for n, m in methods.items()]
   print(json.dumps({'benchmark': 'suite', 'quick': args.quick, 'dtype': dtype,
                     'matmul_peak_flops_per_s': peak, 'accelerators_assumed': bench.ACCELERATORS,

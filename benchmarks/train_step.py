@@ -11,14 +11,21 @@ all tokens live). `--attention=einsum,fused` times both attention implementation
 (models/attention.py). Prints JSON: images/s, ratios to PyTorch, FLOPs of each compiled step (XLA
 cost analysis: the live step's count holds only the live-token work) and their utilisation of a
 measured matmul peak, and the machine's load average before and after. The candidates of one P are
-timed round-robin (`bench.time_interleaved`), so a shared machine's load changes hit them alike.
+timed round-robin (`bench.time_rounds`), so a shared machine's load changes hit them alike; every
+candidate reports images/s at its fastest and its median round.
+
+PyTorch is timed eager ('torch') and `torch.compile`d ('torch_compiled', mode default, compile
+time reported apart as `torch_compile_s`); `*_over_best_torch` divides by the faster of the two
+(per statistic: fastest round over fastest round, median over median). `--no_compile` skips it.
 Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
 
 import numpy as np
 
@@ -56,11 +63,14 @@ def jax_step(batch: int, prompts: int, image: int, variant: str, classes: int = 
   return run, bench.compiled_flops(compiled), compile_s, tree.count(trainable)
 
 
-def torch_step(batch: int, prompts: int, image: int, classes: int = 100, **arch):
+def torch_step(batch: int, prompts: int, image: int, classes: int = 100, compile: bool = False,
+               **arch):
   import torch
   from tests.torch_reference.torch_vit import VPTDeepViT
   torch.manual_seed(0)
   model = VPTDeepViT(image=image, prompts=prompts, classes=classes, **arch)
+  if compile:
+    model.compile()  # torch.compile, mode default, of the module's forward (in place)
   opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
   x = torch.randn(batch, 3, image, image)
   y = torch.randint(0, classes, (batch,))
@@ -84,6 +94,7 @@ def main() -> None:
   ap.add_argument('--attention', default='auto', help='comma-separated: auto, einsum, fused')
   ap.add_argument('--paths', default='live,full', help="'live' and/or 'full' (all tokens live)")
   ap.add_argument('--no_torch', action='store_true')
+  ap.add_argument('--no_compile', action='store_true', help='skip the torch.compile candidate')
   args = ap.parse_args()
   from prompt_jax.models import vit
   arch = vit.decode_variant(args.variant)
@@ -101,23 +112,41 @@ def main() -> None:
         row.update({f'jax_{key}_step_flops': flops, f'jax_{key}_compile_s': compile_s,
                     'trainable_params': n_train})
     if not args.no_torch:
-      runs['torch'], threads, torch_version = torch_step(
-          args.batch, p, args.image, patch=arch['patch_size'], d=arch['width'],
-          depth=arch['depth'], heads=arch['num_heads'], mlp=arch['mlp_dim'])
+      kw = dict(patch=arch['patch_size'], d=arch['width'], depth=arch['depth'],
+                heads=arch['num_heads'], mlp=arch['mlp_dim'])
+      runs['torch'], threads, torch_version = torch_step(args.batch, p, args.image, **kw)
       row.update(torch_threads=threads, torch=torch_version)
-    secs = bench.time_interleaved(runs, iters=args.iters)
+      if not args.no_compile:
+        runs['torch_compiled'], first_s = bench.torch_compiled(functools.partial(
+            lambda *a, **k: torch_step(*a, **k)[0], args.batch, p, args.image, compile=True, **kw))
+        row['torch_compiled_first_call_s'] = first_s
+    times = bench.time_rounds(runs, iters=args.iters)
+    secs = {k: float(np.median(v)) for k, v in times.items()}
+    best = {k: float(np.min(v)) for k, v in times.items()}
+    if 'torch_compiled' in secs:
+      row['torch_compile_s'] = row['torch_compiled_first_call_s'] - secs['torch_compiled']
+    torch_keys = [k for k in secs if k.startswith('torch')]
     for key, t in secs.items():
-      name = 'torch' if key == 'torch' else f'jax_{key}'
+      name = key if key.startswith('torch') else f'jax_{key}'
       row[f'{name}_images_per_s'] = args.batch / t
-      if key != 'torch':
+      row[f'{name}_timing'] = bench.spread(times[key], args.batch)
+      if key not in torch_keys:
         row[f'jax_{key}_flop_utilisation'] = row[f'jax_{key}_step_flops'] / t / peak
         if 'torch' in secs:
           row[f'{key}_over_torch'] = secs['torch'] / t
+        if torch_keys:
+          row[f'{key}_over_best_torch'] = {
+              'median': min(secs[k] for k in torch_keys) / t,
+              'best': min(best[k] for k in torch_keys) / best[key]}
+    if torch_keys:
+      row['best_torch'] = min(torch_keys, key=secs.get)
     if 'live' in secs and 'full' in secs:
       row['live_over_full'] = secs['full'] / secs['live']
     rows.append(row)
   print(json.dumps({
-      'benchmark': 'train_step', 'model': f'ViT-{args.variant} VPT-deep', 'batch': args.batch,
+      'benchmark': 'train_step',
+      'command': ' '.join(['python -m benchmarks.train_step'] + sys.argv[1:]),
+      'model': f'ViT-{args.variant} VPT-deep', 'batch': args.batch,
       'image': args.image, 'dtype': 'float32', 'attention': args.attention,
       'matmul_peak_flops_per_s': peak, 'rows': rows, 'load_average_before': load_before,
       'load_average_after': bench.load_average(), 'machine': bench.machine()}, indent=1))

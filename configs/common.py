@@ -55,7 +55,8 @@ def base() -> ConfigDict:
       # output projection, residual or MLP): exact, and faster. False: every token is computed in
       # every block, as the releases do (models/prompter.py).
       live_tokens=True,
-      attention='auto'))          # 'auto' | 'einsum' | 'fused' (models/attention.py)
+      attention='auto',           # 'auto' | 'einsum' | 'fused' (models/attention.py)
+      remat=False))               # recompute MLP hidden + attention weights in backward (vit.py)
 
   # Backbone weights: checkpoint path (local or gs://; 'random' = a seeded random init on purpose;
   # empty is an error), format npz | timm | mae | mocov3 | clip_openai | clip_hf,

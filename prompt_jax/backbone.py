@@ -60,7 +60,7 @@ def build_vit(config: Config, num_classes: int, prompter: nn.Module | None
       **vit.decode_variant(m.variant), num_classes=num_classes, prompt=prompter,
       drop_path=m.drop_path, act=m.act, ln_eps=m.ln_eps, pool=m.pool, head_init=m.head_init,
       head_init_std=m.head_init_std, head_bias_init=m.head_bias_init, attention=m.attention,
-      dtype=jnp.dtype(m.compute_dtype))
+      dtype=jnp.dtype(m.compute_dtype), remat=m.get('remat', False))
 
 
 def backbone_model(method: Any, config: Config) -> nn.Module:

@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_quick_suite_rows_and_pytorch_checks():
-  out = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--iters=1'], cwd=ROOT,
-                       capture_output=True, text=True, timeout=1200)
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--iters=1',
+                        '--no_compile'], cwd=ROOT, capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:]
   table = json.loads(out.stdout)
   rows = {r['method']: r for r in table['rows']}
@@ -38,3 +40,38 @@ def test_input_loop_rows():
   assert out.returncode == 0, out.stderr[-3000:]
   rows = json.loads(out.stdout)['rows']
   assert len(rows) == 7 and all(v > 0 for v in rows.values()), rows
+
+
+def test_train_step_times_torch_compile_apart():
+  """The torch.compile anchor: compiled PyTorch is a candidate, its compile time is reported apart
+  and the ratio is against the faster of eager and compiled, at both the best and median round."""
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.train_step', '--variant=Mu/8',
+                        '--image=32', '--prompts=4', '--iters=2', '--paths=live'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=1200)
+  assert out.returncode == 0, out.stderr[-3000:]
+  table = json.loads(out.stdout)
+  assert table['machine']['cpu_model'] and len(table['load_average_before']) == 3
+  row = table['rows'][0]
+  assert row['torch_compile_s'] > 0 and row['torch_compiled_images_per_s'] > 0
+  best = {k: row[f'{k}_timing']['images_per_s_best'] for k in ('torch', 'torch_compiled')}
+  fastest = max(best.values())
+  assert abs(row['live_over_best_torch']['best'] * fastest
+             - row['jax_live_timing']['images_per_s_best']) < 1e-6 * fastest
+  for k in ('jax_live', 'torch', 'torch_compiled'):
+    t = row[f'{k}_timing']
+    assert t['rounds'] == 2 and t['images_per_s_best'] >= t['images_per_s_median'] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_dry_mode():
+  """benchmarks/gpu_check.sh --cpu: every stage of the GPU check runs (micro model on CPU)."""
+  env = dict(os.environ, GPU_CHECK_TIMEOUT='1100')  # the 8-minute cap is the GPU run's
+  out = subprocess.run(['bash', 'benchmarks/gpu_check.sh', '--cpu', '--methods=vpt_deep'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  table = json.loads(out.stdout)
+  assert table['mode'] == 'cpu' and table['accelerator_tests']['returncode'] == 0
+  assert 'error' not in table['rows'][0] and table['rows'][0]['jax_images_per_s'] > 0
+  vs = table['vpt_deep_vs_torch']
+  assert 'error' not in vs, vs
+  assert vs['torch_compile_s'] > 0 and vs['jax_over_best_torch'] > 0

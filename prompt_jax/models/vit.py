@@ -100,6 +100,7 @@ class MultiHeadAttention(nn.Module):
   num_heads: int
   attention: str = 'auto'
   dtype: Any = jnp.float32
+  remat: bool = False  # recompute the attention weights in the backward pass (model.remat)
 
   @nn.compact
   def __call__(self, y: Array, y_kv: Array | None = None, y_fixed: Array | None = None, *,
@@ -144,9 +145,13 @@ class MultiHeadAttention(nn.Module):
         k, v = jnp.concatenate([k, k_s], axis=1), jnp.concatenate([v, v_s], axis=1)
     impl = attn_lib.resolve(self.attention)
     if kernel is None:
-      o, o_fixed, carry = attn_lib.dot_product_attention(q, k, v, mask, impl), None, None
+      attend = lambda q, k, v, mask: attn_lib.dot_product_attention(q, k, v, mask, impl)
+      attend = jax.checkpoint(attend) if self.remat else attend
+      o, o_fixed, carry = attend(q, k, v, mask), None, None
     else:
-      o, o_fixed, carry = kernel(q, k, v, y=y, y_fixed=y_fixed, impl=impl)
+      run = lambda q, k, v, y, y_fixed: kernel(q, k, v, y=y, y_fixed=y_fixed, impl=impl)
+      run = jax.checkpoint(run) if self.remat else run
+      o, o_fixed, carry = run(q, k, v, y, y_fixed)
     return out_proj(o), None if o_fixed is None else out_proj(o_fixed), q, carry
 
 
@@ -163,6 +168,7 @@ class Encoder1DBlock(nn.Module):
   ln_eps: float = 1e-6
   attention: str = 'auto'
   dtype: Any = jnp.float32
+  remat: bool = False  # model.remat: see VisionTransformer
 
   @nn.compact
   def __call__(self, x: Array, kv: Array | None = None, fixed: Array | None = None, *,
@@ -184,7 +190,7 @@ class Encoder1DBlock(nn.Module):
     ln = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_0')
     norm = lambda a: None if a is None else ln(a)
     mha = MultiHeadAttention(self.num_heads, attention=self.attention, dtype=self.dtype,
-                             name='MultiHeadDotProductAttention_1')
+                             remat=self.remat, name='MultiHeadDotProductAttention_1')
     y, y_fixed, q, carry = mha(ln(x), norm(kv), norm(fixed), num_queries=num_queries,
                                kernel=kernel, mask=mask, qkv_delta=d.qkv)
     if 'queries' in sow:
@@ -192,7 +198,8 @@ class Encoder1DBlock(nn.Module):
     if 'attn_out' in sow:
       self.sow('aux', 'attn_out', y)
     ln2 = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name='LayerNorm_2')
-    mlp = MlpBlock(self.mlp_dim, act=self.act, dtype=self.dtype, name='MlpBlock_3')
+    mlp_cls = nn.remat(MlpBlock) if self.remat else MlpBlock  # same params, hidden recomputed
+    mlp = mlp_cls(self.mlp_dim, act=self.act, dtype=self.dtype, name='MlpBlock_3')
     x = x + deltas_lib.branch(d.attn, DropPath(self.drop_path)(y, deterministic))
     x = x + deltas_lib.branch(d.mlp, DropPath(self.drop_path)(mlp(ln2(x)), deterministic))
     if fixed is not None:
@@ -223,6 +230,7 @@ class Encoder(nn.Module):
   pool: str = 'cls'
   attention: str = 'auto'
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> dict[str, Array]:
@@ -241,7 +249,7 @@ class Encoder(nn.Module):
       rate = self.drop_path * i / max(self.depth - 1, 1)
       prev = Encoder1DBlock(self.mlp_dim, self.num_heads, drop_path=rate, act=self.act,
                             ln_eps=self.ln_eps, attention=self.attention, dtype=self.dtype,
-                            name=f'encoderblock_{i}')(
+                            remat=self.remat, name=f'encoderblock_{i}')(
           tokens.live, tokens.kv, tokens.fixed, num_queries=tokens.num_queries,
           kernel=tokens.kernel, mask=tokens.mask, sow=tokens.sow, deltas=tokens.deltas,
           deterministic=not train)
@@ -286,6 +294,10 @@ class VisionTransformer(nn.Module):
   pool: 'cls' (CLS after encoder_norm), 'norm_mean' (encoder_norm then mean of tokens[1:], prompts
   included: DA-VPT's MAE head) or 'mean_norm' (mean of tokens[1:] then encoder_norm: SPT/timm MAE).
   num_classes=0 gives no head (features only).
+  remat (config model.remat, default False): in every block the MLP's hidden activations and the
+  attention weights are recomputed in the backward pass instead of stored (the two largest
+  per-block tensors, B·T·mlp_dim and B·H·T·T); same params and results, less memory, more FLOPs
+  (benchmarks/README.md, memory table).
   """
 
   patch_size: int = 16
@@ -304,6 +316,7 @@ class VisionTransformer(nn.Module):
   head_bias_init: float = 0.0
   attention: str = 'auto'  # attention.IMPLEMENTATIONS
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, images: Array, train: bool = False) -> tuple[Array, dict[str, Array]]:
@@ -318,7 +331,8 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
     enc = Encoder(self.depth, self.mlp_dim, self.num_heads, prompter=self.prompt,
                   drop_path=self.drop_path, act=self.act, ln_eps=self.ln_eps, pool=self.pool,
-                  attention=self.attention, dtype=self.dtype, name='Transformer')(x, train)
+                  attention=self.attention, dtype=self.dtype, remat=self.remat,
+                  name='Transformer')(x, train)
     out.update(enc)
     feat = out['pre_logits'] = enc['pooled']
     if not self.num_classes:
