@@ -260,12 +260,53 @@ def _fmt(cell: Cell | None) -> str:
 
 
 def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
-  """(header, rows of strings): top-1 in %, 'mean ± std' over seeds; '' where missing."""
+  """(header, rows of strings): top-1 in %, 'mean ± std' over seeds; '' where missing. A group
+  mean over part of its group says so ('71.20 (4/7)'). Config fields and long selection texts are
+  footnote marks ('ViT-B_16.npz [1]'), listed by `footnotes`."""
   cols = task_columns(rows) + group_columns(rows)
   header = ['method', 'variant', 'config', 'selection'] + cols
-  body = [[r.method, r.variant, r.config, r.selection] + [_fmt(r.cells.get(c)) for c in cols]
-          for r in rows]
+  marks = _footnote_marks(rows)
+  body = [[r.method, r.variant, _marked(r.config, marks), _short_selection(r.selection, marks)]
+          + [_fmt(r.cells.get(c)) + _partial(r, c) for c in cols] for r in rows]
   return header, body
+
+
+def footnotes(rows: Sequence[Row]) -> list[str]:
+  """'[n] text' for each config difference / selection text the table marks."""
+  return [f'[{n}] {text}' for text, n in _footnote_marks(rows).items()]
+
+
+def _footnote_marks(rows: Sequence[Row]) -> dict[str, int]:
+  texts = [x for r in rows for x in (_config_extra(r.config), r.selection)
+           if x and (x != r.selection or len(x) > _SELECTION_WIDTH)]
+  return {t: i + 1 for i, t in enumerate(dict.fromkeys(texts))}
+
+
+_SELECTION_WIDTH = 28
+
+
+def _config_extra(config: str) -> str:
+  return '; '.join(config.split('; ')[1:])
+
+
+def _marked(config: str, marks: dict[str, int]) -> str:
+  extra = _config_extra(config)
+  return f"{config.split('; ')[0]} [{marks[extra]}]" if extra else config
+
+
+def _short_selection(selection: str, marks: dict[str, int]) -> str:
+  if len(selection) <= _SELECTION_WIDTH:
+    return selection
+  head = selection.split(':')[0].split(' (')[0][:_SELECTION_WIDTH].rstrip()
+  return f'{head} [{marks[selection]}]'
+
+
+def _partial(r: Row, column: str) -> str:
+  members = tasks_lib.GROUPS.get(column)
+  if not members or column not in r.cells:
+    return ''
+  have = sum(t in r.cells for t in members)
+  return '' if have == len(members) else f' ({have}/{len(members)})'
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -431,6 +472,9 @@ def write(rows: Sequence[Row], runs: Sequence[Run], *, md: str | None = None,
           extra: dict[str, Any] | None = None) -> str:
   """Writes the outputs asked for; returns the markdown table."""
   text = markdown(*table(rows))
+  notes = footnotes(rows)
+  if notes:
+    text += '\n' + '\n'.join(notes) + '\n'
   if md:
     with open(md, 'w') as f:
       f.write(text)

@@ -1,6 +1,7 @@
 """prompt_jax.report: results.json found under any folder -> rows by (method, variant, config),
 mean ± std over seeds, group means, non-VTAB tasks, CSV / markdown / PNG / JSON."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -224,3 +225,25 @@ def test_figure_is_readable(tmp_path):
   assert [t.get_text() for t in gx.get_xticklabels()] == [
       'natural (2/7 tasks)', 'specialized (1/4 tasks)']
   plt.close(fig)
+
+
+def test_table_marks_partial_groups_and_footnotes_config_and_selection(tmp_path):
+  """A group mean over part of its group says so; config differences and a long selection text
+  are footnote marks under the table, not column dumps."""
+  for p in (10, 50):
+    cfg = {'seed': 0, 'data': {'task': 'dtd'}, 'init': {'checkpoint': '/w/ViT-B_16.npz'},
+           'vpt': {'num_prompts': p}}
+    _write(tmp_path, f'p{p}', task='dtd', variant='vpt_deep', test=p / 100, config=cfg)
+  runs = report.load_runs([str(tmp_path)])
+  long = 'val-selected: lr x wd grid on train800 -> val200, best of 12 trials per task and seed'
+  rows = report.build_rows(runs, ('final',))
+  rows.append(dataclasses.replace(rows[-1], selection=long))
+  header, body = report.table(rows)
+  natural = header.index('natural')
+  assert all(b[natural].endswith(' (1/7)') for b in body), body
+  assert {b[2] for b in body} == {'ViT-B_16.npz [1]', 'ViT-B_16.npz [2]'}
+  assert body[-1][3] == 'val-selected [3]' and body[0][3] == 'final epoch'
+  notes = report.footnotes(rows)
+  assert notes == ['[1] vpt.num_prompts=10', '[2] vpt.num_prompts=50', f'[3] {long}'], notes
+  text = report.write(rows, runs)
+  assert text.rstrip().endswith(f'[3] {long}')
