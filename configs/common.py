@@ -34,7 +34,7 @@ def _opt_str(default: str | None = None) -> ml_collections.FieldReference:
 def base() -> ConfigDict:
   """The fields every config has."""
   c = ConfigDict()
-  c.program = 'train'   # prompt_jax.main.PROGRAMS: 'train', 'demo', 'b2n', 'clip_zeroshot'
+  c.program = 'train'   # prompt_jax.main.PROGRAMS: train, evaluate, demo, b2n, clip_zeroshot
   c.method = 'vpt'      # a registered method: vpt, linear, full, ship, davpt, spt, sap
   c.seed = 0
   c.recipe_task = ''    # the task whose per-task recipe row this config holds ('' = none)
@@ -118,6 +118,12 @@ def base() -> ConfigDict:
 
   # Devices: data-parallel mesh; `fsdp` > 1 shards the frozen backbone over that many devices.
   c.mesh = ConfigDict(dict(fsdp=1, distributed=False))
+
+  # program='evaluate': score data.eval_splits from an export (prompt_jax/predict.py) on
+  # init.checkpoint. `tuned`: a run's tuned/ folder or a release-named .safetensors ('' = this
+  # run's own --workdir/tuned); `allow_other_backbone`: score even if the backbone digest differs.
+  # Writes --workdir/evaluate.json.
+  c.evaluate = ConfigDict(dict(tuned='', allow_other_backbone=False))
 
   # Prompt initialiser for any prompt method: 'default' (the method's own) or 'spt' (prototypes of
   # the downstream tokens; strategy random | mean_pooling | max_pooling | kmeans; `fraction` of the

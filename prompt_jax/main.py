@@ -17,6 +17,13 @@ non-finite step is a message naming the fix, no traceback);
 128 + n when signal n (SIGTERM 143, SIGINT 130) stopped training after saving a checkpoint: rerun
 the same command to resume.
 `--verbose` shows every library's INFO log (orbax, clu, jax, TensorFlow) and the config.
+`--config.program=evaluate` scores data.eval_splits from an export (config.evaluate.tuned, else
+WORKDIR/tuned) into evaluate.json.
+
+Other commands (each has --help): prompt-jax-sweep (the protocol: tasks x seeds x search, one
+table), prompt-jax-report (the table and figure from results.json files), prompt-jax-predict (a
+split or image files from an export), prompt-jax-torch-export (tuned prompts as a PyTorch state
+dict); also python -m prompt_jax.<sweep|report|predict|torch_export>.
 """
 
 from __future__ import annotations

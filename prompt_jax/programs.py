@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 from collections.abc import Callable
 
@@ -46,9 +47,40 @@ def _demo(config: Config, workdir: str) -> Any:
   return demo.run(config, workdir)
 
 
+def tuned_path(config: Config, workdir: str) -> str:
+  """The export program 'evaluate' scores: config.evaluate.tuned, else workdir/tuned."""
+  return config.evaluate.tuned or os.path.join(workdir, 'tuned')
+
+
+def _evaluate(config: Config, workdir: str) -> Any:
+  """Scores config.data.eval_splits (of config.data's source) with the export's params on
+  init.checkpoint, as `prompt-jax-predict --split` does; writes workdir/evaluate.json."""
+  import json
+  from prompt_jax import predict
+  from prompt_jax import workdir as workdir_lib
+  tuned = tuned_path(config, workdir)
+  weights = config.init.checkpoint
+  model, params, _ = predict.load(
+      tuned, weights if weights == 'random' or '://' in weights else os.path.abspath(weights),
+      backbone_format=config.init.format,
+      allow_other_backbone=config.evaluate.allow_other_backbone)
+  splits = {s: predict.evaluate_split(model, params, config, s, config.train.eval_batch_size)
+            for s in config.data.eval_splits}
+  res = {'program': 'evaluate', 'tuned': os.path.abspath(tuned) if '://' not in tuned else tuned,
+         'weights': weights, 'task': str(config.data.task),
+         'accuracy': {s: r['accuracy'] for s, r in splits.items()},
+         'n': {s: r['n'] for s, r in splits.items()}, 'config': json.loads(config.to_json())}
+  workdir_lib.write_json(os.path.join(workdir, EVALUATE_FILE), res)
+  return res
+
+
+EVALUATE_FILE = 'evaluate.json'
+
 # The generic programs; a method adds its own through `Method.programs`.
 PROGRAMS: dict[str, Program | Callable[[Config, str], Any]] = {
     'train': Program(_train),   # train + evaluate one method (results.json, exported prompts)
+    # score data.eval_splits from an export (config.evaluate.tuned, else workdir/tuned)
+    'evaluate': Program(_evaluate, result_file=EVALUATE_FILE),
     'demo': Program(_demo, result_file='demo_results.json'),  # offline digits demo
 }
 

@@ -28,9 +28,11 @@ Selection (`--search`):
   vpt   VPT's grid (protocol.SEARCHES): every (lr, wd) trains on train800 with the first seed and
         is scored by its final-epoch val200 accuracy; no trial evaluates a test split (asserted).
         The best of the trials that finished (ties: smaller lr; failed trials are listed) is
-        written to DIR/<task>/selection.json, which later reruns reuse (delete it to select
-        again), and retrained on train800val200 with every seed, scored on test. `--lrs` / `--wds`
-        replace the grid's values.
+        written to DIR/<task>/selection.json, which later reruns of the same grid reuse (delete it
+        to select again), and retrained on train800val200 with every seed, scored on test.
+        `--lrs` / `--wds` replace the grid's values; a rerun with another grid selects again among
+        its own trials (finished trials outside it are neither selected from nor listed, and
+        final runs trained with another choice are an error naming the difference).
 
 Output: DIR/report.{md,csv,png} (per-task top-1 as mean ± std over seeds, Natural / Specialized /
 Structured and overall means, each row labelled by its selection) and DIR/sweep.json (jobs, their
@@ -126,6 +128,14 @@ class Runner:
     return results
 
 
+def same_grid(selection: dict[str, Any], trials: Sequence[Job]) -> bool:
+  """Whether a saved selection was made from exactly these trials (those it scored and those it
+  listed as missing): a rerun with another grid (--lrs / --wds) selects again, never reusing a
+  choice among trials it no longer asks for."""
+  made_from = set(selection.get('trials', {})) | set(selection.get('trials_missing', ()))
+  return made_from == {j.trial for j in trials}
+
+
 def _primary() -> bool:
   """False on processes > 0 of a multi-host sweep (jobs with mesh.distributed): process 0 writes
   the sweep's own files, as it writes each run's results.json."""
@@ -193,6 +203,9 @@ def _run_sweep(plan: Plan, dry_run: bool) -> dict[str, Any]:
       finals[task] = first[task]
       continue
     saved = _read_json(os.path.join(plan.workdir, task, SELECTION))
+    if saved is not None and not same_grid(saved, first[task]):
+      _say(f'{task}: {SELECTION} was made from another grid; selecting again among this one')
+      saved = None
     if saved is None and dry_run and len(results) < len(first[task]):
       pending.append(f'{task}: final runs wait for its search ({len(results)} of '
                      f'{len(first[task])} trials finished); run --dry_run again after them (a '

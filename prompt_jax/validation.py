@@ -11,6 +11,7 @@ values and the fix, and every problem of the config is listed at once.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from collections.abc import Callable
 
@@ -185,7 +186,21 @@ def _train(c: Config) -> list[str]:
   return out
 
 
-RULES: tuple[Callable[[Config], list[str]], ...] = (_backbone, _method, _model, _data, _train)
+def _evaluate(c: Config) -> list[str]:
+  """program='evaluate': something to score, and an export given by a path that exists."""
+  if c.program != 'evaluate':
+    return []
+  out = [] if c.data.eval_splits else ['data.eval_splits=(): program=evaluate scores these splits; '
+                                       "name at least one, e.g. ('test',)"]
+  tuned = c.evaluate.tuned
+  if tuned and '://' not in tuned and not os.path.exists(tuned):
+    out.append(f'evaluate.tuned={tuned!r}: no such export (a run\'s tuned/ folder or a '
+               '.safetensors file; empty: this --workdir/tuned)')
+  return out
+
+
+RULES: tuple[Callable[[Config], list[str]], ...] = (_backbone, _method, _model, _data, _train,
+                                                    _evaluate)
 
 
 def _devices(c: Config, num_devices: int) -> list[str]:

@@ -29,6 +29,10 @@ def test_help_exits_zero_and_says_how_to_list_fields():
   assert out.returncode == 0, out.stderr[-2000:]
   assert '--show_config' in out.stdout and 'configs/demo.py' in out.stdout
   assert '--verbose' in out.stdout
+  for command in ('prompt-jax-sweep', 'prompt-jax-report', 'prompt-jax-predict',
+                  'prompt-jax-torch-export', 'program=evaluate'):
+    assert command in out.stdout
+  assert 'PROGRAMS (config.program): train, evaluate, demo' in out.stdout
 
 
 def test_show_config_prints_fields_with_overrides_and_needs_no_workdir():

@@ -3,6 +3,7 @@ files get the predictions of the run's evaluation image path; a release-named st
 
 import csv
 import json
+import os
 
 import jax
 import numpy as np
@@ -75,3 +76,47 @@ def test_split_and_image_files_from_an_export(tmp_path):
                 '--out', str(out), '--batch_size', '8'])
   np.testing.assert_array_equal([int(r['top1']) for r in csv.DictReader(out.open())],
                                 logits.argmax(-1))
+
+
+_EVAL_CONFIG = '''
+import prompt_jax
+
+
+def get_config():
+  c = prompt_jax.model_config('Mu/8', 'vpt', **{kw!r})
+  c.unlock()
+  c.program = 'evaluate'
+  c.train.eval_batch_size = 4
+  c.lock()
+  return c
+'''
+
+
+def test_evaluate_program_scores_the_export_through_the_cli(tmp_path):
+  """`prompt-jax --config=... --config.program=evaluate`: evaluate.json holds the accuracy of the
+  export's own params (the logits computed when it was made, and load + predict.evaluate_split)."""
+  import subprocess
+  import sys
+  tuned, logits, _, task = _run(tmp_path)
+  # Test labels the export's params get right for 4 of the 6 images (other params would not).
+  top = logits.argmax(-1)
+  labels = np.where(np.arange(len(top)) < 4, top, (top + 1) % logits.shape[-1])
+  (task / 'test.txt').write_text(''.join(f'img/{i}.png {y}\n' for i, y in enumerate(labels)))
+  want = 4 / 6
+  kw = dict(checkpoint='random', image_size=32, num_prompts=2, deep=True, dropout=0.0,
+            overrides={'data.source': 'folder', 'data.task': 'dtd',
+                       'data.data_dir': str(tmp_path / 'data'), 'data.resize': 'bicubic',
+                       'data.resize_to': 'shorter_side', 'data.antialias': True,
+                       'data.normalization': 'imagenet'})
+  (tmp_path / 'eval_cfg.py').write_text(_EVAL_CONFIG.format(kw=kw))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-m', 'prompt_jax.main',
+                        f'--config={tmp_path / "eval_cfg.py"}', f'--workdir={tmp_path / "ev"}',
+                        f'--config.evaluate.tuned={tuned}'],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  res = json.loads((tmp_path / 'ev' / 'evaluate.json').read_text())
+  model, params, config = predict.load(tuned, 'random')
+  direct = predict.evaluate_split(model, params, config, 'test', 4)['accuracy']
+  assert abs(res['accuracy']['test'] - want) < 1e-9 and abs(direct - want) < 1e-9
+  assert res['n'] == {'test': len(labels)} and res['tuned'] == os.path.abspath(tuned)

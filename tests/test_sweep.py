@@ -20,6 +20,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ----------------------------------------------------------------------------- a fake trainer
 
 
+class Killed(BaseException):
+  """A SIGKILL mid-run: not an Exception, so the sweep neither records nor survives it."""
+
+
 class FakeTrain:
   """Stands in for main's 'train' program: writes results.json as the trainer does, with a val
   accuracy that is a known function of (lr, wd) and a test accuracy of the seed."""
@@ -27,6 +31,8 @@ class FakeTrain:
   def __init__(self, fail_tasks=()):
     self.calls = []
     self.fail_tasks = set(fail_tasks)
+    self.fail_jobs = set()   # job names ('dtd/trial_lr0.1_wd0') whose run raises
+    self.kill_at = None      # the call number (1-based) at which the process is 'killed'
 
   @staticmethod
   def val(lr, wd):
@@ -35,6 +41,11 @@ class FakeTrain:
 
   def __call__(self, cfg, workdir):
     self.calls.append(workdir)
+    if self.kill_at == len(self.calls):
+      raise Killed(workdir)
+    name = '/'.join(workdir.split(os.sep)[-2:])
+    if name in self.fail_jobs:
+      raise RuntimeError(f'job {name} broke')
     if cfg.recipe_task in self.fail_tasks or cfg.data.task in self.fail_tasks:
       raise RuntimeError(f'cannot train {cfg.data.task}\nsecond line')
     os.makedirs(workdir, exist_ok=True)
@@ -184,6 +195,81 @@ def test_finished_runs_are_skipped_and_failures_recorded(tmp_path, fake):
   assert _sweep(tmp_path) == 0 and len(fake.calls) - n == 6  # nothing left to run
   statuses = {j['status'] for j in _summary(tmp_path)['jobs']}
   assert statuses == {'finished earlier'}
+
+
+def _trials(tmp_path, task='dtd'):
+  return sorted(p.parent.name for p in (tmp_path / 'sw' / task).glob('trial_*/results.json'))
+
+
+def test_killed_mid_grid_then_rerun_with_another_grid(tmp_path, fake):
+  """Killed during the 4th trial of a 2 x 2 grid; rerun with a grid that keeps one finished trial.
+  The kept trial is skipped, the new one runs, and the finished trials no longer in the grid stay
+  on disk but are not selected from, listed or tabulated (the best val scores, 0.7, are theirs)."""
+  fake.kill_at = 4
+  with pytest.raises(Killed):
+    _sweep(tmp_path, tasks='dtd')
+  assert _trials(tmp_path) == ['trial_lr0.1_wd0.001', 'trial_lr0.5_wd0', 'trial_lr0.5_wd0.001']
+  assert not (tmp_path / 'sw' / 'dtd' / 'selection.json').exists()
+  fake.kill_at, n = None, len(fake.calls)
+  assert _sweep(tmp_path, tasks='dtd', search=('--search=vpt', '--lrs=0.5,0.05',
+                                               '--wds=0.001')) == 0
+  ran = [os.path.basename(c) for c in fake.calls[n:]]
+  assert ran == ['trial_lr0.05_wd0.001', 'seed3', 'seed4']  # trial_lr0.5_wd0.001 skipped
+  s = _summary(tmp_path)
+  assert {j['job']: j['status'] for j in s['jobs']} == {
+      'dtd/trial_lr0.5_wd0.001': 'finished earlier', 'dtd/trial_lr0.05_wd0.001': 'ran',
+      'dtd/seed3': 'ran', 'dtd/seed4': 'ran'}
+  sel = json.loads((tmp_path / 'sw' / 'dtd' / 'selection.json').read_text())
+  assert sel == s['selections']['dtd']
+  assert set(sel['trials']) == {'trial_lr0.5_wd0.001', 'trial_lr0.05_wd0.001'}
+  assert sel['chosen'] == {'train.lr': 0.5, 'train.wd': 0.001} and sel['val_accuracy'] == 0.6
+  assert sel['trials_missing'] == []
+  for seed in (3, 4):
+    r = json.loads((tmp_path / 'sw' / 'dtd' / f'seed{seed}' / 'results.json').read_text())
+    assert (r['config']['train']['lr'], r['config']['train']['wd']) == (0.5, 0.001)
+  report_md = (tmp_path / 'sw' / 'report.md').read_text()
+  assert '| 53.50 ± 0.50 |' in report_md
+  assert s['failures'] == [] and s['pending'] == []
+
+
+def test_saved_selection_from_another_grid_is_not_reused(tmp_path, fake, capsys):
+  """A finished sweep rerun with another grid: its selection.json was made from other trials, so
+  the sweep selects again among the new grid's trials; the final runs trained with the old choice
+  then differ from what the sweep gives them, an error naming the difference (never a stale row)."""
+  assert _sweep(tmp_path, tasks='dtd') == 0  # selects lr 0.1, wd 0.001
+  assert _sweep(tmp_path, tasks='dtd', search=('--search=vpt', '--lrs=0.5', '--wds=0.001')) == 2
+  err = capsys.readouterr().err
+  assert 'seed3 finished with another config' in err and 'train.lr: 0.1 -> 0.5' in err
+  sel = json.loads((tmp_path / 'sw' / 'dtd' / 'selection.json').read_text())
+  assert set(sel['trials']) == {'trial_lr0.5_wd0.001'} and sel['chosen']['train.lr'] == 0.5
+
+
+def test_one_failing_job_among_others(tmp_path, fake, capsys):
+  """One trial of dtd fails: the other trials, dtd's selection among them, its finals and svhn all
+  run; the failure is in sweep.json and the summary; exit 1. The rerun retries only that trial
+  (the selection made without it is kept, listing it as missing: delete selection.json to select
+  again), and exits 0."""
+  fake.fail_jobs = {'dtd/trial_lr0.1_wd0'}
+  assert _sweep(tmp_path) == 1
+  out = capsys.readouterr().out
+  s = _summary(tmp_path)
+  error = 'RuntimeError: job dtd/trial_lr0.1_wd0 broke'
+  assert s['failures'] == [{'job': 'dtd/trial_lr0.1_wd0', 'error': error,
+                            'workdir': str(tmp_path / 'sw' / 'dtd' / 'trial_lr0.1_wd0')}]
+  assert f'FAILED dtd/trial_lr0.1_wd0: {error}' in out
+  assert '11 runs ran, 0 had finished earlier, 1 failed' in out
+  status = {j['job']: j['status'] for j in s['jobs']}
+  assert status.pop('dtd/trial_lr0.1_wd0') == f'failed: {error}'
+  assert set(status.values()) == {'ran'} and len(status) == 11
+  assert (tmp_path / 'sw' / 'dtd' / 'trial_lr0.1_wd0' / sweep.FAILED).exists()
+  assert s['selections']['dtd']['trials_missing'] == ['trial_lr0.1_wd0']
+  assert '| 53.50 ± 0.50 | 53.50 ± 0.50 |' in (tmp_path / 'sw' / 'report.md').read_text()
+  fake.fail_jobs, n = set(), len(fake.calls)
+  assert _sweep(tmp_path) == 0
+  assert [os.path.basename(c) for c in fake.calls[n:]] == ['trial_lr0.1_wd0']
+  assert not (tmp_path / 'sw' / 'dtd' / 'trial_lr0.1_wd0' / sweep.FAILED).exists()
+  s = _summary(tmp_path)
+  assert s['failures'] == [] and s['selections']['dtd']['trials_missing'] == ['trial_lr0.1_wd0']
 
 
 def test_rerun_with_another_config_is_an_error(tmp_path, fake, capsys):
