@@ -1,14 +1,14 @@
 """The trainer's input path: the device cache (default where the source can) or host batches.
 
-  if inputs.device_cached(cfg, source):
-    cache = inputs.put_train_split(source, cfg, mesh)         # {'image', 'label'} on the devices
-    for batch in inputs.index_batches(source, cfg, labels, epoch): ...  # {'index', 'mask'}
-    for batch in inputs.eval_batches(source, cfg, split, workdir): ...  # raw pixels, host rows
+  path = inputs.make(cfg, source, mesh, workdir)    # DeviceCache or HostStream, chosen once
+  step = path.jit_train_step(steps.make_train_step(...), state_sh, frozen_sh, bsh, rep)
+  for batch in path.train_batches(epoch, skip, steps_per_epoch): ...
+  for batch in path.eval_batches(split, batch_size): ...   # feed path.eval_step(model)
 
 With `data.device_cache` and a source that keeps decoded splits (`TfSource.decoded`: vtab,
 folder), the training split (VTAB-1k: 1,000 images) is decoded once, placed on the devices
 sharded over the data axes, and each step receives only its indices; normalisation and
-augmentation run in the jitted step (steps.make_cached_train_step). The batch order is the host
+augmentation run in the jitted step (steps.gather_from_cache). The batch order is the host
 path's (seed, epoch) permutation or class-balanced order, so resumes stay exact. Each eval split is
 decoded once per run and kept: in memory, or, when its pixels exceed `data.cache_memory_gb`, in a
 .npy memmap under workdir/cache. Pixels are kept as `data.cache_dtype`: float32 in [0, 1] (the
@@ -22,15 +22,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from prompt_jax import sharding as shard_lib
+from prompt_jax import steps as steps_lib
 from prompt_jax.data import split_cache
 from prompt_jax.data.source import Batch, batch_indices, host_rows
 
@@ -110,3 +112,101 @@ def eval_batches(source: Any, cfg: Config, split: str, batch_size: int, workdir:
       y = np.concatenate([y, np.zeros(pad, y.dtype)])
     yield host_rows({'image': x, 'label': y.astype(np.int32), 'mask': mask},
                     jax.process_index(), jax.process_count())
+
+
+# ---------------------------------------------------------------- the input path of a run
+
+StepFn = Callable[..., Any]
+
+
+class InputPath(Protocol):
+  """How a run's batches reach its jitted steps; `make` chooses one per run."""
+
+  name: str
+
+  def train_batches(self, epoch: int, skip: int, steps_per_epoch: int) -> Iterator[Batch]:
+    """This host's batches of epoch `epoch`, from batch `skip` to `steps_per_epoch`."""
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+    """One pass over `split` in split order, the last batch padded."""
+
+  def jit_train_step(self, step: StepFn, state_sh: Any, frozen_sh: Any, bsh: Any,
+                     rep: Any) -> StepFn:
+    """`step` (steps.make_train_step) jitted to take this path's batches: (state, frozen, batch)."""
+
+  def eval_step(self, model: Any) -> StepFn:
+    """The jitted eval step for this path's eval batches: (trainable, frozen, batch)."""
+
+
+def _window(batches: Iterator[Batch], skip: int, steps_per_epoch: int) -> Iterator[Batch]:
+  for i, batch in enumerate(batches):
+    if i >= steps_per_epoch:
+      return
+    if i >= skip:
+      yield batch
+
+
+class DeviceCache:
+  """The training split on the devices (decoded once); each step receives only its indices."""
+
+  name = 'device_cache'
+
+  def __init__(self, source: Any, cfg: Config, mesh: Mesh, workdir: str):
+    self.source, self.cfg, self.workdir = source, cfg, workdir
+    self.cache = put_train_split(source, cfg, mesh)
+    self.labels = train_labels(source, cfg)
+
+  def train_batches(self, epoch: int, skip: int, steps_per_epoch: int) -> Iterator[Batch]:
+    return _window(index_batches(self.source, self.cfg, self.labels, epoch), skip,
+                   steps_per_epoch)
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+    return eval_batches(self.source, self.cfg, split, batch_size, self.workdir)
+
+  def jit_train_step(self, step: StepFn, state_sh: Any, frozen_sh: Any, bsh: Any,
+                     rep: Any) -> StepFn:
+    cached = jax.jit(steps_lib.gather_from_cache(step, self.cfg),
+                     in_shardings=(state_sh, frozen_sh, bsh, bsh),
+                     out_shardings=(state_sh, rep), donate_argnums=(0,))
+    return lambda state, frozen, batch: cached(state, frozen, self.cache, batch)
+
+  def eval_step(self, model: Any) -> StepFn:
+    return jax.jit(steps_lib.make_eval_step(model, self.cfg.data.normalization))
+
+
+class HostStream:
+  """Normalised float32 batches decoded on the host for every step (`source.iterate`)."""
+
+  name = 'host_stream'
+
+  def __init__(self, source: Any, cfg: Config):
+    self.source, self.cfg = source, cfg
+
+  def train_batches(self, epoch: int, skip: int, steps_per_epoch: int) -> Iterator[Batch]:
+    c = self.cfg
+    it = self.source.iterate(c.data.train_split, c.train.batch_size,
+                             shuffle_seed=shuffle_seed(c, epoch), drop_remainder=c.train.drop_last,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+    return _window(it, skip, steps_per_epoch)
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+    return self.source.iterate(split, batch_size, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+
+  def jit_train_step(self, step: StepFn, state_sh: Any, frozen_sh: Any, bsh: Any,
+                     rep: Any) -> StepFn:
+    return jax.jit(step, in_shardings=(state_sh, frozen_sh, bsh),
+                   out_shardings=(state_sh, rep), donate_argnums=(0,))
+
+  def eval_step(self, model: Any) -> StepFn:
+    return jax.jit(steps_lib.make_eval_step(model))
+
+
+def make(cfg: Config, source: Any, mesh: Mesh, workdir: str) -> InputPath:
+  """The run's input path: `DeviceCache` where `device_cached`, else `HostStream`."""
+  if device_cached(cfg, source):
+    return DeviceCache(source, cfg, mesh, workdir)
+  if cfg.data.device_cache:
+    logging.info('data.source=%r keeps no decoded splits: host input path (normalised float32 '
+                 'batches per step)', cfg.data.source)
+  return HostStream(source, cfg)

@@ -82,22 +82,28 @@ def augment_key(seed: int, step: jax.Array) -> jax.Array:
 
 def make_cached_train_step(model: nn.Module, method: base.Method, cfg: Config,
                            tx: optax.GradientTransformation) -> Callable[..., Any]:
-  """train_step(state, frozen, cache, batch) -> (state, metrics) over a device-resident split.
+  """train_step(state, frozen, cache, batch) -> (state, metrics) over a device-resident split:
+  `gather_from_cache(make_train_step(...), cfg)`."""
+  return gather_from_cache(make_train_step(model, method, cfg, tx), cfg)
+
+
+def gather_from_cache(train_step: Callable[..., Any], cfg: Config) -> Callable[..., Any]:
+  """`train_step` (make_train_step) fed from a device-resident split: (state, frozen, cache,
+  batch) -> (state, metrics).
 
   cache: {'image': [N, S, S, 3] uint8 or float32 in [0, 1] (sharded over the data axes),
   'label': int32[N]}; batch: {'index': int32[B], 'mask': bool[B]} (only indices cross from the
-  host). The step gathers its rows, augments them (data.augment; key `augment_key(seed, step)`),
-  normalises (data.normalization) and runs `make_train_step`'s update."""
-  inner = make_train_step(model, method, cfg, tx)
+  host). The step gathers its rows, augments them (data.augment; key `augment_key(seed, step)`)
+  and normalises (data.normalization) before the update."""
   d = cfg.data
 
-  def train_step(state, frozen, cache, batch):
+  def cached_step(state, frozen, cache, batch):
     key = augment_key(cfg.seed, state['step']) if d.augment else None
     images = device_input.prepare(cache['image'][batch['index']], d.normalization, key)
-    return inner(state, frozen, {'image': images, 'label': cache['label'][batch['index']],
-                                 'mask': batch['mask']})
+    return train_step(state, frozen, {'image': images, 'label': cache['label'][batch['index']],
+                                      'mask': batch['mask']})
 
-  return train_step
+  return cached_step
 
 
 def make_eval_step(model: nn.Module, normalization: str | None = None) -> Callable[..., Any]:

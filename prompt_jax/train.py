@@ -27,11 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
-import threading
-import time
 from typing import Any
-from collections.abc import Iterator
 
 from absl import logging
 from clu import metric_writers
@@ -39,13 +35,13 @@ from clu import periodic_actions
 from etils import epath
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
 from prompt_jax import backbone as backbone_lib
 from prompt_jax import checkpointing
 from prompt_jax import features as features_lib
 from prompt_jax import inputs
+from prompt_jax import loop as loop_lib
 from prompt_jax import optim
 from prompt_jax import progress
 from prompt_jax import sharding as shard_lib
@@ -54,21 +50,13 @@ from prompt_jax import tree
 from prompt_jax import treeio
 from prompt_jax import validation
 from prompt_jax import workdir as workdir_lib
-from prompt_jax.checkpointing import NonFiniteError
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import base
 
 Config = ml_collections.ConfigDict
 PREPARED = 'prepared.npz'
-
-
-class Interrupted(Exception):
-  """SIGTERM / SIGINT stopped training after the state of `step` was checkpointed."""
-
-  def __init__(self, signum: int, step: int, workdir: str):
-    self.signum, self.step = signum, step
-    super().__init__(f'{signal.Signals(signum).name}: stopped after saving the checkpoint of step '
-                     f'{step} in {workdir}; rerun the same command to resume from it')
+Interrupted = loop_lib.Interrupted  # SIGTERM / SIGINT after a checkpoint (prompt_jax.loop)
+NonFiniteError = checkpointing.NonFiniteError
 
 
 @dataclasses.dataclass
@@ -142,17 +130,13 @@ def build(cfg: Config, workdir: str) -> Setup:
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluate(setup: Setup, eval_fn, state: Any, frozen: Any, split: str, batch_size: int,
-             bsharding, workdir: str = '') -> dict[str, float]:
-  """Top-1 and loss over a whole split (padding rows masked out). Device path
-  (`inputs.device_cached`): the split is decoded once per run and `eval_fn` normalises."""
+def evaluate(path: inputs.InputPath, eval_fn, state: Any, frozen: Any, split: str,
+             num_examples: int, batch_size: int, bsharding) -> dict[str, float]:
+  """Top-1 and loss over a whole split (padding rows masked out), fed by `path` (the device path
+  decodes the split once per run and `eval_fn` normalises)."""
   total = None
-  if inputs.device_cached(setup.config, setup.source):
-    batches = inputs.eval_batches(setup.source, setup.config, split, batch_size, workdir)
-  else:
-    batches = setup.source.iterate(split, batch_size, process_index=jax.process_index(),
-                                   process_count=jax.process_count())
-  for batch in progress.bar(batches, total=-(-setup.source.splits[split] // batch_size),
+  for batch in progress.bar(path.eval_batches(split, batch_size),
+                            total=-(-num_examples // batch_size),
                             desc=f'eval {split}', unit='batch', leave=False):
     m = eval_fn(state['trainable'], frozen, shard_lib.put_batch(batch, bsharding))
     total = m if total is None else total.merge(m)
@@ -182,92 +166,6 @@ def summarize(history: list[dict[str, Any]], eval_splits: tuple[str, ...], val_s
 # ---------------------------------------------------------------- loop
 
 
-def _train_batches(setup: Setup, epoch: int, skip: int, steps_per_epoch: int,
-                   labels: np.ndarray | None) -> Iterator[Any]:
-  """Epoch `epoch` from batch `skip` on: index batches (device path, `labels` given) or host
-  batches of images."""
-  cfg = setup.config
-  if labels is not None:
-    it = inputs.index_batches(setup.source, cfg, labels, epoch)
-  else:
-    it = setup.source.iterate(cfg.data.train_split, cfg.train.batch_size,
-                              shuffle_seed=inputs.shuffle_seed(cfg, epoch),
-                              drop_remainder=cfg.train.drop_last,
-                              process_index=jax.process_index(),
-                              process_count=jax.process_count())
-  for i, batch in enumerate(it):
-    if i >= steps_per_epoch:
-      return
-    if i >= skip:
-      yield batch
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[dict[str, int]]:
-  """While the block runs, SIGTERM / SIGINT are recorded in the yielded dict ({'signum': n})
-  instead of stopping the process; a second one raises KeyboardInterrupt at once. Handlers can
-  only be set from the main thread: elsewhere the signals keep their default behaviour."""
-  got: dict[str, int] = {}
-  if threading.current_thread() is not threading.main_thread():
-    yield got
-    return
-
-  def handler(signum, frame):
-    del frame
-    if got:
-      raise KeyboardInterrupt(f'second signal ({signal.Signals(signum).name})')
-    got['signum'] = signum
-    logging.warning('%s: saving a checkpoint after this step, then stopping (send it again to stop '
-                    'at once)', signal.Signals(signum).name)
-
-  old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    yield got
-  finally:
-    for s, h in old.items():
-      signal.signal(s, h)
-
-
-def _stop_requested(got: dict[str, int], at_log_step: bool) -> bool:
-  """A stop signal arrived. Several processes agree on it at log steps only (one collective)."""
-  if jax.process_count() == 1:
-    return bool(got)
-  if not at_log_step:
-    return False
-  from jax.experimental import multihost_utils
-  return bool(np.max(multihost_utils.process_allgather(np.int32(bool(got)))))
-
-
-def _first_nonfinite(pending: list[tuple[int, dict[str, jax.Array]]]) -> tuple[int | None, float]:
-  """(the first step whose metrics['finite'] is False, its loss), or (None, the last step's
-  loss): one host read of the device-side flags of `pending` [(step, metrics)]."""
-  got = jax.device_get([(m['finite'], m['loss']) for _, m in pending])
-  for (step, _), (ok, loss) in zip(pending, got):
-    if not ok:
-      return step, float(loss)
-  return None, float(got[-1][1])
-
-
-def _nonfinite_message(cfg: Config, workdir: str, bad: int, loss: float, stopped_at: int,
-                       kept: int | None, steps_per_epoch: int) -> str:
-  what = (f'its loss is {loss}' if not np.isfinite(loss) else
-          f'its loss {loss:.4g} is finite, but its gradient or update made the parameters / '
-          'optimizer state non-finite')
-  dropped = ('' if np.isfinite(loss) else
-             f' (step {bad - 1}, whose parameters give that loss, is no fallback: set aside to '
-             f'{workdir}/checkpoints_skipped if it was saved)')
-  saved = (f'The newest good checkpoint, step {kept}, is kept in {workdir}/checkpoints{dropped}'
-           if kept is not None else f'No good checkpoint had been saved{dropped}')
-  resume = f'resume from step {kept}' if kept is not None else 'start again'
-  return (
-      f'training step {bad} (epoch {(bad - 1) // steps_per_epoch}) is not finite: {what}; '
-      f'stopped at step {stopped_at}. {saved}. Try a lower train.lr (peak lr now '
-      f'{optim.peak_lr(cfg.train):g}), gradient clipping (--config.train.grad_clip_norm=1.0), '
-      "--config.model.compute_dtype=float32, or check the inputs for NaN and "
-      f'data.normalization. A rerun of this same config is refused (it would reach step {bad} '
-      f'again): change the config and pass --config.{workdir_lib.OVERRIDE}=True to {resume}.')
-
-
 def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` on `cfg.data`, evaluating every `eval_every_epochs` and at the end.
 
@@ -288,19 +186,24 @@ def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
     return _train(setup, workdir)
 
 
-def _train(setup: Setup, workdir: str) -> dict[str, Any]:
-  cfg = setup.config
-  tcfg = cfg.train
-  n_train = setup.source.splits[cfg.data.train_split]
+def _steps(cfg: Config, n_train: int) -> tuple[int, int]:
+  """(steps per epoch, total steps)."""
+  t = cfg.train
   # drop_last=False: the last partial batch is padded to the static batch shape, its padding rows
   # masked out of the loss and metrics (batch['mask']).
-  steps_per_epoch = (n_train // tcfg.batch_size if tcfg.drop_last
-                     else -(-n_train // tcfg.batch_size))
+  steps_per_epoch = n_train // t.batch_size if t.drop_last else -(-n_train // t.batch_size)
   if steps_per_epoch == 0:
-    raise ValueError(f'batch_size {tcfg.batch_size} exceeds the {n_train} training examples')
-  total_steps = steps_per_epoch * tcfg.epochs
-  if tcfg.max_steps > 0:
-    total_steps = min(total_steps, tcfg.max_steps)
+    raise ValueError(f'batch_size {t.batch_size} exceeds the {n_train} training examples')
+  total_steps = steps_per_epoch * t.epochs
+  if t.max_steps > 0:
+    total_steps = min(total_steps, t.max_steps)
+  return steps_per_epoch, total_steps
+
+
+def _train(setup: Setup, workdir: str) -> dict[str, Any]:
+  cfg, tcfg = setup.config, setup.config.train
+  n_train = setup.source.splits[cfg.data.train_split]
+  steps_per_epoch, total_steps = _steps(cfg, n_train)
 
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, schedule = optim.make_optimizer(tcfg, trainable, steps_per_epoch)
@@ -313,26 +216,10 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
   frozen_sh = shard_lib.frozen_shardings(mesh, frozen)
   state = jax.device_put(state, state_sh)
   frozen = jax.device_put(frozen, frozen_sh)
-  if inputs.device_cached(cfg, setup.source):  # pixels stay on the devices; indices per step
-    cache = inputs.put_train_split(setup.source, cfg, mesh)
-    labels = inputs.train_labels(setup.source, cfg)
-    cached_step = jax.jit(steps_lib.make_cached_train_step(setup.model, setup.method, cfg, tx),
-                          in_shardings=(state_sh, frozen_sh, bsh, bsh),
-                          out_shardings=(state_sh, rep), donate_argnums=(0,))
-
-    def train_step(state, frozen, batch):
-      return cached_step(state, frozen, cache, batch)
-
-    eval_step = jax.jit(steps_lib.make_eval_step(setup.model, cfg.data.normalization))
-  else:
-    if cfg.data.device_cache:
-      logging.info('data.source=%r keeps no decoded splits: host input path (normalised '
-                   'float32 batches per step)', cfg.data.source)
-    labels = None
-    train_step = jax.jit(steps_lib.make_train_step(setup.model, setup.method, cfg, tx),
-                         in_shardings=(state_sh, frozen_sh, bsh),
-                         out_shardings=(state_sh, rep), donate_argnums=(0,))
-    eval_step = jax.jit(steps_lib.make_eval_step(setup.model))
+  path = inputs.make(cfg, setup.source, mesh, workdir)  # the one choice of input path
+  train_step = path.jit_train_step(
+      steps_lib.make_train_step(setup.model, setup.method, cfg, tx), state_sh, frozen_sh, bsh, rep)
+  eval_step = path.eval_step(setup.model)
 
   mngr = checkpointing.manager(workdir, tcfg.keep_checkpoints)
   meta: dict[str, Any] = {'history': []}
@@ -346,130 +233,48 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
     logging.info('resumed from step %d', first_step)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  n_train_params = tree.count(trainable)
-  writer.write_hparams({'method': cfg.method, 'trainable_params': n_train_params,
+  writer.write_hparams({'method': cfg.method, 'trainable_params': tree.count(trainable),
                         'frozen_params': tree.count(frozen)})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   bars = progress.EpochBars(total_steps, steps_per_epoch, tcfg.batch_size,
                             name=os.path.basename(os.path.normpath(workdir)))
+
+  def eval_split(state: Any, split: str) -> dict[str, float]:
+    return evaluate(path, eval_step, state, frozen, split, setup.source.splits[split],
+                    tcfg.eval_batch_size, bsh)
+
+  loop = loop_lib.Loop(
+      cfg, workdir, setup.method, path, train_step, eval_split, state, frozen, mngr, meta, writer,
+      schedule, (rep, bsh), n_train, steps_per_epoch, total_steps, hooks=(report, bars),
+      step=first_step, last_loss=meta.get('last_train_loss'))
+  loop.run()
+  results = _results(setup, loop, first_step, tree.count(trainable))
+  if jax.process_index() == 0:
+    workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
+  if tcfg.export:  # on every process: the orbax save is collective (process 0 writes)
+    from prompt_jax import export
+    export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(loop.state['trainable']),
+                        jax.device_get(frozen), cfg, setup.prepared,
+                        backbone_digest=setup.backbone_digest)
+  writer.flush()
+  return results
+
+
+def _results(setup: Setup, loop: loop_lib.Loop, first_step: int, n_train_params: int
+             ) -> dict[str, Any]:
+  """results.json: the run, its summary (final, val- and test-selected) and the config."""
+  cfg, history = setup.config, loop.meta['history']
   eval_splits = tuple(cfg.data.eval_splits)
-  pending: list[tuple[int, dict[str, jax.Array]]] = []  # (step, metrics) not yet checked
-  last_loss = meta.get('last_train_loss')
-
-  def verify(step: int) -> None:
-    """Reads the finite flags of the steps since the last check; stops at the first bad one."""
-    nonlocal last_loss
-    if not pending:
-      return
-    bad, loss = _first_nonfinite(pending)
-    pending.clear()
-    if bad is None:
-      last_loss = loss
-      return
-    # The parameters of step bad - 1 gave the non-finite loss: they are no fallback either.
-    last_good = bad - 1 if np.isfinite(loss) else bad - 2
-    kept = checkpointing.keep_up_to(mngr, last_good)
-    if jax.process_index() == 0:
-      workdir_lib.mark_nonfinite(workdir, {'step': bad, 'loss': repr(loss), 'stopped_at': step,
-                                           'checkpoint': kept})
-    raise NonFiniteError(_nonfinite_message(cfg, workdir, bad, loss, step, kept, steps_per_epoch))
-
-  def save() -> None:
-    meta['last_train_loss'] = last_loss
-    checkpointing.save(mngr, state, meta)
-
-  def write_train_scalars(step: int, metrics: dict[str, jax.Array]) -> None:
-    scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if k != 'finite'}
-    scalars['lr'] = float(schedule(step - 1))
-    writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
-
-  def run_eval(epoch: int) -> None:
-    row: dict[str, Any] = {'epoch': epoch, 'step': int(jax.device_get(state['step']))}
-    for split in eval_splits:
-      m = evaluate(setup, eval_step, state, frozen, split, tcfg.eval_batch_size, bsh,
-                   workdir)
-      row[split] = m['accuracy']
-      writer.write_scalars(row['step'], {f'{split}/accuracy': m['accuracy'],
-                                         f'{split}/loss': m['loss']})
-    meta['history'].append(row)
-    logging.info('eval %s', row)
-
-  def end_epoch(step: int) -> bool:
-    """The method's epoch hook, then the evaluation when one is due; True when it evaluated."""
-    nonlocal state
-    epoch_done = step // steps_per_epoch
-    ms = jax.device_get(state['method_state'])
-    new_ms = setup.method.epoch_end(ms, epoch_done, cfg)
-    if new_ms is not ms:
-      state = dict(state, method_state=jax.device_put(new_ms, rep))
-    if epoch_done % tcfg.eval_every_epochs == 0 and step < total_steps:
-      run_eval(epoch_done)
-      return True
-    return False
-
-  step = first_step
-  t0 = time.time()
-  try:
-    with _stop_on_signals() as signals:
-      while step < total_steps:
-        epoch, skip = divmod(step, steps_per_epoch)
-        step_at_start = step
-        for batch in _train_batches(setup, epoch, skip, steps_per_epoch, labels):
-          state, metrics = train_step(state, frozen, shard_lib.put_batch(batch, bsh))
-          step += 1
-          pending.append((step, metrics))
-          report(step)
-          bars(step)
-          log_now = step % tcfg.log_every_steps == 0 or step == total_steps
-          save_now = step % tcfg.checkpoint_every_steps == 0
-          epoch_now = step % steps_per_epoch == 0
-          stop_now = _stop_requested(signals, log_now)
-          if log_now or save_now or stop_now or epoch_now:
-            verify(step)
-          if log_now:
-            write_train_scalars(step, metrics)
-          # The epoch's hook and evaluation come before its checkpoint, so that a saved step
-          # always holds every evaluation up to it (a kill between the two loses none).
-          evaluated = epoch_now and end_epoch(step)
-          if step >= total_steps and not stop_now:
-            break  # the final evaluation, then its checkpoint, follow the loop
-          if save_now or stop_now or evaluated:
-            save()
-          if stop_now:
-            mngr.wait_until_finished()
-            raise Interrupted(signals.get('signum', signal.SIGTERM), step, workdir)
-        if step < total_steps and step % steps_per_epoch:
-          raise RuntimeError(
-              f'split {cfg.data.train_split!r} ran out after {skip + step - step_at_start} '
-              f'batches of epoch {epoch}; the source declared {n_train} examples = '
-              f'{steps_per_epoch} batches of {tcfg.batch_size}. The dataset is smaller than its '
-              'declared split size.')
-    verify(step)
-    if not meta['history'] or meta['history'][-1]['step'] != step:
-      run_eval(-(-step // steps_per_epoch))
-    save()
-    mngr.wait_until_finished()
-  finally:
-    mngr.close()
-
   results = {
       'method': cfg.method, 'variant': setup.method.label(cfg), 'task': cfg.data.get('task', ''),
       'seed': cfg.seed, 'num_classes': setup.source.num_classes,
       'splits': {'train': cfg.data.train_split, 'val': cfg.data.val_split or None,
                  'eval': list(eval_splits)},
-      'steps': step, 'started_from_step': first_step, 'trainable_params': n_train_params,
-      'train_seconds_this_run': time.time() - t0, 'last_train_loss': last_loss,
-      **summarize(meta['history'], eval_splits, cfg.data.val_split), 'history': meta['history'],
+      'steps': loop.step, 'started_from_step': first_step, 'trainable_params': n_train_params,
+      'train_seconds_this_run': loop.seconds, 'last_train_loss': loop.last_loss,
+      **summarize(history, eval_splits, cfg.data.val_split), 'history': history,
       'config': json.loads(cfg.to_json()),
   }
   for split in eval_splits:  # convenience: final accuracy per split at top level
-    results[split] = meta['history'][-1][split]
-  if jax.process_index() == 0:
-    workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
-  if tcfg.export:  # on every process: the orbax save is collective (process 0 writes)
-    from prompt_jax import export
-    export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(state['trainable']),
-                        jax.device_get(frozen), cfg, setup.prepared,
-                        backbone_digest=setup.backbone_digest)
-  writer.flush()
+    results[split] = history[-1][split]
   return results

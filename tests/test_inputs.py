@@ -195,3 +195,38 @@ def test_the_eval_memmap_is_decoded_again_when_the_files_change(tmp_path):
   np.testing.assert_array_equal(after[0], before[0])
   np.testing.assert_allclose(after[1], new / 255.0, atol=1e-6)
   assert len(glob.glob(str(tmp_path / 'wd' / 'cache' / 'test-*.labels.npy'))) == 2
+
+
+def test_the_input_path_is_chosen_once_and_both_paths_give_the_same_batches(tmp_path):
+  import inspect
+  from prompt_jax import inputs
+  from prompt_jax import sharding
+  from prompt_jax.data import device_input
+  src, cfg = _source(), _cfg()
+  mesh = sharding.make_mesh(cfg.mesh)
+
+  class Streamed:  # a source that keeps no decoded splits
+    splits, iterate = src.splits, src.iterate
+
+  dev = inputs.make(cfg, src, mesh, str(tmp_path))
+  host = inputs.make(_cfg(device_cache=False), src, mesh, str(tmp_path))
+  assert isinstance(dev, inputs.DeviceCache) and isinstance(host, inputs.HostStream)
+  assert isinstance(inputs.make(cfg, Streamed(), mesh, str(tmp_path)), inputs.HostStream)
+  # The trainer asks once (inputs.make), never the config or the source again.
+  assert 'device_cache' not in inspect.getsource(train)
+
+  spe = -(-SPLITS['train800'] // cfg.train.batch_size)
+  for epoch, skip in ((0, 0), (1, 1)):
+    d = list(dev.train_batches(epoch, skip, spe))
+    h = list(host.train_batches(epoch, skip, spe))
+    assert len(d) == len(h) == spe - skip
+    for db, hb in zip(d, h):
+      assert set(db) == {'index', 'mask'}  # only indices cross from the host
+      images = device_input.prepare(dev.cache['image'][db['index']], cfg.data.normalization)
+      np.testing.assert_allclose(images, hb['image'], atol=1e-6)
+      np.testing.assert_array_equal(dev.cache['label'][db['index']], hb['label'])
+      np.testing.assert_array_equal(db['mask'], hb['mask'])
+  d, h = next(dev.eval_batches('test', 16)), next(host.eval_batches('test', 16))
+  np.testing.assert_allclose(device_input.prepare(d['image'], cfg.data.normalization), h['image'],
+                             atol=1e-6)
+  np.testing.assert_array_equal(d['label'], h['label'])
