@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from prompt_jax import console
@@ -72,23 +74,39 @@ def main(argv: list[str]) -> None:
   except validation.ConfigError as e:
     _exit_config_error(str(e))
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
+  if _VERBOSE.value:
+    logging.info('config:\n%s', config)
+  result = run_program(config, _WORKDIR.value)
+  if isinstance(result, dict):
+    print(json.dumps({k: v for k, v in result.items() if k != 'history'}, indent=1, default=str))
+  print(console.outputs(_WORKDIR.value))
+
+
+def run_program(config: ml_collections.ConfigDict, workdir_path: str) -> Any:
+  """Runs `config.program`; a known failure (bad config, workdir, checkpoint, non-finite step, out
+  of memory) exits 1 with one message naming the fix, a signal exits 128 + n."""
   from prompt_jax import checkpointing
   from prompt_jax import checkpoints
   from prompt_jax import train
+  from prompt_jax import validation
   from prompt_jax import workdir
-  if _VERBOSE.value:
-    logging.info('config:\n%s', config)
   try:
-    result = programs.get(config)(config, _WORKDIR.value)
+    return programs.get(config)(config, workdir_path)
   except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
           checkpointing.NonFiniteError, checkpointing.RestoreError) as e:
     sys.exit(f'error: {e}')
   except train.Interrupted as e:
     print(e, file=sys.stderr)
     sys.exit(128 + e.signum)
-  if isinstance(result, dict):
-    print(json.dumps({k: v for k, v in result.items() if k != 'history'}, indent=1, default=str))
-  print(console.outputs(_WORKDIR.value))
+  except Exception as e:  # only out-of-memory is turned into a message
+    if not (isinstance(e, MemoryError) or 'RESOURCE_EXHAUSTED' in str(e)):
+      raise
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    sys.exit(f'error: out of memory ({first}) at train.batch_size={config.train.batch_size}, '
+             f'eval_batch_size={config.train.eval_batch_size}, model.variant='
+             f'{config.model.variant}: lower --config.train.batch_size (or eval_batch_size), set '
+             '--config.model.remat=True, or run on more devices (the batch is sharded over them); '
+             'checkpoints already saved are kept and a rerun resumes from the newest')
 
 
 def _exit_config_error(message: str) -> None:

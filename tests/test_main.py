@@ -111,3 +111,30 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
   assert saved and 'rerun the same command to resume' in err, err[-3000:]
   assert (wd / 'checkpoints' / saved.group(1)).is_dir()
   assert not (wd / 'writer.lock').exists()
+
+
+def test_out_of_memory_is_one_message_naming_the_fix(tmp_path, monkeypatch):
+  """An accelerator (or host) out-of-memory error is one line with the batch size and what to
+  change, not an XLA traceback; any other error still propagates."""
+  from prompt_jax import main as main_lib
+  from prompt_jax import programs
+  from prompt_jax.configs import demo
+
+  def oom(config, workdir):
+    raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB.\nmore')
+
+  cfg = demo.get_config()
+  monkeypatch.setattr(programs, 'get', lambda config: oom)
+  with pytest.raises(SystemExit) as e:
+    main_lib.run_program(cfg, str(tmp_path))
+  msg = str(e.value.code)
+  assert msg.startswith('error: out of memory (RESOURCE_EXHAUSTED: Out of memory')
+  assert '\n' not in msg
+  assert f'train.batch_size={cfg.train.batch_size}' in msg and 'model.remat=True' in msg
+
+  def other(config, workdir):
+    raise RuntimeError('INTERNAL: something else')
+
+  monkeypatch.setattr(programs, 'get', lambda config: other)
+  with pytest.raises(RuntimeError, match='something else'):
+    main_lib.run_program(cfg, str(tmp_path))
