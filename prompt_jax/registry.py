@@ -43,6 +43,10 @@ class Registry(Generic[T]):
 
     return wrap
 
+  def unregister(self, name: str) -> None:
+    """Removes `name` (a plug-in registered from outside the package, e.g. by a test)."""
+    self._items.pop(name, None)
+
   def _import_module_named(self, name: str) -> None:
     if not name.isidentifier():
       return

@@ -15,6 +15,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG = 'tests/outside/toy_config.py'
 
 
+@pytest.fixture(autouse=True)
+def _forget_toy():
+  """Each test registers 'toy' by importing it; none leaves it behind for later tests (whose
+  messages list the known methods)."""
+  yield
+  from prompt_jax.methods import base
+  base.METHODS.unregister('toy')
+  for name in ('tests.outside.toy_method', 'tests.outside.toy_config'):
+    sys.modules.pop(name, None)
+
+
 def test_api_and_validation_build_from_the_method():
   from tests.outside import toy_method  # registers 'toy'
   from prompt_jax import api
