@@ -22,8 +22,11 @@ def _forget_toy():
   yield
   from prompt_jax.methods import base
   base.METHODS.unregister('toy')
-  for name in ('tests.outside.toy_method', 'tests.outside.toy_config'):
-    sys.modules.pop(name, None)
+  package = sys.modules.get('tests.outside')
+  for name in ('toy_method', 'toy_config'):
+    sys.modules.pop(f'tests.outside.{name}', None)
+    if package is not None and hasattr(package, name):
+      delattr(package, name)  # else `from tests.outside import toy_method` skips the import
 
 
 def test_api_and_validation_build_from_the_method():
