@@ -27,6 +27,8 @@ from prompt_jax.data import tasks
 
 ConfigDict = ml_collections.ConfigDict
 
+DEFAULT_METHOD = 'vpt'  # config.method and the Python API's default
+
 def _opt_str(default: str | None = None) -> ml_collections.FieldReference:
   return ml_collections.FieldReference(default, field_type=str)
 
@@ -35,7 +37,7 @@ def base() -> ConfigDict:
   """The fields every config has."""
   c = ConfigDict()
   c.program = 'train'   # prompt_jax.main.PROGRAMS: train, evaluate, demo, b2n, clip_zeroshot
-  c.method = 'vpt'      # a registered method: vpt, linear, full, ship, davpt, spt, sap
+  c.method = DEFAULT_METHOD  # a registered method (prompt_jax.methods.base.METHODS.names())
   c.seed = 0
   c.recipe_task = ''    # the task whose per-task recipe row this config holds ('' = none)
 

@@ -7,7 +7,28 @@ original-format .npz, then tunes on digits 5-9 (train on 'train800' = 300 images
 'val200' = 100, report 'test' ≈ 500) with a linear probe, VPT-shallow and VPT-deep.
 """
 
+from typing import Any
+
 from prompt_jax.configs import common
+
+# config.demo.runs: name -> (method, config overrides); prompt_jax/demo.py runs them in order.
+RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    'linear': ('linear', {}),
+    'vpt_shallow': ('vpt', {'vpt.deep': False, 'vpt.dropout': 0.0}),
+    'vpt_deep': ('vpt', {'vpt.deep': True}),
+}
+
+
+def pretrain_overrides(d: Any) -> dict[str, Any]:
+  """Full fine-tuning of a random micro ViT on digits 0-4 (`d`: config.demo)."""
+  return {
+      'program': 'train', 'method': 'full', 'init.checkpoint': 'random', 'init.format': 'npz',
+      'data.task': 'pretrain', 'data.train_split': 'train',
+      'data.eval_splits': ('val',), 'data.val_split': 'val', 'train.epochs': d.pretrain_epochs,
+      'train.optimizer': 'adamw', 'train.lr': d.pretrain_lr, 'train.wd': 0.05,
+      'train.lr_scale_by_batch': False, 'train.warmup_epochs': 2, 'train.schedule_per': 'step',
+      'train.eval_every_epochs': d.pretrain_epochs, 'train.export': False,
+      'model.head_init': 'zeros', 'model.head_bias_init': 0.0}
 
 
 def get_config(arg: str | None = None):

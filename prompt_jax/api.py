@@ -30,9 +30,9 @@ from prompt_jax.data import preprocess as preprocess_lib
 from prompt_jax.methods import base
 
 
-def model_config(variant: str = 'B/16', method: str = 'vpt', *, checkpoint: str = '',
-                 checkpoint_format: str = 'npz', image_size: int = 224, seed: int = 0,
-                 overrides: Mapping[str, Any] | None = None, **method_options: Any
+def model_config(variant: str = 'B/16', method: str = common.DEFAULT_METHOD, *,
+                 checkpoint: str = '', checkpoint_format: str = 'npz', image_size: int = 224,
+                 seed: int = 0, overrides: Mapping[str, Any] | None = None, **method_options: Any
                  ) -> ml_collections.ConfigDict:
   """The locked config `create_model` builds from. `method_options` set fields of the method's
   section (`Method.config_section`, built by `Method.section`: `config.vpt`, `.ship`, ...);
@@ -62,16 +62,17 @@ def model_config(variant: str = 'B/16', method: str = 'vpt', *, checkpoint: str 
   return common.finalize(c)
 
 
-def create_model(variant: str, method: str = 'vpt', *, num_classes: int, checkpoint: str,
-                 checkpoint_format: str = 'npz', image_size: int = 224, seed: int = 0,
-                 prepared: Any = None, overrides: Mapping[str, Any] | None = None,
+def create_model(variant: str, method: str = common.DEFAULT_METHOD, *, num_classes: int,
+                 checkpoint: str, checkpoint_format: str = 'npz', image_size: int = 224,
+                 seed: int = 0, prepared: Any = None, overrides: Mapping[str, Any] | None = None,
                  **method_options: Any) -> tuple[nn.Module, dict[str, Any]]:
   """A prompted model and its full params, ready to apply or train.
 
-  variant: 'B/16', 'S/16', ... (`config.model.variant`); method: a registered method ('vpt',
-  'linear', 'full', 'ship', 'davpt', 'spt', 'sap'); num_classes: head size; checkpoint (required):
-  backbone weights in `checkpoint_format` ('npz', 'timm', 'mae', 'mocov3', 'clip_openai',
-  'clip_hf'), or 'random' for a seeded random backbone on purpose; image_size: input side S;
+  variant: 'B/16', 'S/16', ... (`config.model.variant`); method: a registered method
+  (`base.METHODS.names()`; default `configs/common.py` DEFAULT_METHOD); num_classes: head size;
+  checkpoint (required): backbone weights in `checkpoint_format` ('npz', 'timm', 'mae', 'mocov3',
+  'clip_openai', 'clip_hf'), or 'random' for a seeded random backbone on purpose; image_size:
+  input side S;
   seed: prompt/head init (as `config.seed`). prepared: the preparation result of methods that
   derive state from training data (SHIP anchors and prototype bank, DA-VPT clusters, SPT
   prototypes, SAP descriptions): the path of a run's workdir/prepared.npz, or the tree read from
@@ -94,7 +95,7 @@ def create_model(variant: str, method: str = 'vpt', *, num_classes: int, checkpo
   return model, m.init_params(params, prepared, config)
 
 
-def split_params(params: Any, method: str = 'vpt', **method_options: Any
+def split_params(params: Any, method: str = common.DEFAULT_METHOD, **method_options: Any
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
   """(trainable, frozen) halves of `params` as the trainer splits them for `method` (its options
   matter where they change the trainable set, e.g. DA-VPT's train_k_bias);

@@ -20,14 +20,7 @@ from prompt_jax import train
 from prompt_jax import tree
 from prompt_jax import workdir as workdir_lib
 from prompt_jax.configs import common
-
-# name -> (method, overrides)
-RUNS = {
-    'linear': ('linear', {}),
-    'vpt_shallow': ('vpt', {'vpt.deep': False, 'vpt.dropout': 0.0}),
-    'vpt_deep': ('vpt', {'vpt.deep': True}),
-}
-
+from prompt_jax.configs import demo as demo_config
 
 def _override(cfg: ml_collections.ConfigDict, updates: dict[str, Any]) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy
@@ -46,15 +39,7 @@ def save_npz(params: Any, path: str) -> str:
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Full fine-tuning of a random micro ViT on digits 0-4; returns the .npz path."""
-  d = config.demo
-  cfg = _override(config, {
-      'program': 'train', 'method': 'full', 'init.checkpoint': 'random', 'init.format': 'npz',
-      'data.task': 'pretrain', 'data.train_split': 'train',
-      'data.eval_splits': ('val',), 'data.val_split': 'val', 'train.epochs': d.pretrain_epochs,
-      'train.optimizer': 'adamw', 'train.lr': d.pretrain_lr, 'train.wd': 0.05,
-      'train.lr_scale_by_batch': False, 'train.warmup_epochs': 2, 'train.schedule_per': 'step',
-      'train.eval_every_epochs': d.pretrain_epochs, 'train.export': False,
-      'model.head_init': 'zeros', 'model.head_bias_init': 0.0})
+  cfg = _override(config, demo_config.pretrain_overrides(config.demo))
   path = os.path.join(workdir, 'pretrained_digits.npz')
   if os.path.exists(path):
     return path
@@ -66,11 +51,15 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrain (cached), then each run in `config.demo.runs`; prints and returns the table."""
+  unknown = [n for n in config.demo.runs if n not in demo_config.RUNS]
+  if unknown:
+    raise ValueError(f'config.demo.runs: unknown {unknown}; choose from {list(demo_config.RUNS)} '
+                     '(configs/demo.py RUNS)')
   os.makedirs(workdir, exist_ok=True)
   npz = pretrain(config, workdir)
   table = {}
   for name in config.demo.runs:
-    method, updates = RUNS[name]
+    method, updates = demo_config.RUNS[name]
     cfg = _override(config, {'program': 'train', 'method': method, 'init.checkpoint': npz,
                              'init.format': 'npz', **updates})
     res = train.train_and_evaluate(cfg, os.path.join(workdir, name))
@@ -81,7 +70,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             for k, v in table.items()]
   print('\n'.join(lines))
   workdir_lib.write_json(os.path.join(workdir, 'demo_results.json'), table)
-  summary = {'seed': int(config.seed), 'drop_last': bool(config.train.get('drop_last', False)),
+  summary = {'seed': int(config.seed), 'drop_last': bool(config.train.drop_last),
              'machine': machine(), 'runs': table}
   workdir_lib.write_json(os.path.join(workdir, 'demo_summary.json'), summary)  # docs/demo_results
   return table

@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 from prompt_jax import backbone as backbone_lib
 from prompt_jax import tree
 from prompt_jax import treeio
+from prompt_jax import workdir as workdir_lib
 from prompt_jax.methods import base
 
 
@@ -65,10 +66,7 @@ def _files(path: str) -> list[str]:
 def seal(path: str) -> None:
   """Writes `path`/manifest.json: the sha256 of every file under `path`."""
   files = {f: _sha256(os.path.join(path, f)) for f in _files(path)}
-  tmp = os.path.join(path, MANIFEST + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump({'sha256': files}, f, indent=1)
-  os.replace(tmp, os.path.join(path, MANIFEST))
+  workdir_lib.write_json(os.path.join(path, MANIFEST), {'sha256': files})
 
 
 def verify(path: str) -> None:
@@ -113,10 +111,9 @@ def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.
   with open(os.path.join(path, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=1))
   head = tuned.get('head/kernel')
-  with open(os.path.join(path, 'meta.json'), 'w') as f:
-    json.dump({'num_classes': int(head.shape[-1]) if head is not None else 0,
-               'keys': sorted(tuned), 'backbone_digest': backbone_digest,
-               'backbone_checkpoint': config.init.checkpoint}, f, indent=1)
+  workdir_lib.write_json(os.path.join(path, 'meta.json'), {
+      'num_classes': int(head.shape[-1]) if head is not None else 0, 'keys': sorted(tuned),
+      'backbone_digest': backbone_digest, 'backbone_checkpoint': config.init.checkpoint})
   treeio.save(os.path.join(path, 'prepared.npz'), prepared)
   seal(path)
   return path

@@ -1,4 +1,5 @@
-"""Batched, jitted feature extraction from a frozen model over one split (host numpy result)."""
+"""Batched, jitted feature extraction from a frozen model over one split (host numpy result; the
+evaluators' batch iteration)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from prompt_jax import progress
+from prompt_jax import evaluators
 
 Array = Any
 
@@ -31,17 +32,15 @@ def extract(model: nn.Module, params: Any, source: Any, split: str, *,
 
   chunks, labels, seen = [], [], 0
   n = source.splits[split] if max_examples is None else min(source.splits[split], max_examples)
-  bar = progress.bar(total=n, desc=f'features {split}')
-  for batch in source.iterate(split, batch_size):
+  for batch in evaluators.iterate(source.iterate(split, batch_size), total=-(-n // batch_size),
+                                  desc=f'features {split}'):
     keep = batch['mask']
     feats = jax.tree_util.tree_map(np.asarray, fwd(params, batch['image']))
     chunks.append(jax.tree_util.tree_map(lambda a, k=keep: a[k], feats))
     labels.append(batch['label'][keep])
     seen += int(keep.sum())
-    bar.update(min(int(keep.sum()), n - bar.n))
     if max_examples is not None and seen >= max_examples:
       break
-  bar.close()
   feats = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:max_examples], *chunks)
   labels = np.concatenate(labels)[:max_examples].astype(np.int32)
   return feats, labels

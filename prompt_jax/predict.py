@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator, Sequence
 import csv
-import json
 import os
 import sys
 from typing import Any
@@ -67,16 +66,12 @@ def evaluate_split(model: Any, params: Any, config: Any, split: str, batch_size:
   if split not in source.splits:
     raise ValueError(f'split {split!r} is not in {config.data.source}:{config.data.task}; its '
                      f'splits are {sorted(source.splits)}')
+  from prompt_jax import evaluators
   logits_fn = _logits_fn(model)
-  correct = total = 0
-  for batch in source.iterate(split, batch_size):
-    pred = np.asarray(logits_fn(params, batch['image'])).argmax(-1)
-    mask = np.asarray(batch['mask'])
-    correct += int(((pred == np.asarray(batch['label'])) & mask).sum())
-    total += int(mask.sum())
-  if not total:
-    raise ValueError(f'split {split!r} is empty')
-  return {'split': split, 'accuracy': correct / total, 'n': total,
+  res = evaluators.get('top1')(lambda images: logits_fn(params, images),
+                               source.iterate(split, batch_size),
+                               total=-(-source.splits[split] // batch_size), desc=f'eval {split}')
+  return {'split': split, 'accuracy': res['accuracy'], 'n': res['n'],
           'task': str(config.data.get('task', '')), 'source': config.data.source}
 
 
@@ -165,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     res = evaluate_split(model, params, config, a.split, a.batch_size)
     res.update(tuned=os.path.abspath(a.tuned), weights=a.weights)
     out = a.out or f'eval_{a.split}.json'
-    with open(out, 'w') as f:
-      json.dump(res, f, indent=1)
+    from prompt_jax import workdir as workdir_lib
+    workdir_lib.write_json(out, res)
     print(f'{res["task"]} {a.split}: top-1 {res["accuracy"]:.4f} over {res["n"]} images -> {out}')
   else:
     files = image_files(a.images)

@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 
 from prompt_jax import backbone as backbone_lib
 from prompt_jax import checkpointing
+from prompt_jax import evaluators
 from prompt_jax import features as features_lib
 from prompt_jax import inputs
 from prompt_jax import loop as loop_lib
@@ -132,18 +133,13 @@ def build(cfg: Config, workdir: str) -> Setup:
 
 def evaluate(path: inputs.InputPath, eval_fn, state: Any, frozen: Any, split: str,
              num_examples: int, batch_size: int, bsharding) -> dict[str, float]:
-  """Top-1 and loss over a whole split (padding rows masked out), fed by `path` (the device path
-  decodes the split once per run and `eval_fn` normalises)."""
-  total = None
-  for batch in progress.bar(path.eval_batches(split, batch_size),
-                            total=-(-num_examples // batch_size),
-                            desc=f'eval {split}', unit='batch', leave=False):
-    m = eval_fn(state['trainable'], frozen, shard_lib.put_batch(batch, bsharding))
-    total = m if total is None else total.merge(m)
-  if total is None:
-    raise ValueError(f'split {split!r} is empty')
-  out = total.compute()
-  return {'accuracy': float(out['accuracy']), 'loss': float(out['loss'])}
+  """Top-1 and loss over a whole split (the 'classification' evaluator; padding rows masked out),
+  fed by `path` (the device path decodes the split once per run and `eval_fn` normalises)."""
+  classification = evaluators.get('classification')
+  return classification(
+      lambda batch: eval_fn(state['trainable'], frozen, shard_lib.put_batch(batch, bsharding)),
+      path.eval_batches(split, batch_size), total=-(-num_examples // batch_size),
+      desc=f'eval {split}')
 
 
 def summarize(history: list[dict[str, Any]], eval_splits: tuple[str, ...], val_split: str
@@ -266,7 +262,7 @@ def _results(setup: Setup, loop: loop_lib.Loop, first_step: int, n_train_params:
   cfg, history = setup.config, loop.meta['history']
   eval_splits = tuple(cfg.data.eval_splits)
   results = {
-      'method': cfg.method, 'variant': setup.method.label(cfg), 'task': cfg.data.get('task', ''),
+      'method': cfg.method, 'variant': setup.method.label(cfg), 'task': cfg.data.task,
       'seed': cfg.seed, 'num_classes': setup.source.num_classes,
       'splits': {'train': cfg.data.train_split, 'val': cfg.data.val_split or None,
                  'eval': list(eval_splits)},

@@ -70,8 +70,18 @@ def case_id(kind: str, name: str, task: str) -> str:
   return f'{kind}:{name}-{task}'
 
 
+# Options of a recipe (same config file and per-task values; another prompt depth or SPT
+# initialiser) run on one task per VTAB group, with different label transforms and image shapes;
+# their recipe (vpt_deep, spt_kmeans: the configs' defaults) runs on every task.
+# PROMPT_JAX_MATRIX=full runs them on every task too (205 cases instead of 141).
+OPTION_VARIANTS = ('vpt_shallow', 'spt_random', 'spt_mean_pooling', 'spt_max_pooling')
+OPTION_TASKS = ('cifar100', 'patch_camelyon', 'smallnorb_ele')
+
+
 def all_cases() -> list[dict[str, str]]:
-  out = [{'kind': 'vtab', 'name': n, 'task': t} for n in VTAB_CONFIGS for t in tasks.VTAB_TASKS]
+  full = os.environ.get('PROMPT_JAX_MATRIX', '') == 'full'
+  out = [{'kind': 'vtab', 'name': n, 'task': t} for n in VTAB_CONFIGS for t in tasks.VTAB_TASKS
+         if full or n not in OPTION_VARIANTS or t in OPTION_TASKS]
   out += [{'kind': 'vtab', 'name': n, 'task': PETL_TASKS[n]} for n in PETL_CONFIGS]
   out += [{'kind': 'fgvc', 'name': n, 'task': t} for n in FGVC_CONFIGS for t in tasks.FGVC_TASKS]
   out.append({'kind': 'sap', 'name': 'sap_b2n', 'task': 'dtd'})

@@ -1,9 +1,10 @@
-"""Every recipe on every task, in CI: each method config (VPT shallow and deep, linear, full, SHIP,
-DA-VPT with its class-balanced sampler, SPT with each initialiser) x the 19 VTAB tasks on TFDS mock
-data with each task's real class count and image shape; LoRA, Adapter, Prefix and BitFit on one
-task each; DA-VPT's FGVC config and VPT on the 5 FGVC
-sets through the folder/json layout; SAP base-to-novel on a mocked few-shot set. Each case:
-prepare + 2 train steps + eval + export on Mu/8 at 32px, with no error.
+"""Every recipe on every task, in CI: each method config (VPT-deep, linear, full, SHIP, DA-VPT with
+its class-balanced sampler, SPT with its default k-means initialiser) x the 19 VTAB tasks on TFDS
+mock data with each task's real class count and image shape; the recipes' options (VPT-shallow,
+SPT's random / mean / max pooling initialisers) on one task per group (`PROMPT_JAX_MATRIX=full`:
+on every task); LoRA, Adapter, Prefix and BitFit on one task each; DA-VPT's FGVC config and VPT
+on the 5 FGVC sets through the folder/json layout; SAP base-to-novel on a mocked few-shot set.
+Each case: prepare + 2 train steps + eval + export on Mu/8 at 32px, with no error.
 
 The cases run in worker processes (tests/matrix_cases.py; one per core, up to 2), each case
 in-process there, sharing data sources and compiled programs; the workers compile with XLA's
@@ -79,10 +80,14 @@ def matrix(request, tmp_path_factory):
   return records, logs
 
 
-def test_matrix_case_ids_are_unique():
-  ids = [matrix_cases.case_id(c['kind'], c['name'], c['task'])
-         for c in matrix_cases.all_cases()]
-  assert len(ids) == len(set(ids)) == 10 * 19 + 4 + 2 * 5 + 1
+def test_matrix_case_ids_are_unique(monkeypatch):
+  # 6 recipes x 19 tasks + 4 options x 3 tasks (x 19 with PROMPT_JAX_MATRIX=full) + 4 PETL
+  # + 2 FGVC configs x 5 sets + SAP
+  for full, n in (('', 6 * 19 + 4 * 3 + 4 + 2 * 5 + 1), ('full', 10 * 19 + 4 + 2 * 5 + 1)):
+    monkeypatch.setenv('PROMPT_JAX_MATRIX', full)
+    ids = [matrix_cases.case_id(c['kind'], c['name'], c['task'])
+           for c in matrix_cases.all_cases()]
+    assert len(ids) == len(set(ids)) == n, full
 
 
 @pytest.mark.parametrize('case', _params())

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from prompt_jax import report
+from prompt_jax import report_figure
 from prompt_jax.data import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,12 +133,12 @@ def test_only_trials_is_a_clear_message(tmp_path, capsys):
 
 def test_no_blank_chart(tmp_path):
   run = report.load_run(str(_write(tmp_path, 'r', task='cub', test=0.5) / 'results.json'))
-  assert report.bar_chart([], str(tmp_path / 'none.png')) is False
+  assert report_figure.bar_chart([], str(tmp_path / 'none.png')) is False
   assert not (tmp_path / 'none.png').exists()
   # FGVC only: no VTAB group means, so the chart shows the tasks instead of empty groups.
   rows = report.build_rows([run])
   assert report.group_columns(rows) == []
-  assert report.bar_chart(rows, str(tmp_path / 'cub.png'))
+  assert report_figure.bar_chart(rows, str(tmp_path / 'cub.png'))
 
 
 def test_old_results_without_config_or_variant(tmp_path):
@@ -200,7 +201,7 @@ def test_figure_is_readable(tmp_path):
   Natural / Specialized / Structured sections and a group-mean panel; partial groups are marked;
   non-VTAB tasks are drawn too."""
   rng = np.random.default_rng(0)
-  fig = report.figure(_rows(tasks.VTAB_TASKS, ['linear', 'vpt_shallow', 'vpt_deep'], 3, rng))
+  fig = report_figure.figure(_rows(tasks.VTAB_TASKS, ['linear', 'vpt_shallow', 'vpt_deep'], 3, rng))
   fig.canvas.draw()
   r = fig.canvas.get_renderer()
   ax, gx = fig.axes
@@ -219,7 +220,7 @@ def test_figure_is_readable(tmp_path):
   assert len(ax.patches) == 3 * 19
   import matplotlib.pyplot as plt
   plt.close(fig)
-  fig = report.figure(_rows(['dtd', 'svhn', 'eurosat', 'downstream'], ['a', 'b'], 1, rng))
+  fig = report_figure.figure(_rows(['dtd', 'svhn', 'eurosat', 'downstream'], ['a', 'b'], 1, rng))
   ax, gx = fig.axes
   assert [t.get_text() for t in ax.texts] == ['Natural', 'Specialized', 'Other']
   assert [t.get_text() for t in gx.get_xticklabels()] == [

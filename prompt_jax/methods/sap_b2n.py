@@ -25,9 +25,9 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from prompt_jax import backbone as backbone_lib
+from prompt_jax import evaluators
 from prompt_jax import tree
 from prompt_jax import workdir as workdir_lib
 from prompt_jax.configs import common
@@ -64,13 +64,10 @@ def tuned_params(config: Config, workdir: str) -> tuple[dict[str, Any], dict[str
 
 
 def _accuracy(predict, source: Any, split: str, batch_size: int) -> float:
-  correct = total = 0
-  for batch in source.iterate(split, batch_size):
-    pred = np.asarray(predict(batch['image'])).argmax(-1)
-    m = batch['mask']
-    correct += int(((pred == batch['label']) & m).sum())
-    total += int(m.sum())
-  return correct / max(total, 1)
+  top1 = evaluators.get('top1')
+  return top1(predict, source.iterate(split, batch_size), total=-(-source.splits[split] //
+                                                                  batch_size),
+              desc=f'eval {split}')['accuracy']
 
 
 def sap_accuracy(config: Config, bb_params: Any, params: Any, source: Any,
@@ -125,7 +122,7 @@ def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any
   split = (config.b2n if 'b2n' in config else common.b2n()).eval_split
   accs = {s: sap_accuracy(with_subset(config, s), backbone, params, src, split)
           for s, src in srcs.items()}
-  results: dict[str, Any] = {'method': config.method, 'task': config.data.get('task', ''),
+  results: dict[str, Any] = {'method': config.method, 'task': config.data.task,
                              **harmonic(accs['base'], accs['novel']),
                              'train': {k: v for k, v in train_results.items() if k != 'history'}}
   if zeroshot:
