@@ -75,3 +75,13 @@ def test_gpu_check_cpu_dry_mode():
   vs = table['vpt_deep_vs_torch']
   assert 'error' not in vs, vs
   assert vs['torch_compile_s'] > 0 and vs['jax_over_best_torch'] > 0
+
+
+def test_torch_memory_rows():
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.torch_memory', '--variant=Mu/8',
+                        '--batch=2', '--prompts=4,16', '--threads=1'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads(out.stdout)['rows']
+  assert [r['prompts'] for r in rows] == [4, 16]
+  assert all(r['peak_rss_bytes'] >= r['baseline_rss_bytes'] > 0 for r in rows), rows
