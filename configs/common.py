@@ -29,6 +29,7 @@ ConfigDict = ml_collections.ConfigDict
 
 DEFAULT_METHOD = 'vpt'  # config.method and the Python API's default
 
+
 def _opt_str(default: str | None = None) -> ml_collections.FieldReference:
   return ml_collections.FieldReference(default, field_type=str)
 

@@ -22,6 +22,7 @@ from prompt_jax import workdir as workdir_lib
 from prompt_jax.configs import common
 from prompt_jax.configs import demo as demo_config
 
+
 def _override(cfg: ml_collections.ConfigDict, updates: dict[str, Any]) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy
   for dotted, value in updates.items():

@@ -68,9 +68,8 @@ def evaluate_split(model: Any, params: Any, config: Any, split: str, batch_size:
                      f'splits are {sorted(source.splits)}')
   from prompt_jax import evaluators
   logits_fn = _logits_fn(model)
-  res = evaluators.get('top1')(lambda images: logits_fn(params, images),
-                               source.iterate(split, batch_size),
-                               total=-(-source.splits[split] // batch_size), desc=f'eval {split}')
+  res = evaluators.on_split('top1', lambda images: logits_fn(params, images), source, split,
+                            batch_size)
   return {'split': split, 'accuracy': res['accuracy'], 'n': res['n'],
           'task': str(config.data.get('task', '')), 'source': config.data.source}
 

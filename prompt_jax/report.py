@@ -352,9 +352,10 @@ def write(rows: Sequence[Row], runs: Sequence[Run], *, md: str | None = None,
   if csv_path:
     with open(csv_path, 'w') as f:
       f.write(csv(rows))
-  from prompt_jax import report_figure  # matplotlib only when a figure is asked for
-  if png and not report_figure.bar_chart(rows, png):
-    print(f'no chart written to {png}: no value to plot', file=sys.stderr)
+  if png:
+    from prompt_jax import report_figure  # matplotlib only when a figure is asked for
+    if not report_figure.bar_chart(rows, png):
+      print(f'no chart written to {png}: no value to plot', file=sys.stderr)
   if json_path:
     workdir.write_json(json_path, {**to_json(rows, runs), **(extra or {})})
   return text

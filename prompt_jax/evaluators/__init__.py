@@ -8,7 +8,8 @@ An evaluator is `fn(predict, batches, *, total, desc) -> {metric: value}`: it ow
 `batches` (dicts with 'image', 'label' and the padding 'mask', as every data source yields them)
 and calls `predict` on each. Each module of this package registers one (`register`); a module
 elsewhere registers its own the same way and is found once imported. `iterate` is the one
-progress-reporting iteration over a split they share (and `features.extract`).
+progress-reporting iteration over a split they share (and `features.extract`); `on_split` runs
+one over a data source's split.
 """
 
 from __future__ import annotations
@@ -39,3 +40,10 @@ def iterate(batches: Iterable[Batch], *, total: int | None, desc: str,
             unit: str = 'batch') -> Iterator[Batch]:
   """`batches` with a progress bar (cleared when done); `total` in `unit`s."""
   yield from progress.bar(batches, total=total, desc=desc, unit=unit, leave=False)
+
+
+def on_split(name: str, predict: Callable[..., Any], source: Any, split: str,
+             batch_size: int) -> dict[str, Any]:
+  """Evaluator `name` over `source.iterate(split, batch_size)` (the source's padded batches)."""
+  return get(name)(predict, source.iterate(split, batch_size),
+                   total=-(-source.splits[split] // batch_size), desc=f'eval {split}')

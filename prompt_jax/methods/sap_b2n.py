@@ -63,13 +63,6 @@ def tuned_params(config: Config, workdir: str) -> tuple[dict[str, Any], dict[str
   return backbone, tree.merge(jax.tree_util.tree_map(jnp.asarray, tuned), backbone)
 
 
-def _accuracy(predict, source: Any, split: str, batch_size: int) -> float:
-  top1 = evaluators.get('top1')
-  return top1(predict, source.iterate(split, batch_size), total=-(-source.splits[split] //
-                                                                  batch_size),
-              desc=f'eval {split}')['accuracy']
-
-
 def sap_accuracy(config: Config, bb_params: Any, params: Any, source: Any,
                  split: str = 'test') -> float:
   """Top-1 of the tuned SAP model on `source` (its own class set and descriptions)."""
@@ -82,7 +75,8 @@ def sap_accuracy(config: Config, bb_params: Any, params: Any, source: Any,
   if model.cache_text:
     p['text_cache'] = text
   fwd = jax.jit(lambda q, x: model.apply({'params': q}, x, text_features=text)[0])
-  return _accuracy(lambda x: fwd(p, x), source, split, config.train.eval_batch_size)
+  return evaluators.on_split('top1', lambda x: fwd(p, x), source, split,
+                            config.train.eval_batch_size)['accuracy']
 
 
 def zeroshot_accuracy(config: Config, bb_params: Any, source: Any, split: str = 'test',
@@ -100,7 +94,8 @@ def zeroshot_accuracy(config: Config, bb_params: Any, source: Any, split: str = 
     img, _ = model.apply({'params': bb_params}, x)
     return clip_lib.l2_normalize(img) @ text.T
 
-  return _accuracy(fwd, source, split, config.train.eval_batch_size)
+  return evaluators.on_split('top1', fwd, source, split,
+                            config.train.eval_batch_size)['accuracy']
 
 
 def harmonic(base_acc: float, novel_acc: float) -> dict[str, float]:

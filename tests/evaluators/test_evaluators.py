@@ -57,3 +57,12 @@ def test_an_outside_evaluator_registers_and_is_found():
     evaluators.EVALUATORS.unregister('count_rows')
   with pytest.raises(KeyError, match="unknown evaluator 'count_rows'"):
     evaluators.get('count_rows')
+
+
+def test_on_split_pads_the_last_batch_and_counts_each_example_once():
+  from prompt_jax.data.source import ArraySource
+  x = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]]
+  y = np.array([0, 1, 2, 1, 1], np.int32)  # 4 of 5 right; batches of 2 pad the last one
+  res = evaluators.on_split('top1', lambda images: images,
+                            ArraySource({'test': (x, y)}, num_classes=3), 'test', 2)
+  assert res == {'accuracy': 4 / 5, 'n': 5}
