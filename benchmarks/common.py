@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing
 import os
 import platform
 import time
@@ -82,6 +84,97 @@ def time_rounds(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: in
   return times
 
 
+# A candidate built in its own process: (module, function, keyword arguments). The function
+# returns `run` (one blocking step) or `(run, info)` with `info` a picklable dict (FLOPs, compile
+# seconds, ...). Everything it needs must be picklable: arrays, numbers, plain dicts.
+Spec = tuple[str, str, dict[str, Any]]
+
+
+def _build(spec: Spec) -> tuple[Callable[[], Any], dict[str, Any]]:
+  module, fn, kwargs = spec
+  out = getattr(importlib.import_module(module), fn)(**kwargs)
+  return out if isinstance(out, tuple) else (out, {})
+
+
+def _round_worker(conn, spec: Spec) -> None:
+  """A candidate's process: build, say ready (with its info), then time `n` calls per request
+  until asked for 0. Between requests it blocks on the pipe, so its threads do not run."""
+  try:
+    run, info = _build(spec)
+  except BaseException as e:  # reported to the parent, which raises
+    conn.send(('error', f'{type(e).__name__}: {e}'[:2000]))
+    return
+  conn.send(('ready', info))
+  while n := conn.recv():
+    times = []
+    for _ in range(n):
+      t = time.perf_counter()
+      run()
+      times.append(time.perf_counter() - t)
+    conn.send(times)
+
+
+def time_candidates(specs: dict[str, Spec], *, harness: str = 'process', warmup: int = 1,
+                    iters: int = 5) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
+  """(seconds of every timed call, info) per candidate, timed round-robin as `time_rounds`.
+
+  harness='process' builds each candidate in its own spawned process (one after another, so
+  builds and compiles do not overlap) and times one call at a time while the others block on a
+  pipe: no candidate's threads, caches or allocator state share the cores with the one being
+  timed. The workers get `OMP_WAIT_POLICY=PASSIVE` (unless it is set): PyTorch's OpenMP threads
+  then sleep after each call instead of spinning on the cores the next candidate needs, which
+  cost the XLA step 10-20% on 2 cores when both ran in one process (benchmarks/README.md).
+  harness='inline' builds and times everything in this process (the earlier harness).
+  """
+  if harness == 'inline':
+    built = {k: _build(spec) for k, spec in specs.items()}
+    times = time_rounds({k: r for k, (r, _) in built.items()}, warmup=warmup, iters=iters)
+    return times, {k: info for k, (_, info) in built.items()}
+  if harness != 'process':
+    raise ValueError(f"harness must be 'process' or 'inline', not {harness!r}")
+  ctx = multiprocessing.get_context('spawn')  # fork after JAX / PyTorch started threads is unsafe
+  saved = os.environ.get('OMP_WAIT_POLICY')
+  os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # inherited by the spawned workers
+  workers, infos = {}, {}
+  try:
+    for k, spec in specs.items():
+      conn, child = ctx.Pipe()
+      proc = ctx.Process(target=_round_worker, args=(child, spec), daemon=True)
+      proc.start()
+      child.close()
+      workers[k] = (proc, conn)
+      try:
+        status, payload = conn.recv()
+      except EOFError:
+        proc.join(5)
+        raise RuntimeError(f'benchmark candidate {k!r} died while building '
+                           f'(exit code {proc.exitcode})') from None
+      if status == 'error':
+        raise RuntimeError(f'benchmark candidate {k!r} failed to build: {payload}')
+      infos[k] = payload
+    for _, conn in workers.values():
+      if warmup:
+        conn.send(warmup)
+        conn.recv()
+    times = {k: [] for k in workers}
+    for _ in range(iters):
+      for k, (_, conn) in workers.items():
+        conn.send(1)
+        times[k] += conn.recv()
+    return times, infos
+  finally:
+    for proc, conn in workers.values():
+      try:
+        conn.send(0)
+      except (BrokenPipeError, OSError):
+        pass
+      proc.join(60)
+      if proc.is_alive():
+        proc.kill()
+    if saved is None:
+      os.environ.pop('OMP_WAIT_POLICY', None)
+
+
 def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: int = 5
                      ) -> dict[str, float]:
   """Median seconds per call of each fn over `time_rounds`."""
@@ -149,20 +242,27 @@ def roofline(flops: float, bytes_accessed: float, batch: int) -> dict[str, dict[
   return out
 
 
-def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
-  """The trainer's own jitted train step for `setup` (prompt_jax.train.Setup) on one fixed batch.
-
-  Returns (run, compiled, compile_seconds, trainable, state): `run()` does one blocking step.
-  """
+def trainer_state(setup: Any):
+  """(trainable, frozen, tx, state) of the trainer for `setup` (prompt_jax.train.Setup)."""
   from prompt_jax import optim, steps, tree
   cfg = setup.config
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
   state = steps.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
                               jax.random.PRNGKey(0))
+  return trainable, frozen, tx, state
+
+
+def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
+  """The trainer's own jitted train step for `setup` (prompt_jax.train.Setup) on one fixed batch.
+
+  Returns (run, compiled, compile_seconds, trainable, state): `run()` does one blocking step.
+  """
+  from prompt_jax import steps
+  trainable, frozen, tx, state = trainer_state(setup)
   b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y), bool)}
   t = time.perf_counter()
-  step = steps.make_train_step(setup.model, setup.method, cfg, tx)
+  step = steps.make_train_step(setup.model, setup.method, setup.config, tx)
   compiled = jax.jit(step).lower(state, frozen, b).compile()
   compile_s = time.perf_counter() - t
   holder = {'s': state}

@@ -26,8 +26,9 @@ thread (torch_images_per_s_1thread, jax_over_torch_1thread; JAX is not re-timed 
 contended 2-core box 2-thread PyTorch can be 5-100x slower. PyTorch is also timed
 `torch.compile`d (mode default; `torch_compile_s` apart; `--no_compile` skips it), and
 `jax_over_best_torch` divides by the faster of eager and compiled. The JAX steps and both PyTorch
-steps are timed in interleaved rounds; `timing` has images/s at the fastest and the median round of
-each. Methods that fail to build: 'skipped: reason'.
+steps are timed in interleaved rounds, each in its own process by default (`--harness=process`,
+`common.time_candidates`; `--harness=inline`: all in this process); `timing` has images/s at the
+fastest and the median round of each. Methods that fail to build: 'skipped: reason'.
 """
 
 import argparse
@@ -44,11 +45,12 @@ from benchmarks import common as bench
 METHODS = {'vpt_deep': 'vpt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab', 'spt': 'spt_vtab'}
 
 
-def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, dtype: str,
-              live_tokens: bool = True):
-  """ts.jax_step generalised to any method config (same construction)."""
+def _jax_setup(module: str, variant: str, batch: int, image: int, classes: int, dtype: str,
+               live_tokens: bool = True):
+  """(setup, cfg, x, y): the method's config at `variant` on random data, built as the trainer
+  builds it (prepare() included); ts.jax_step generalised to any method config."""
   import importlib
-  from prompt_jax import train, tree
+  from prompt_jax import train
   from prompt_jax.data import registry
   from prompt_jax.data.source import ArraySource
   from prompt_jax.models import vit
@@ -82,8 +84,15 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
     setup = train.build(cfg, tempfile.mkdtemp(prefix='bench_run_'))
   finally:
     registry.get_source = orig
-  run, compiled, compile_s, trainable, state = bench.compile_trainer_step(setup, x, y)
-  mem = {}
+  return setup, cfg, x, y
+
+
+def jax_worker(**kw):
+  """The trainer's compiled step for `_jax_setup(**kw)`, as a `common.time_candidates` spec:
+  (run, info) with XLA's FLOPs / bytes, compile seconds, trainable count and memory analysis."""
+  from prompt_jax import tree
+  setup, _, x, y = _jax_setup(**kw)
+  run, compiled, compile_s, trainable, _ = bench.compile_trainer_step(setup, x, y)
   try:
     ma = compiled.memory_analysis()
     mem = {'temp_bytes': int(ma.temp_size_in_bytes),
@@ -91,21 +100,26 @@ def _jax_step(module: str, variant: str, batch: int, image: int, classes: int, d
            'output_bytes': int(ma.output_size_in_bytes)}
   except Exception as e:
     mem = {'unavailable': str(e)}
-  ctx = {'setup': setup, 'cfg': cfg, 'x': x, 'y': y,
-         'method_state': state['method_state']}
-  ctx['cost'] = bench.compiled_cost(compiled)
-  return run, bench.compiled_flops(compiled), compile_s, tree.count(trainable), mem, ctx
+  return run, {'flops': bench.compiled_flops(compiled), 'cost': bench.compiled_cost(compiled),
+               'compile_s': compile_s, 'trainable': tree.count(trainable), 'memory': mem}
+
+
+def _jax_context(**kw) -> dict:
+  """What the PyTorch row needs from the JAX side (no step compiled): the built setup, its data
+  and the method state the loss reads (SHIP, DA-VPT)."""
+  setup, cfg, x, y = _jax_setup(**kw)
+  *_, state = bench.trainer_state(setup)
+  return {'setup': setup, 'cfg': cfg, 'x': x, 'y': y, 'method_state': state['method_state']}
 
 
 # ---------------------------------------------------------------- PyTorch counterparts
 
 
-def _torch_model(name: str, ctx: dict, variant: str, image: int, classes: int):
+def _torch_model(name: str, cfg, prepared: dict, variant: str, image: int, classes: int):
   """(model, train-step factory(model, x, y) -> run, description) for method `name`."""
   import torch
   from tests.torch_reference import torch_davpt, torch_ship, torch_vit
   from prompt_jax.models import vit
-  cfg, prepared = ctx['cfg'], ctx['setup'].prepared
   arch = vit.decode_variant(variant)
   kw = dict(image=image, patch=arch['patch_size'], d=arch['width'], depth=arch['depth'],
             heads=arch['num_heads'], mlp=arch['mlp_dim'], classes=classes,
@@ -191,14 +205,31 @@ def _check(name: str, ctx: dict, model) -> dict:
                      abs(float(loss_j) - float(loss_t)) < 1e-4 * max(1.0, abs(float(loss_j))))}
 
 
-def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int,
-               compile: bool = True) -> tuple[dict, dict]:
-  """(row, runs): the PyTorch model's check, FLOPs and 1-thread timing, and its eager and
-  `torch.compile`d steps ('torch', 'torch_compiled') for the caller to time with the JAX step."""
-  import copy
+def torch_worker(name: str, cfg: dict, prepared: dict, variant: str, image: int, classes: int,
+                 x: np.ndarray, y: np.ndarray, compile: bool = False):
+  """The PyTorch counterpart's train step for method `name` as a `common.time_candidates` spec
+  (eager, or `torch.compile`d with the first call's seconds as `first_call_s`)."""
+  import ml_collections
+  import torch
+  model, step, _ = _torch_model(name, ml_collections.ConfigDict(cfg), prepared, variant, image,
+                                classes)
+  xt = torch.as_tensor(x).permute(0, 3, 1, 2).contiguous()
+  yt = torch.as_tensor(y).long()
+  if not compile:
+    return step(model, xt, yt), {'threads': torch.get_num_threads()}
+  model.compile()  # torch.compile, mode default, in place
+  run, first_s = bench.torch_compiled(lambda: step(model, xt, yt))
+  return run, {'first_call_s': first_s}
+
+
+def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int
+               ) -> tuple[dict, dict]:
+  """(row, worker kwargs): the PyTorch model's check, FLOPs and 1-thread timing, and the keyword
+  arguments of `torch_worker` (picklable) for the caller to time with the JAX step."""
   import torch
   from tests.torch_reference import torch_vit
-  model, step, desc = _torch_model(name, ctx, variant, image, classes)
+  prepared = jax.tree_util.tree_map(np.asarray, ctx['setup'].prepared)
+  model, step, desc = _torch_model(name, ctx['cfg'], prepared, variant, image, classes)
   row = {'torch_model': desc, 'torch_trainable_params': torch_vit.trainable_count(model),
          'torch_version': torch.__version__}
   try:
@@ -207,7 +238,6 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
     row['check'] = f'failed: {type(e).__name__}: {e}'[:300]
   xt = torch.as_tensor(ctx['x']).permute(0, 3, 1, 2).contiguous()
   yt = torch.as_tensor(ctx['y']).long()
-  compiled_model = copy.deepcopy(model) if compile else None
   run = step(model, xt, yt)
   try:
     from torch.utils.flop_counter import FlopCounterMode
@@ -223,66 +253,70 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
   finally:
     torch.set_num_threads(default)
   row['torch_threads'] = default
-  runs = {'torch': run}
-  if compile:
-    compiled_model.compile()  # torch.compile, mode default, in place
-    runs['torch_compiled'], row['torch_compiled_first_call_s'] = bench.torch_compiled(
-        lambda: step(compiled_model, xt, yt))
-  return row, runs
+  kwargs = dict(name=name, cfg=ctx['cfg'].to_dict(), prepared=prepared, variant=variant,
+                image=image, classes=classes, x=ctx['x'], y=ctx['y'])
+  return row, kwargs
 
 
 def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torch,
-              compile_torch=True):
+              compile_torch=True, harness='process'):
   row = {'method': name, 'model': f'ViT-{variant}', 'batch': batch, 'image': image, 'dtype': dtype}
   classes = 100
+  kw = dict(module=module, variant=variant, batch=batch, image=image, classes=classes,
+            dtype=dtype)
   try:
-    run, flops, compile_s, n_train, mem, ctx = _jax_step(module, variant, batch, image, classes,
-                                                         dtype)
+    ctx = _jax_context(**kw)
   except Exception as e:
     return {**row, 'skipped': f'{type(e).__name__}: {e}'[:300]}
-  runs = {'live': run}
-  try:  # the same step with every token live in every block (what the releases compute)
-    runs['all_live'], flops_full, _, _, _, _ = _jax_step(module, variant, batch, image, classes,
-                                                         dtype, live_tokens=False)
-  except Exception as e:
-    row['all_live'] = f'skipped: {type(e).__name__}: {e}'[:300]
+  # the live step, and the same step with every token live in every block (what releases compute)
+  specs = {'live': ('benchmarks.run', 'jax_worker', kw),
+           'all_live': ('benchmarks.run', 'jax_worker', dict(kw, live_tokens=False))}
   tr = {}
   if with_torch and dtype != 'float32':
     row['torch'] = f'skipped: the PyTorch rows are float32 only (JAX ran {dtype})'
   elif with_torch:
     try:
-      tr, torch_runs = _torch_row(name, ctx, variant, image, classes, iters, compile_torch)
-      runs.update(torch_runs)
+      tr, torch_kw = _torch_row(name, ctx, variant, image, classes, iters)
+      specs['torch'] = ('benchmarks.run', 'torch_worker', torch_kw)
+      if compile_torch:
+        specs['torch_compiled'] = ('benchmarks.run', 'torch_worker', dict(torch_kw, compile=True))
     except Exception as e:
       row['torch'] = f'skipped: {type(e).__name__}: {e}'[:300]
-  times = bench.time_rounds(runs, iters=iters)  # JAX and PyTorch interleaved
+  del ctx
+  try:
+    times, infos = bench.time_candidates(specs, harness=harness, iters=iters)
+  except RuntimeError as e:
+    return {**row, 'skipped': str(e)[:300]}
   secs = {k: float(np.median(v)) for k, v in times.items()}
   t = secs['live']
-  cost = ctx['cost']
-  row.update(trainable_params=n_train, jax_images_per_s=batch / t, jax_step_flops=flops,
+  live = infos['live']
+  flops, cost = live['flops'], live['cost']
+  row.update(trainable_params=live['trainable'], jax_images_per_s=batch / t, jax_step_flops=flops,
              jax_step_bytes_accessed=cost['bytes_accessed'],
-             jax_flop_utilisation=flops / t / peak, jax_compile_s=compile_s, jax_memory=mem,
+             jax_flop_utilisation=flops / t / peak, jax_compile_s=live['compile_s'],
+             jax_memory=live['memory'],
              roofline=bench.roofline(flops, cost['bytes_accessed'], batch),
              timing={k: bench.spread(v, batch) for k, v in times.items()})
-  if 'all_live' in secs:
-    t_full = secs['all_live']
-    row.update(jax_images_per_s_all_live=batch / t_full, jax_step_flops_all_live=flops_full,
-               jax_flop_utilisation_all_live=flops_full / t_full / peak,
-               live_over_all_live=t_full / t)
+  t_full, flops_full = secs['all_live'], infos['all_live']['flops']
+  row.update(jax_images_per_s_all_live=batch / t_full, jax_step_flops_all_live=flops_full,
+             jax_flop_utilisation_all_live=flops_full / t_full / peak,
+             live_over_all_live=t_full / t)
   if not tr:
     return row
   torch_keys = [k for k in ('torch', 'torch_compiled') if k in secs]
   row.update(tr, torch_images_per_s=batch / secs['torch'],
              jax_over_torch=secs['torch'] / t,
              jax_over_torch_1thread=row['jax_images_per_s'] / tr['torch_images_per_s_1thread'],
-             trainable_params_match=tr['torch_trainable_params'] == n_train,
+             trainable_params_match=tr['torch_trainable_params'] == live['trainable'],
              best_torch=min(torch_keys, key=secs.get),
              jax_over_best_torch={
                  'median': min(secs[k] for k in torch_keys) / t,
                  'best': min(min(times[k]) for k in torch_keys) / min(times['live'])})
   if 'torch_compiled' in secs:
+    first = infos['torch_compiled']['first_call_s']
     row.update(torch_compiled_images_per_s=batch / secs['torch_compiled'],
-               torch_compile_s=tr['torch_compiled_first_call_s'] - secs['torch_compiled'])
+               torch_compiled_first_call_s=first,
+               torch_compile_s=first - secs['torch_compiled'])
   return row
 
 
@@ -296,6 +330,8 @@ def main() -> None:
   ap.add_argument('--dtype', default='', help="model.compute_dtype; '' = bfloat16 on an "
                   'accelerator, float32 on CPU (bfloat16 there times the avx512_bf16 path)')
   ap.add_argument('--methods', default=','.join(METHODS), help='comma-separated subset')
+  ap.add_argument('--harness', default='process', choices=('process', 'inline'),
+                  help='process: each candidate in its own process (common.time_candidates)')
   args = ap.parse_args()
   gpu = jax.default_backend() != 'cpu'
   dtype = args.dtype or ('bfloat16' if gpu else 'float32')
@@ -305,9 +341,10 @@ def main() -> None:
   peak = bench.matmul_peak_flops(1024 if args.quick else 2048, jnp.dtype(dtype))
   methods = {n: METHODS[n] for n in args.methods.split(',')}
   rows = [bench_one(n, m, v, b, i, args.iters, peak, dtype, not args.no_torch,
-                    not args.no_compile)
+                    not args.no_compile, args.harness)
           for v, b, i in grid for n, m in methods.items()]
   print(json.dumps({'benchmark': 'suite', 'quick': args.quick, 'dtype': dtype,
+                    'harness': args.harness,
                     'matmul_peak_flops_per_s': peak, 'accelerators_assumed': bench.ACCELERATORS,
                     'rows': rows, 'wall_s': time.perf_counter() - t0,
                     'load_average_before': load_before, 'machine': bench.machine()},

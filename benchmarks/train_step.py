@@ -2,7 +2,8 @@
 PyTorch, in one run.
 
   python -m benchmarks.train_step [--variant=B/16 --batch=8 --prompts=50,100,200 --iters=5]
-      [--attention=auto] [--paths=live,full] [--no_torch]
+      [--attention=auto] [--paths=live,full,live_remat] [--dtype=bfloat16] [--no_torch]
+      [--harness=process|inline]
 
 For each prompt count P: our trainer's jitted step with `model.live_tokens=True` ('live': prompts
 are key/value-only in every block, exact) and False ('full': every token in every block, what the
@@ -11,8 +12,10 @@ all tokens live). `--attention=einsum,fused` times both attention implementation
 (models/attention.py). Prints JSON: images/s, ratios to PyTorch, FLOPs of each compiled step (XLA
 cost analysis: the live step's count holds only the live-token work) and their utilisation of a
 measured matmul peak, and the machine's load average before and after. The candidates of one P are
-timed round-robin (`bench.time_rounds`), so a shared machine's load changes hit them alike; every
-candidate reports images/s at its fastest and its median round.
+timed round-robin, so a shared machine's load changes hit them alike, each in its own process by
+default (`--harness=process`, `common.time_candidates`: the others wait, blocked, while one is
+timed; `--harness=inline` times all in this process, as before stop 27); every candidate reports
+images/s at its fastest and its median round.
 
 PyTorch is timed eager ('torch') and `torch.compile`d ('torch_compiled', mode default, compile
 time reported apart as `torch_compile_s`); `*_over_best_torch` divides by the faster of the two
@@ -23,7 +26,6 @@ Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 
@@ -37,11 +39,14 @@ from prompt_jax.data.source import ArraySource
 
 
 def jax_step(batch: int, prompts: int, image: int, variant: str, classes: int = 100,
-             live_tokens: bool = True, attention: str = 'auto'):
+             live_tokens: bool = True, attention: str = 'auto', remat: bool = False,
+             dtype: str = 'float32'):
   cfg = vpt_vtab.get_config()
   cfg.unlock()
   cfg.model.variant = variant
   cfg.model.live_tokens = live_tokens
+  cfg.model.remat = remat
+  cfg.model.compute_dtype = dtype
   cfg.model.attention = attention
   cfg.vpt.num_prompts = prompts
   cfg.vpt.dropout = 0.0
@@ -64,7 +69,7 @@ def jax_step(batch: int, prompts: int, image: int, variant: str, classes: int = 
 
 
 def torch_step(batch: int, prompts: int, image: int, classes: int = 100, compile: bool = False,
-               **arch):
+               dtype: str = 'float32', **arch):
   import torch
   from tests.torch_reference.torch_vit import VPTDeepViT
   torch.manual_seed(0)
@@ -75,13 +80,34 @@ def torch_step(batch: int, prompts: int, image: int, classes: int = 100, compile
   x = torch.randn(batch, 3, image, image)
   y = torch.randint(0, classes, (batch,))
 
+  # bfloat16: autocast on CPU (matmuls in bf16, parameters and optimizer in float32), the PyTorch
+  # counterpart of our model.compute_dtype='bfloat16'
+  amp = torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bfloat16')
+
   def run():
     opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(x), y)
+    with amp:
+      loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
 
   return run, torch.get_num_threads(), torch.__version__
+
+
+def jax_worker(**kw):
+  """`jax_step` as a `common.time_candidates` spec: (run, info)."""
+  run, flops, compile_s, n_train = jax_step(**kw)
+  return run, {'flops': flops, 'compile_s': compile_s, 'trainable': n_train}
+
+
+def torch_worker(compile: bool = False, **kw):
+  """`torch_step` as a `common.time_candidates` spec; compiled: the first call (trace + compile +
+  one step) is made here and its seconds returned as `first_call_s`."""
+  if not compile:
+    run, threads, version = torch_step(**kw)
+    return run, {'threads': threads, 'torch': version}
+  run, first_s = bench.torch_compiled(lambda: torch_step(compile=True, **kw)[0])
+  return run, {'first_call_s': first_s}
 
 
 def main() -> None:
@@ -92,9 +118,15 @@ def main() -> None:
   ap.add_argument('--image', type=int, default=224)
   ap.add_argument('--iters', type=int, default=5)
   ap.add_argument('--attention', default='auto', help='comma-separated: auto, einsum, fused')
-  ap.add_argument('--paths', default='live,full', help="'live' and/or 'full' (all tokens live)")
+  ap.add_argument('--paths', default='live,full',
+                  help="comma-separated: 'live', 'full' (all tokens live), 'live_remat' "
+                  '(live with model.remat)')
+  ap.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                  help='bfloat16: our model.compute_dtype and PyTorch autocast (CPU: avx512_bf16)')
   ap.add_argument('--no_torch', action='store_true')
   ap.add_argument('--no_compile', action='store_true', help='skip the torch.compile candidate')
+  ap.add_argument('--harness', default='process', choices=('process', 'inline'),
+                  help='process: each candidate in its own process (common.time_candidates)')
   args = ap.parse_args()
   from prompt_jax.models import vit
   arch = vit.decode_variant(args.variant)
@@ -102,25 +134,33 @@ def main() -> None:
   peak = bench.matmul_peak_flops()
   rows = []
   for p in (int(v) for v in args.prompts.split(',')):
-    row, runs = {'prompts': p}, {}
+    row, specs = {'prompts': p}, {}
     for attention in args.attention.split(','):
       for path in args.paths.split(','):
         key = path if attention == 'auto' else f'{path}_{attention}'
-        runs[key], flops, compile_s, n_train = jax_step(
-            args.batch, p, args.image, args.variant, live_tokens=path == 'live',
-            attention=attention)
-        row.update({f'jax_{key}_step_flops': flops, f'jax_{key}_compile_s': compile_s,
-                    'trainable_params': n_train})
+        specs[key] = ('benchmarks.train_step', 'jax_worker', dict(
+            batch=args.batch, prompts=p, image=args.image, variant=args.variant,
+            live_tokens=path != 'full', remat=path == 'live_remat', attention=attention,
+            dtype=args.dtype))
     if not args.no_torch:
-      kw = dict(patch=arch['patch_size'], d=arch['width'], depth=arch['depth'],
-                heads=arch['num_heads'], mlp=arch['mlp_dim'])
-      runs['torch'], threads, torch_version = torch_step(args.batch, p, args.image, **kw)
-      row.update(torch_threads=threads, torch=torch_version)
+      kw = dict(batch=args.batch, prompts=p, image=args.image, dtype=args.dtype,
+                patch=arch['patch_size'],
+                d=arch['width'], depth=arch['depth'], heads=arch['num_heads'], mlp=arch['mlp_dim'])
+      specs['torch'] = ('benchmarks.train_step', 'torch_worker', kw)
       if not args.no_compile:
-        runs['torch_compiled'], first_s = bench.torch_compiled(functools.partial(
-            lambda *a, **k: torch_step(*a, **k)[0], args.batch, p, args.image, compile=True, **kw))
-        row['torch_compiled_first_call_s'] = first_s
-    times = bench.time_rounds(runs, iters=args.iters)
+        specs['torch_compiled'] = ('benchmarks.train_step', 'torch_worker',
+                                   dict(kw, compile=True))
+    times, infos = bench.time_candidates(specs, harness=args.harness, iters=args.iters)
+    for key, info in infos.items():
+      if key.startswith('torch'):
+        if 'threads' in info:
+          row.update(torch_threads=info['threads'], torch=info['torch'])
+        if 'first_call_s' in info:
+          row['torch_compiled_first_call_s'] = info['first_call_s']
+      else:
+        row.update({f'jax_{key}_step_flops': info['flops'],
+                    f'jax_{key}_compile_s': info['compile_s'],
+                    'trainable_params': info['trainable']})
     secs = {k: float(np.median(v)) for k, v in times.items()}
     best = {k: float(np.min(v)) for k, v in times.items()}
     if 'torch_compiled' in secs:
@@ -147,8 +187,9 @@ def main() -> None:
       'benchmark': 'train_step',
       'command': ' '.join(['python -m benchmarks.train_step'] + sys.argv[1:]),
       'model': f'ViT-{args.variant} VPT-deep', 'batch': args.batch,
-      'image': args.image, 'dtype': 'float32', 'attention': args.attention,
-      'matmul_peak_flops_per_s': peak, 'rows': rows, 'load_average_before': load_before,
+      'image': args.image, 'dtype': args.dtype, 'attention': args.attention,
+      'harness': args.harness, 'matmul_peak_flops_per_s': peak, 'rows': rows,
+      'load_average_before': load_before,
       'load_average_after': bench.load_average(), 'machine': bench.machine()}, indent=1))
 
 

@@ -17,8 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_quick_suite_rows_and_pytorch_checks():
+  # inline: the per-process harness is covered by the train-step test (it would add 16 worker
+  # start-ups here)
   out = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--iters=1',
-                        '--no_compile'], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                        '--no_compile', '--harness=inline'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:]
   table = json.loads(out.stdout)
   rows = {r['method']: r for r in table['rows']}
@@ -44,13 +47,15 @@ def test_input_loop_rows():
 
 def test_train_step_times_torch_compile_apart():
   """The torch.compile anchor: compiled PyTorch is a candidate, its compile time is reported apart
-  and the ratio is against the faster of eager and compiled, at both the best and median round."""
+  and the ratio is against the faster of eager and compiled, at both the best and median round;
+  each candidate timed in its own process (the default harness)."""
   out = subprocess.run([sys.executable, '-m', 'benchmarks.train_step', '--variant=Mu/8',
                         '--image=32', '--prompts=4', '--iters=2', '--paths=live'], cwd=ROOT,
                        capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:]
   table = json.loads(out.stdout)
   assert table['machine']['cpu_model'] and len(table['load_average_before']) == 3
+  assert table['harness'] == 'process'
   row = table['rows'][0]
   assert row['torch_compile_s'] > 0 and row['torch_compiled_images_per_s'] > 0
   best = {k: row[f'{k}_timing']['images_per_s_best'] for k in ('torch', 'torch_compiled')}
@@ -60,6 +65,31 @@ def test_train_step_times_torch_compile_apart():
   for k in ('jax_live', 'torch', 'torch_compiled'):
     t = row[f'{k}_timing']
     assert t['rounds'] == 2 and t['images_per_s_best'] >= t['images_per_s_median'] > 0
+
+
+def _sleep_step(seconds: float):
+  import time
+  return lambda: time.sleep(seconds), {'pid': os.getpid()}
+
+
+def _broken_step():
+  raise ValueError('no such model')
+
+
+def test_time_candidates_one_process_each_and_build_errors_named():
+  """The process harness: every candidate is built and timed in its own process, rounds are
+  interleaved, and a candidate that fails to build is named in the error."""
+  sys.path.insert(0, ROOT)
+  from benchmarks import common
+  spec = lambda s: ('tests.test_benchmarks', '_sleep_step', {'seconds': s})
+  before = os.environ.get('OMP_WAIT_POLICY')
+  times, infos = common.time_candidates({'a': spec(0.01), 'b': spec(0.03)}, iters=3)
+  assert os.environ.get('OMP_WAIT_POLICY') == before  # set for the workers only
+  assert {len(v) for v in times.values()} == {3}
+  assert min(times['b']) > max(times['a'])
+  assert len({infos['a']['pid'], infos['b']['pid'], os.getpid()}) == 3
+  with pytest.raises(RuntimeError, match="'bad' failed to build: ValueError: no such model"):
+    common.time_candidates({'a': spec(0.0), 'bad': ('tests.test_benchmarks', '_broken_step', {})})
 
 
 @pytest.mark.slow
