@@ -15,6 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def parse_env(text: str) -> dict[str, str]:
+  """'K=V,K2=V2' (a benchmark's --env) -> {K: V}; a value may hold '=' but not ','."""
+  out = {}
+  for item in filter(None, text.split(',')):
+    k, sep, v = item.partition('=')
+    if not sep or not k:
+      raise ValueError(f'--env item {item!r}: expected NAME=VALUE')
+    out[k] = v
+  return out
+
+
 def load_average() -> list[float]:
   """`uptime`'s 1 / 5 / 15-minute load averages: timings on a busy machine are not idle ones."""
   return [round(x, 2) for x in os.getloadavg()]
@@ -115,26 +126,30 @@ def _round_worker(conn, spec: Spec) -> None:
 
 
 def time_candidates(specs: dict[str, Spec], *, harness: str = 'process', warmup: int = 1,
-                    iters: int = 5) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
+                    iters: int = 5, env: dict[str, str] | None = None
+                    ) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
   """(seconds of every timed call, info) per candidate, timed round-robin as `time_rounds`.
 
   harness='process' builds each candidate in its own spawned process (one after another, so
   builds and compiles do not overlap) and times one call at a time while the others block on a
-  pipe: no candidate's threads, caches or allocator state share the cores with the one being
-  timed. The workers get `OMP_WAIT_POLICY=PASSIVE` (unless it is set): PyTorch's OpenMP threads
-  then sleep after each call instead of spinning on the cores the next candidate needs, which
-  cost the XLA step 10-20% on 2 cores when both ran in one process (benchmarks/README.md).
-  harness='inline' builds and times everything in this process (the earlier harness).
+  pipe: no candidate's threads (PyTorch's spinning OpenMP threads, which cost the XLA step
+  10-20% on 2 cores when both ran in one process: benchmarks/README.md), caches or allocator
+  state share the cores with the one being timed. `env` is added to the workers' environment
+  (e.g. OMP_WAIT_POLICY, GLIBC_TUNABLES: read at process start).
+  harness='inline' builds and times everything in this process (the earlier harness; `env` is
+  then an error).
   """
   if harness == 'inline':
+    if env:
+      raise ValueError(f'env {env} needs harness=process (read when a process starts)')
     built = {k: _build(spec) for k, spec in specs.items()}
     times = time_rounds({k: r for k, (r, _) in built.items()}, warmup=warmup, iters=iters)
     return times, {k: info for k, (_, info) in built.items()}
   if harness != 'process':
     raise ValueError(f"harness must be 'process' or 'inline', not {harness!r}")
   ctx = multiprocessing.get_context('spawn')  # fork after JAX / PyTorch started threads is unsafe
-  saved = os.environ.get('OMP_WAIT_POLICY')
-  os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # inherited by the spawned workers
+  saved = {k: os.environ.get(k) for k in env or {}}
+  os.environ.update(env or {})  # inherited by the spawned workers
   workers, infos = {}, {}
   try:
     for k, spec in specs.items():
@@ -171,8 +186,11 @@ def time_candidates(specs: dict[str, Spec], *, harness: str = 'process', warmup:
       proc.join(60)
       if proc.is_alive():
         proc.kill()
-    if saved is None:
-      os.environ.pop('OMP_WAIT_POLICY', None)
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: int = 5

@@ -113,12 +113,14 @@ def main() -> None:
   for name in args.methods.split(','):
     try:
       rows.append(suite.bench_one(name, suite.METHODS[name], variant, batch, image, iters, peak,
-                                  dtype, with_torch=False))
+                                  dtype, with_torch=False, harness='inline'))
     except Exception as e:  # one failing method must not hide the others
       rows.append({'method': name, 'error': f'{type(e).__name__}: {e}'[:300]})
   out['rows'] = rows
   try:  # VPT-deep P=50: JAX live step vs PyTorch eager / compiled, interleaved
-    run, flops, _, _, mem, _ = suite._jax_step('vpt_vtab', variant, batch, image, 100, dtype)
+    run, info = suite.jax_worker(module='vpt_vtab', variant=variant, batch=batch, image=image,
+                                 classes=100, dtype=dtype)
+    flops, mem = info['flops'], info['memory']
     eager, compiled, first_s = torch_vpt(variant, batch, image, 50,
                                          'cpu' if args.cpu else 'cuda', dtype)
     times = bench.time_rounds({'jax': run, 'torch': eager, 'torch_compiled': compiled},

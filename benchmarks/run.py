@@ -259,7 +259,7 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
 
 
 def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torch,
-              compile_torch=True, harness='process'):
+              compile_torch=True, harness='process', env=None):
   row = {'method': name, 'model': f'ViT-{variant}', 'batch': batch, 'image': image, 'dtype': dtype}
   classes = 100
   kw = dict(module=module, variant=variant, batch=batch, image=image, classes=classes,
@@ -284,7 +284,7 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
       row['torch'] = f'skipped: {type(e).__name__}: {e}'[:300]
   del ctx
   try:
-    times, infos = bench.time_candidates(specs, harness=harness, iters=iters)
+    times, infos = bench.time_candidates(specs, harness=harness, iters=iters, env=env)
   except RuntimeError as e:
     return {**row, 'skipped': str(e)[:300]}
   secs = {k: float(np.median(v)) for k, v in times.items()}
@@ -332,6 +332,8 @@ def main() -> None:
   ap.add_argument('--methods', default=','.join(METHODS), help='comma-separated subset')
   ap.add_argument('--harness', default='process', choices=('process', 'inline'),
                   help='process: each candidate in its own process (common.time_candidates)')
+  ap.add_argument('--env', default='', help='NAME=VALUE,...: added to the candidates\' '
+                  'processes (e.g. OMP_WAIT_POLICY=PASSIVE, GLIBC_TUNABLES=glibc.malloc.hugetlb=1)')
   args = ap.parse_args()
   gpu = jax.default_backend() != 'cpu'
   dtype = args.dtype or ('bfloat16' if gpu else 'float32')
@@ -341,10 +343,10 @@ def main() -> None:
   peak = bench.matmul_peak_flops(1024 if args.quick else 2048, jnp.dtype(dtype))
   methods = {n: METHODS[n] for n in args.methods.split(',')}
   rows = [bench_one(n, m, v, b, i, args.iters, peak, dtype, not args.no_torch,
-                    not args.no_compile, args.harness)
+                    not args.no_compile, args.harness, bench.parse_env(args.env))
           for v, b, i in grid for n, m in methods.items()]
   print(json.dumps({'benchmark': 'suite', 'quick': args.quick, 'dtype': dtype,
-                    'harness': args.harness,
+                    'harness': args.harness, 'worker_env': bench.parse_env(args.env),
                     'matmul_peak_flops_per_s': peak, 'accelerators_assumed': bench.ACCELERATORS,
                     'rows': rows, 'wall_s': time.perf_counter() - t0,
                     'load_average_before': load_before, 'machine': bench.machine()},

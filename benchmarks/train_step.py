@@ -120,13 +120,15 @@ def main() -> None:
   ap.add_argument('--attention', default='auto', help='comma-separated: auto, einsum, fused')
   ap.add_argument('--paths', default='live,full',
                   help="comma-separated: 'live', 'full' (all tokens live), 'live_remat' "
-                  '(live with model.remat)')
+                  "(live with model.remat); 'none': PyTorch alone")
   ap.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
                   help='bfloat16: our model.compute_dtype and PyTorch autocast (CPU: avx512_bf16)')
   ap.add_argument('--no_torch', action='store_true')
   ap.add_argument('--no_compile', action='store_true', help='skip the torch.compile candidate')
   ap.add_argument('--harness', default='process', choices=('process', 'inline'),
                   help='process: each candidate in its own process (common.time_candidates)')
+  ap.add_argument('--env', default='', help='NAME=VALUE,...: added to the candidates\' '
+                  'processes (e.g. OMP_WAIT_POLICY=PASSIVE, GLIBC_TUNABLES=glibc.malloc.hugetlb=1)')
   args = ap.parse_args()
   from prompt_jax.models import vit
   arch = vit.decode_variant(args.variant)
@@ -136,7 +138,7 @@ def main() -> None:
   for p in (int(v) for v in args.prompts.split(',')):
     row, specs = {'prompts': p}, {}
     for attention in args.attention.split(','):
-      for path in args.paths.split(','):
+      for path in (q for q in args.paths.split(',') if q not in ('', 'none')):
         key = path if attention == 'auto' else f'{path}_{attention}'
         specs[key] = ('benchmarks.train_step', 'jax_worker', dict(
             batch=args.batch, prompts=p, image=args.image, variant=args.variant,
@@ -150,7 +152,8 @@ def main() -> None:
       if not args.no_compile:
         specs['torch_compiled'] = ('benchmarks.train_step', 'torch_worker',
                                    dict(kw, compile=True))
-    times, infos = bench.time_candidates(specs, harness=args.harness, iters=args.iters)
+    times, infos = bench.time_candidates(specs, harness=args.harness, iters=args.iters,
+                                         env=bench.parse_env(args.env))
     for key, info in infos.items():
       if key.startswith('torch'):
         if 'threads' in info:
@@ -188,7 +191,8 @@ def main() -> None:
       'command': ' '.join(['python -m benchmarks.train_step'] + sys.argv[1:]),
       'model': f'ViT-{args.variant} VPT-deep', 'batch': args.batch,
       'image': args.image, 'dtype': args.dtype, 'attention': args.attention,
-      'harness': args.harness, 'matmul_peak_flops_per_s': peak, 'rows': rows,
+      'harness': args.harness, 'worker_env': bench.parse_env(args.env),
+      'matmul_peak_flops_per_s': peak, 'rows': rows,
       'load_average_before': load_before,
       'load_average_after': bench.load_average(), 'machine': bench.machine()}, indent=1))
 

@@ -22,6 +22,16 @@ Linear weights [out, in]; prompts as the release stores them):
          (models/attn.py): patch_embed.proj.bias, cls_token, blocks.{i}.attn.{q,k,v}.bias,
          blocks.{i}.attn.proj.bias, blocks.{i}.norm{1,2}.{weight,bias}, blocks.{i}.mlp.fc2.bias.
   linear head.{weight,bias}.
+  lora, adapter, prefix   ZhangYuanhan-AI/NOAH model/supernet_vision_transformer_timm.py (the
+         supernet the SHIP release forks): blocks.{i}.attn.LoRA_a.weight [r, D],
+         blocks.{i}.attn.LoRA_b.weight [3D, r] (fused layout only); blocks.{i}.adapter.ln1 (down,
+         [r, D]) / ln2 (up, [D, r]) .{weight,bias} (the MLP adapter only);
+         blocks.{i}.attn.prefix_tokens_{key,value} [1, P, D]; head.{weight,bias}. Only blocks with
+         a dim > 0, each at its own dim (NOAH's supernet holds every block at its super dim R and
+         uses the first r: pad with zeros to R to load there).
+  bitfit timm VisionTransformer: patch_embed.proj.bias, blocks.{i}.attn.qkv.bias [3D] (q, k, v),
+         blocks.{i}.attn.proj.bias, blocks.{i}.norm{1,2}.bias, blocks.{i}.mlp.fc{1,2}.bias,
+         norm.bias, head.{weight,bias}.
 The file's metadata holds the method, its variant and the run's config (json), so `load_safetensors`
 can rebuild the model from the file and a backbone. A tensor this module does not name is an error
 (never dropped), as is a state dict key it does not know on import (`ignore_other=True` takes only

@@ -70,11 +70,14 @@ def case_id(kind: str, name: str, task: str) -> str:
   return f'{kind}:{name}-{task}'
 
 
-# Options of a recipe (same config file and per-task values; another prompt depth or SPT
-# initialiser) run on one task per VTAB group, with different label transforms and image shapes;
-# their recipe (vpt_deep, spt_kmeans: the configs' defaults) runs on every task.
-# PROMPT_JAX_MATRIX=full runs them on every task too (205 cases instead of 141).
-OPTION_VARIANTS = ('vpt_shallow', 'spt_random', 'spt_mean_pooling', 'spt_max_pooling')
+# Run on one task per VTAB group (different label transforms and image shapes), not on all 19:
+# - options of a recipe (same config file and per-task values; another prompt depth or SPT
+#   initialiser): their recipe (vpt_deep, spt_kmeans: the configs' defaults) runs on every task;
+# - linear and full: no per-task settings; the data path of every task is the one vpt_deep,
+#   SHIP, DA-VPT and SPT run on all 19, and their model is the same on every task.
+# PROMPT_JAX_MATRIX=full runs them on every task too (205 cases instead of 109).
+OPTION_VARIANTS = ('vpt_shallow', 'linear', 'full', 'spt_random', 'spt_mean_pooling',
+                   'spt_max_pooling')
 OPTION_TASKS = ('cifar100', 'patch_camelyon', 'smallnorb_ele')
 
 

@@ -69,7 +69,8 @@ def test_train_step_times_torch_compile_apart():
 
 def _sleep_step(seconds: float):
   import time
-  return lambda: time.sleep(seconds), {'pid': os.getpid()}
+  return lambda: time.sleep(seconds), {'pid': os.getpid(),
+                                       'probe': os.environ.get('BENCH_PROBE')}
 
 
 def _broken_step():
@@ -82,9 +83,12 @@ def test_time_candidates_one_process_each_and_build_errors_named():
   sys.path.insert(0, ROOT)
   from benchmarks import common
   spec = lambda s: ('tests.test_benchmarks', '_sleep_step', {'seconds': s})
-  before = os.environ.get('OMP_WAIT_POLICY')
-  times, infos = common.time_candidates({'a': spec(0.01), 'b': spec(0.03)}, iters=3)
-  assert os.environ.get('OMP_WAIT_POLICY') == before  # set for the workers only
+  assert 'BENCH_PROBE' not in os.environ
+  times, infos = common.time_candidates({'a': spec(0.01), 'b': spec(0.03)}, iters=3,
+                                        env={'BENCH_PROBE': 'x=1'})
+  assert 'BENCH_PROBE' not in os.environ  # set for the workers only
+  assert infos['a']['probe'] == infos['b']['probe'] == 'x=1'
+  assert common.parse_env('A=1,B=x=y') == {'A': '1', 'B': 'x=y'}
   assert {len(v) for v in times.values()} == {3}
   assert min(times['b']) > max(times['a'])
   assert len({infos['a']['pid'], infos['b']['pid'], os.getpid()}) == 3

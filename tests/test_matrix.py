@@ -81,9 +81,9 @@ def matrix(request, tmp_path_factory):
 
 
 def test_matrix_case_ids_are_unique(monkeypatch):
-  # 6 recipes x 19 tasks + 4 options x 3 tasks (x 19 with PROMPT_JAX_MATRIX=full) + 4 PETL
-  # + 2 FGVC configs x 5 sets + SAP
-  for full, n in (('', 6 * 19 + 4 * 3 + 4 + 2 * 5 + 1), ('full', 10 * 19 + 4 + 2 * 5 + 1)):
+  # 4 recipes x 19 tasks + (4 options, linear, full) x 3 tasks (x 19 with
+  # PROMPT_JAX_MATRIX=full) + 4 PETL + 2 FGVC configs x 5 sets + SAP
+  for full, n in (('', 4 * 19 + 6 * 3 + 4 + 2 * 5 + 1), ('full', 10 * 19 + 4 + 2 * 5 + 1)):
     monkeypatch.setenv('PROMPT_JAX_MATRIX', full)
     ids = [matrix_cases.case_id(c['kind'], c['name'], c['task'])
            for c in matrix_cases.all_cases()]

@@ -17,10 +17,14 @@ from prompt_jax import tree
 from prompt_jax.data import registry
 from prompt_jax.data.source import ArraySource
 from prompt_jax.models import vit
-from tests.torch_reference import torch_davpt, torch_ship, torch_vit
+from tests.torch_reference import torch_davpt, torch_petl, torch_ship, torch_vit
 
 IMAGE, CLASSES = 32, 5
-CONFIGS = {'vpt': 'vpt_vtab', 'spt': 'spt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab'}
+PETL = ('lora', 'adapter', 'prefix', 'bitfit')
+CONFIGS = {'vpt': 'vpt_vtab', 'spt': 'spt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab',
+           **{m: f'{m}_vtab' for m in PETL}}
+_HEAD = {'head.weight', 'head.bias'}
+_BLOCKS = range(4)  # Mu/8
 # the release's names (what torch_export writes) for each method
 RELEASE_KEYS = {
     'vpt': {'enc.transformer.prompt_embeddings', 'enc.transformer.deep_prompt_embeddings',
@@ -28,7 +32,19 @@ RELEASE_KEYS = {
     'spt': {'prompt_token', 'head.weight', 'head.bias'},
     'ship': {'compound_prompts_visual.0', 'semantic_share_prompt', 'attribute_prompt',
              'feature_bank', 'head.weight', 'head.bias'},
+    # NOAH's supernet (the SHIP release's fork) and timm's ViT
+    'lora': {f'blocks.{i}.attn.LoRA_{x}.weight' for i in _BLOCKS for x in 'ab'} | _HEAD,
+    'adapter': {f'blocks.{i}.adapter.ln{x}.{w}' for i in _BLOCKS for x in '12'
+                for w in ('weight', 'bias')} | _HEAD,
+    'prefix': {f'blocks.{i}.attn.prefix_tokens_{x}' for i in _BLOCKS for x in ('key', 'value')}
+    | _HEAD,
+    'bitfit': {f'blocks.{i}.{n}.bias' for i in _BLOCKS
+               for n in ('attn.qkv', 'attn.proj', 'norm1', 'norm2', 'mlp.fc1', 'mlp.fc2')}
+    | {'patch_embed.proj.bias', 'norm.bias'} | _HEAD,
 }
+# release name -> tests/torch_reference/torch_petl.PETLViT's (a block-level transcription)
+_PETL_REF = (('.attn.LoRA', '.LoRA'), ('.attn.prefix', '.prefix'), ('.attn.qkv.', '.qkv.'),
+             ('.attn.proj.', '.proj.'), ('.mlp.fc', '.fc'), ('patch_embed.proj.', 'patch_embed.'))
 
 
 def _build(method, tmp_path, monkeypatch, **overrides):
@@ -91,6 +107,15 @@ def _reference(method, cfg, setup, sd, meta):
            'shared': sd['semantic_share_prompt'], 'attribute': sd['attribute_prompt'],
            'bank': sd['feature_bank'], 'head.weight': sd['head.weight'],
            'head.bias': sd['head.bias']}
+  elif method in PETL:
+    dims = {m: (cfg[m].dim,) * len(_BLOCKS) for m in ('lora', 'adapter', 'prefix')
+            if m == method}
+    model = torch_petl.PETLViT(**kw, **dims)
+    own = {}
+    for k, v in sd.items():
+      for a, b in _PETL_REF:
+        k = k.replace(a, b)
+      own[k] = v
   else:
     c = cfg.davpt
     model = torch_davpt.DAVPTViT(
@@ -110,7 +135,7 @@ def _reference(method, cfg, setup, sd, meta):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('method', ['vpt', 'spt', 'ship', 'davpt'])
+@pytest.mark.parametrize('method', ['vpt', 'spt', 'ship', 'davpt', *PETL])
 def test_state_dict_in_the_releases_names_gives_our_logits_in_pytorch(method, tmp_path,
                                                                      monkeypatch):
   setup, cfg, backbone, params, tuned, x = _build(method, tmp_path, monkeypatch)
@@ -122,6 +147,7 @@ def test_state_dict_in_the_releases_names_gives_our_logits_in_pytorch(method, tm
         {f'compound_prompts_visual.{a}' for a in range(len(setup.prepared['anchors']))}
         if method == 'ship' else set())
   else:  # DA-VPT: prompts, head and every trained bias, in timm names (split q/k/v)
+    assert method == 'davpt'
     assert {'proxy_prompt_tokens', 'patch_embed.proj.bias', 'blocks.3.attn.v.bias',
             'blocks.0.mlp.fc2.bias', 'blocks.2.norm2.bias', 'head.weight'} <= set(sd)
   model, own = _reference(method, cfg, setup, sd, meta)
@@ -176,3 +202,15 @@ def test_import_names_the_problem(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match='no PyTorch release naming'):
     torch_export.to_state_dict({'head/kernel': np.zeros((2, 2))},
                                type('C', (), {'method': 'full'})())
+
+
+@pytest.mark.parametrize('method,field,value,match', [
+    ('lora', 'layout', 'separate', "lora.layout='separate' has no name in the release"),
+    ('adapter', 'positions', ('attn', 'mlp'), 'the attention adapter has no release name')])
+def test_options_without_a_release_name_are_named(method, field, value, match):
+  cfg = importlib.import_module(f'prompt_jax.configs.{CONFIGS[method]}').get_config()
+  cfg.unlock()
+  cfg[method][field] = value
+  head = {'head/kernel': np.zeros((4, 2), 'f4'), 'head/bias': np.zeros(2, 'f4')}
+  with pytest.raises(ValueError, match=match):
+    torch_export.to_state_dict(head, cfg)

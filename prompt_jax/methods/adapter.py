@@ -26,6 +26,7 @@ import jax
 from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
+from prompt_jax.methods import torch_names
 from prompt_jax.models import vit
 from prompt_jax.models.deltas import Deltas
 from prompt_jax.models.prompter import BlockOutput
@@ -113,6 +114,28 @@ def build_prompter(config: base.Config, prepared: Any) -> AdapterPrompter:
                          dropout=_petl.check_rate(s.dropout, 'adapter.dropout'))
 
 
-ADAPTER = base.register(base.Method(name='adapter', build_prompter=build_prompter,
-                                    config_section='adapter',
-                                    section=common.adapter, check=_petl.checker(build_prompter)))
+# The release's names (NOAH `Block.adapter`, an `AdapterSuper`: ln1 = down, ln2 = up; nn.Linear
+# weights [out, in]); a block without an adapter has no entry.
+_NOAH = torch_names.transposed([
+    ('prompt/encoderblock_{}/mlp/down/kernel', 'blocks.{}.adapter.ln1.weight'),  # [r, D]
+    ('prompt/encoderblock_{}/mlp/down/bias', 'blocks.{}.adapter.ln1.bias'),
+    ('prompt/encoderblock_{}/mlp/up/kernel', 'blocks.{}.adapter.ln2.weight'),    # [D, r]
+    ('prompt/encoderblock_{}/mlp/up/bias', 'blocks.{}.adapter.ln2.bias')])
+
+
+def _adapter_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  if 'attn' in tuple(config.adapter.positions):
+    raise ValueError(f'adapter.positions={tuple(config.adapter.positions)}: the release has one '
+                     "adapter per block, after the MLP; the attention adapter has no release name")
+  return {**torch_names.convert(t, _NOAH[0]), **torch_names.head('head')[0](t)}
+
+
+def _adapter_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  return {**torch_names.convert(sd, _NOAH[1]), **torch_names.head('head')[1](sd)}
+
+
+ADAPTER = base.register(base.Method(
+    name='adapter', build_prompter=build_prompter, config_section='adapter',
+    section=common.adapter, check=_petl.checker(build_prompter),
+    torch_naming=torch_names.TorchNaming(_adapter_fwd, _adapter_inv, 'ZhangYuanhan-AI/NOAH')))

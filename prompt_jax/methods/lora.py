@@ -28,6 +28,7 @@ from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
+from prompt_jax.methods import torch_names
 from prompt_jax.models import vit
 from prompt_jax.models.deltas import Deltas
 from prompt_jax.models.prompter import BlockOutput
@@ -128,6 +129,26 @@ def build_prompter(config: base.Config, prepared: Any) -> LoRAPrompter:
                       scale=float(s.scale))
 
 
-LORA = base.register(base.Method(name='lora', build_prompter=build_prompter,
-                                 config_section='lora',
-                                 section=common.lora, check=_petl.checker(build_prompter)))
+# The release's names (NOAH `Attention`: nn.Linear weights [out, in]); a block without LoRA has
+# no entry (NOAH's supernet holds every block at its super dim and slices the first r rows).
+_NOAH = torch_names.transposed([
+    ('prompt/encoderblock_{}/lora_a', 'blocks.{}.attn.LoRA_a.weight'),     # [r, D]
+    ('prompt/encoderblock_{}/lora_b', 'blocks.{}.attn.LoRA_b.weight')])    # [3·D, r]
+
+
+def _lora_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  if config.lora.layout != 'fused':
+    raise ValueError(f"lora.layout={config.lora.layout!r} has no name in the release (NOAH's "
+                     "LoRA_a / LoRA_b are the fused layout's); export lora.layout='fused' runs")
+  return {**torch_names.convert(t, _NOAH[0]), **torch_names.head('head')[0](t)}
+
+
+def _lora_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  return {**torch_names.convert(sd, _NOAH[1]), **torch_names.head('head')[1](sd)}
+
+
+LORA = base.register(base.Method(
+    name='lora', build_prompter=build_prompter, config_section='lora', section=common.lora,
+    check=_petl.checker(build_prompter),
+    torch_naming=torch_names.TorchNaming(_lora_fwd, _lora_inv, 'ZhangYuanhan-AI/NOAH')))

@@ -30,6 +30,7 @@ from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
+from prompt_jax.methods import torch_names
 from prompt_jax.models import attention as attn_lib
 from prompt_jax.models import vit
 from prompt_jax.models.prompter import BlockOutput
@@ -96,6 +97,25 @@ def build_prompter(config: base.Config, prepared: Any) -> PrefixPrompter:
                         dropout=_petl.check_rate(s.dropout, 'prefix.dropout'))
 
 
-PREFIX = base.register(base.Method(name='prefix', build_prompter=build_prompter,
-                                   config_section='prefix',
-                                   section=common.prefix, check=_petl.checker(build_prompter)))
+# The release's names (NOAH `Attention`: [1, P, D] parameters); a block without a prefix has no
+# entry.
+_NOAH = [('prompt/encoderblock_{}/key', 'blocks.{}.attn.prefix_tokens_key'),
+         ('prompt/encoderblock_{}/value', 'blocks.{}.attn.prefix_tokens_value')]
+
+
+def _prefix_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  out = torch_names.convert(t, [(a, b, lambda v: v[None]) for a, b in _NOAH])
+  return {**out, **torch_names.head('head')[0](t)}
+
+
+def _prefix_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+  del config
+  out = torch_names.convert(sd, [(b, a, lambda v: v.reshape(v.shape[-2:])) for a, b in _NOAH])
+  return {**out, **torch_names.head('head')[1](sd)}
+
+
+PREFIX = base.register(base.Method(
+    name='prefix', build_prompter=build_prompter, config_section='prefix', section=common.prefix,
+    check=_petl.checker(build_prompter),
+    torch_naming=torch_names.TorchNaming(_prefix_fwd, _prefix_inv, 'ZhangYuanhan-AI/NOAH')))

@@ -40,16 +40,29 @@ def head(prefix: str) -> tuple[Callable[[Arrays], Arrays], Callable[[Arrays], Ar
   return fwd, inv
 
 
-def rename(names: Arrays, pairs: list[tuple[str, str]]) -> Arrays:
-  """Pops every key of `names` matching a template's left side ('{}' = a layer index) and returns
-  it under the right side; q/k/v biases are flattened ([H, d] -> [H*d]), reshaped on import; other
-  tensors keep their shape (cls_token [1, 1, D] as timm's)."""
+def convert(names: Arrays, pairs: list[tuple[str, str, Callable[[np.ndarray], np.ndarray]]]
+            ) -> Arrays:
+  """Pops every key of `names` matching a pair's first template ('{}' = a layer index) and returns
+  fn(value) under the second (pairs: (from, to, fn))."""
   out = {}
   for key in sorted(names):
-    for src, dst in pairs:
+    for src, dst, fn in pairs:
       m = re.fullmatch(re.escape(src).replace(r'\{\}', r'(\d+)'), key)
       if m:
-        v = names.pop(key)
-        out[dst.format(*m.groups())] = v.reshape(-1) if v.ndim == 2 else v
+        out[dst.format(*m.groups())] = fn(names.pop(key))
         break
   return out
+
+
+def rename(names: Arrays, pairs: list[tuple[str, str]]) -> Arrays:
+  """`convert` with q/k/v biases flattened ([H, d] -> [H*d], reshaped on import); other tensors
+  keep their shape (cls_token [1, 1, D] as timm's)."""
+  flat = lambda v: v.reshape(-1) if v.ndim == 2 else v
+  return convert(names, [(src, dst, flat) for src, dst in pairs])
+
+
+def transposed(pairs: list[tuple[str, str]]) -> tuple[list, list]:
+  """(to-torch, from-torch) `convert` pairs for tensors that are Linear weights ([in, out] here,
+  [out, in] in PyTorch) when their torch name ends in '.weight', kept as they are otherwise."""
+  fn = lambda dst: np.transpose if dst.endswith('.weight') else (lambda v: v)
+  return ([(a, b, fn(b)) for a, b in pairs], [(b, a, fn(b)) for a, b in pairs])

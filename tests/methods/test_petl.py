@@ -263,3 +263,28 @@ def test_trains_on_the_digits_backbone(tmp_path, pretrained_npz, method):
     assert not changed
     assert any(k.startswith('prompt/encoderblock_2/') for k in flat)
     assert not any(k.startswith('prompt/encoderblock_1/') for k in flat)
+
+
+@pytest.mark.slow
+def test_the_sweep_and_the_report_run_the_baselines(tmp_path):
+  """LoRA (a delta in the prompt subtree) and BitFit (backbone biases) through the protocol's
+  sweep on mocked VTAB and one report over both sweeps: a row each."""
+  from prompt_jax import report
+  from prompt_jax import sweep
+  from tests import mocked
+  npz = mocked.micro_checkpoints(str(tmp_path))['npz']
+  dirs = []
+  for method in ('lora', 'bitfit'):
+    dirs.append(str(tmp_path / method))
+    argv = [f'--config=configs/{method}_vtab.py', '--tasks=dtd', '--seeds=0',
+            f'--workdir={dirs[-1]}', '--compilation_cache=', f'--config.init.checkpoint={npz}',
+            '--config.model.variant=Mu/8', '--config.data.image_size=32',
+            '--config.train.batch_size=16', '--config.train.epochs=1',
+            '--config.train.warmup_epochs=0', '--config.train.eval_batch_size=32']
+    with mocked.mocked_vtab(32):
+      assert sweep.main(argv) == 0
+    assert f'| {method} ' in (tmp_path / method / 'report.md').read_text()
+  out = tmp_path / 'both.md'
+  assert report.main([f'--workdirs={",".join(dirs)}', f'--out={out}']) == 0
+  rows = [r.split('|')[2].strip() for r in out.read_text().splitlines()[2:4]]
+  assert sorted(rows) == ['bitfit', 'lora'], out.read_text()
