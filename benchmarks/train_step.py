@@ -132,6 +132,7 @@ def main() -> None:
   args = ap.parse_args()
   from prompt_jax.models import vit
   arch = vit.decode_variant(args.variant)
+  env = bench.parse_env(args.env)
   load_before = bench.load_average()
   peak = bench.matmul_peak_flops()
   rows = []
@@ -153,7 +154,7 @@ def main() -> None:
         specs['torch_compiled'] = ('benchmarks.train_step', 'torch_worker',
                                    dict(kw, compile=True))
     times, infos = bench.time_candidates(specs, harness=args.harness, iters=args.iters,
-                                         env=bench.parse_env(args.env))
+                                         env=env)
     for key, info in infos.items():
       if key.startswith('torch'):
         if 'threads' in info:
@@ -191,7 +192,7 @@ def main() -> None:
       'command': ' '.join(['python -m benchmarks.train_step'] + sys.argv[1:]),
       'model': f'ViT-{args.variant} VPT-deep', 'batch': args.batch,
       'image': args.image, 'dtype': args.dtype, 'attention': args.attention,
-      'harness': args.harness, 'worker_env': bench.parse_env(args.env),
+      'harness': args.harness, 'worker_env': env,
       'matmul_peak_flops_per_s': peak, 'rows': rows,
       'load_average_before': load_before,
       'load_average_after': bench.load_average(), 'machine': bench.machine()}, indent=1))

@@ -123,19 +123,13 @@ _NOAH = torch_names.transposed([
     ('prompt/encoderblock_{}/mlp/up/bias', 'blocks.{}.adapter.ln2.bias')])
 
 
-def _adapter_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+def _mlp_only(config: Any) -> None:
   if 'attn' in tuple(config.adapter.positions):
     raise ValueError(f'adapter.positions={tuple(config.adapter.positions)}: the release has one '
                      "adapter per block, after the MLP; the attention adapter has no release name")
-  return {**torch_names.convert(t, _NOAH[0]), **torch_names.head('head')[0](t)}
-
-
-def _adapter_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
-  del config
-  return {**torch_names.convert(sd, _NOAH[1]), **torch_names.head('head')[1](sd)}
 
 
 ADAPTER = base.register(base.Method(
     name='adapter', build_prompter=build_prompter, config_section='adapter',
     section=common.adapter, check=_petl.checker(build_prompter),
-    torch_naming=torch_names.TorchNaming(_adapter_fwd, _adapter_inv, 'ZhangYuanhan-AI/NOAH')))
+    torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_mlp_only)))

@@ -136,19 +136,13 @@ _NOAH = torch_names.transposed([
     ('prompt/encoderblock_{}/lora_b', 'blocks.{}.attn.LoRA_b.weight')])    # [3·D, r]
 
 
-def _lora_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
+def _fused_only(config: Any) -> None:
   if config.lora.layout != 'fused':
     raise ValueError(f"lora.layout={config.lora.layout!r} has no name in the release (NOAH's "
                      "LoRA_a / LoRA_b are the fused layout's); export lora.layout='fused' runs")
-  return {**torch_names.convert(t, _NOAH[0]), **torch_names.head('head')[0](t)}
-
-
-def _lora_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
-  del config
-  return {**torch_names.convert(sd, _NOAH[1]), **torch_names.head('head')[1](sd)}
 
 
 LORA = base.register(base.Method(
     name='lora', build_prompter=build_prompter, config_section='lora', section=common.lora,
     check=_petl.checker(build_prompter),
-    torch_naming=torch_names.TorchNaming(_lora_fwd, _lora_inv, 'ZhangYuanhan-AI/NOAH')))
+    torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_fused_only)))

@@ -99,23 +99,13 @@ def build_prompter(config: base.Config, prepared: Any) -> PrefixPrompter:
 
 # The release's names (NOAH `Attention`: [1, P, D] parameters); a block without a prefix has no
 # entry.
-_NOAH = [('prompt/encoderblock_{}/key', 'blocks.{}.attn.prefix_tokens_key'),
-         ('prompt/encoderblock_{}/value', 'blocks.{}.attn.prefix_tokens_value')]
-
-
-def _prefix_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
-  del config
-  out = torch_names.convert(t, [(a, b, lambda v: v[None]) for a, b in _NOAH])
-  return {**out, **torch_names.head('head')[0](t)}
-
-
-def _prefix_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
-  del config
-  out = torch_names.convert(sd, [(b, a, lambda v: v.reshape(v.shape[-2:])) for a, b in _NOAH])
-  return {**out, **torch_names.head('head')[1](sd)}
+_NOAH = ([(f'prompt/encoderblock_{{}}/{x}', f'blocks.{{}}.attn.prefix_tokens_{x}',
+           lambda v: v[None]) for x in ('key', 'value')],
+         [(f'blocks.{{}}.attn.prefix_tokens_{x}', f'prompt/encoderblock_{{}}/{x}',
+           lambda v: v.reshape(v.shape[-2:])) for x in ('key', 'value')])
 
 
 PREFIX = base.register(base.Method(
     name='prefix', build_prompter=build_prompter, config_section='prefix', section=common.prefix,
     check=_petl.checker(build_prompter),
-    torch_naming=torch_names.TorchNaming(_prefix_fwd, _prefix_inv, 'ZhangYuanhan-AI/NOAH')))
+    torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH')))

@@ -66,3 +66,20 @@ def transposed(pairs: list[tuple[str, str]]) -> tuple[list, list]:
   [out, in] in PyTorch) when their torch name ends in '.weight', kept as they are otherwise."""
   fn = lambda dst: np.transpose if dst.endswith('.weight') else (lambda v: v)
   return ([(a, b, fn(b)) for a, b in pairs], [(b, a, fn(b)) for a, b in pairs])
+
+
+def paired(pairs: tuple[list, list], release: str, *, head_name: str = 'head',
+           check: Callable[[Any], None] | None = None) -> TorchNaming:
+  """A `TorchNaming` of (to-torch, from-torch) `convert` pairs plus the head as
+  `head_name`.{weight,bias}; `check(config)` raises for a config without release names."""
+  head_fwd, head_inv = head(head_name)
+
+  def to_torch(t: Arrays, config: Any) -> Arrays:
+    if check is not None:
+      check(config)
+    return {**convert(t, pairs[0]), **head_fwd(t)}
+
+  def from_torch(sd: Arrays, config: Any) -> Arrays:
+    del config
+    return {**convert(sd, pairs[1]), **head_inv(sd)}
+  return TorchNaming(to_torch, from_torch, release)
