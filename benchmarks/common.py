@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_jax import cpu_malloc
+
 
 def parse_env(text: str) -> dict[str, str]:
   """'K=V,K2=V2' (a benchmark's --env) -> {K: V}; a value may hold '=' but not ','."""
@@ -109,13 +111,15 @@ def _build(spec: Spec) -> tuple[Callable[[], Any], dict[str, Any]]:
 
 def _round_worker(conn, spec: Spec) -> None:
   """A candidate's process: build, say ready (with its info), then time `n` calls per request
-  until asked for 0. Between requests it blocks on the pipe, so its threads do not run."""
+  until asked for 0. Between requests it blocks on the pipe, so its threads do not run. Memory
+  is set up as the trainer's (prompt_jax/cpu_malloc.py: PROMPT_JAX_MALLOC, for PyTorch too)."""
   try:
+    malloc_reuse = cpu_malloc.maybe_apply()
     run, info = _build(spec)
   except BaseException as e:  # reported to the parent, which raises
     conn.send(('error', f'{type(e).__name__}: {e}'[:2000]))
     return
-  conn.send(('ready', info))
+  conn.send(('ready', {**info, 'malloc_reuse': malloc_reuse}))
   while n := conn.recv():
     times = []
     for _ in range(n):

@@ -287,6 +287,7 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
     times, infos = bench.time_candidates(specs, harness=harness, iters=iters, env=env)
   except RuntimeError as e:
     return {**row, 'skipped': str(e)[:300]}
+  row['malloc_reuse'] = {k: info.get('malloc_reuse') for k, info in infos.items()}
   secs = {k: float(np.median(v)) for k, v in times.items()}
   t = secs['live']
   live = infos['live']

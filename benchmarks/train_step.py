@@ -165,6 +165,7 @@ def main() -> None:
         row.update({f'jax_{key}_step_flops': info['flops'],
                     f'jax_{key}_compile_s': info['compile_s'],
                     'trainable_params': info['trainable']})
+    row['malloc_reuse'] = {k: info.get('malloc_reuse') for k, info in infos.items()}
     secs = {k: float(np.median(v)) for k, v in times.items()}
     best = {k: float(np.min(v)) for k, v in times.items()}
     if 'torch_compiled' in secs:

@@ -74,6 +74,11 @@ def main(argv: list[str]) -> None:
   except validation.ConfigError as e:
     _exit_config_error(str(e))
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
+  from prompt_jax import cpu_malloc
+  try:  # before JAX's backend exists (prompt_jax/cpu_malloc.py)
+    cpu_malloc.maybe_apply()
+  except ValueError as e:
+    _exit_config_error(str(e))
   if _VERBOSE.value:
     logging.info('config:\n%s', config)
   result = run_program(config, _WORKDIR.value)

@@ -88,10 +88,13 @@ def test_time_candidates_one_process_each_and_build_errors_named():
                                         env={'BENCH_PROBE': 'x=1'})
   assert 'BENCH_PROBE' not in os.environ  # set for the workers only
   assert infos['a']['probe'] == infos['b']['probe'] == 'x=1'
+  assert not infos['a']['malloc_reuse']  # malloc set up as the trainer's: system by default
   assert common.parse_env('A=1,B=x=y') == {'A': '1', 'B': 'x=y'}
   assert {len(v) for v in times.values()} == {3}
   assert min(times['b']) > max(times['a'])
   assert len({infos['a']['pid'], infos['b']['pid'], os.getpid()}) == 3
+  _, infos = common.time_candidates({'a': spec(0.0)}, iters=1, env={'PROMPT_JAX_MALLOC': 'reuse'})
+  assert infos['a']['malloc_reuse'] == sys.platform.startswith('linux')
   with pytest.raises(RuntimeError, match="'bad' failed to build: ValueError: no such model"):
     common.time_candidates({'a': spec(0.0), 'bad': ('tests.test_benchmarks', '_broken_step', {})})
 

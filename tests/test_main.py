@@ -54,6 +54,14 @@ def test_unknown_config_key_is_an_error(tmp_path):
   assert not os.path.exists(tmp_path / 'results.json')
 
 
+def test_a_bad_malloc_mode_is_a_start_up_error(tmp_path):
+  # main sets malloc up (prompt_jax/cpu_malloc.py) before JAX's backend exists
+  out = _main('--config=configs/demo.py', f'--workdir={tmp_path}',
+              env={'PROMPT_JAX_MALLOC': 'often'})
+  assert out.returncode == 2 and 'PROMPT_JAX_MALLOC' in out.stderr, out.stderr[-2000:]
+  assert 'reuse' in out.stderr and 'Traceback' not in out.stderr
+
+
 @pytest.mark.slow
 def test_demo_runs_offline_and_vpt_deep_beats_chance(tmp_path):
   # Progress bars forced on (stderr is a pipe here): they must not add lines.
