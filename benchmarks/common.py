@@ -6,6 +6,7 @@ import importlib
 import multiprocessing
 import os
 import platform
+import threading
 import time
 from typing import Any
 from collections.abc import Callable
@@ -195,6 +196,32 @@ def time_candidates(specs: dict[str, Spec], *, harness: str = 'process', warmup:
         os.environ.pop(k, None)
       else:
         os.environ[k] = v
+
+
+def rss_bytes() -> int:
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def peak_rss_increase(fn: Callable[[], Any], interval_s: float = 0.002) -> int:
+  """Bytes by which this process's resident set rose above its level before `fn()`, at its
+  highest while `fn` ran (sampled every `interval_s` by a thread; Linux). Unlike `ru_maxrss`, a
+  higher peak earlier in the process (building a model) does not hide it."""
+  base, peak, done = rss_bytes(), [0], threading.Event()
+
+  def sample():
+    while not done.is_set():
+      peak[0] = max(peak[0], rss_bytes())
+      time.sleep(interval_s)
+
+  sampler = threading.Thread(target=sample, daemon=True)
+  sampler.start()
+  try:
+    fn()
+  finally:
+    done.set()
+    sampler.join()
+  return max(peak[0], rss_bytes()) - base
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, iters: int = 5

@@ -206,9 +206,12 @@ def _check(name: str, ctx: dict, model) -> dict:
 
 
 def torch_worker(name: str, cfg: dict, prepared: dict, variant: str, image: int, classes: int,
-                 x: np.ndarray, y: np.ndarray, compile: bool = False):
+                 x: np.ndarray, y: np.ndarray, compile: bool = False,
+                 measure_memory: bool = False):
   """The PyTorch counterpart's train step for method `name` as a `common.time_candidates` spec
-  (eager, or `torch.compile`d with the first call's seconds as `first_call_s`)."""
+  (eager, or `torch.compile`d with the first call's seconds as `first_call_s`). measure_memory
+  (eager, in a fresh process): `peak_increase_bytes`, the resident set's rise over two steps after
+  the model and inputs exist, sampled (`common.peak_rss_increase`)."""
   import ml_collections
   import torch
   model, step, _ = _torch_model(name, ml_collections.ConfigDict(cfg), prepared, variant, image,
@@ -216,7 +219,10 @@ def torch_worker(name: str, cfg: dict, prepared: dict, variant: str, image: int,
   xt = torch.as_tensor(x).permute(0, 3, 1, 2).contiguous()
   yt = torch.as_tensor(y).long()
   if not compile:
-    return step(model, xt, yt), {'threads': torch.get_num_threads()}
+    run, info = step(model, xt, yt), {'threads': torch.get_num_threads()}
+    if measure_memory:
+      info['peak_increase_bytes'] = bench.peak_rss_increase(lambda: (run(), run()))
+    return run, info
   model.compile()  # torch.compile, mode default, in place
   run, first_s = bench.torch_compiled(lambda: step(model, xt, yt))
   return run, {'first_call_s': first_s}
@@ -277,7 +283,8 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
   elif with_torch:
     try:
       tr, torch_kw = _torch_row(name, ctx, variant, image, classes, iters)
-      specs['torch'] = ('benchmarks.run', 'torch_worker', torch_kw)
+      specs['torch'] = ('benchmarks.run', 'torch_worker',
+                        dict(torch_kw, measure_memory=harness == 'process'))
       if compile_torch:
         specs['torch_compiled'] = ('benchmarks.run', 'torch_worker', dict(torch_kw, compile=True))
     except Exception as e:
@@ -288,6 +295,8 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
   except RuntimeError as e:
     return {**row, 'skipped': str(e)[:300]}
   row['malloc_reuse'] = {k: info.get('malloc_reuse') for k, info in infos.items()}
+  if 'peak_increase_bytes' in infos.get('torch', {}):  # PyTorch's counterpart of jax_memory
+    row['torch_step_peak_increase_bytes'] = infos['torch']['peak_increase_bytes']
   secs = {k: float(np.median(v)) for k, v in times.items()}
   t = secs['live']
   live = infos['live']

@@ -36,6 +36,33 @@ def test_quick_suite_rows_and_pytorch_checks():
     assert r['check']['ok'], (name, r['check'])
 
 
+def test_suite_process_harness_measures_pytorch_peak_memory():
+  """With one process per candidate, the eager PyTorch worker also reports its step's peak RSS
+  increase (the counterpart of the row's XLA memory analysis)."""
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--iters=1',
+                        '--no_compile', '--methods=davpt'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=1200)
+  assert out.returncode == 0, out.stderr[-3000:]
+  row = json.loads(out.stdout)['rows'][0]
+  assert 'skipped' not in row and row['check']['ok'], row
+  assert row['torch_step_peak_increase_bytes'] > 0
+  assert row['jax_memory']['temp_bytes'] > 0
+
+
+def test_page_faults_runs_each_malloc_mode_in_its_own_process():
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.page_faults', '--variant=Mu/8',
+                        '--image=32', '--steps=1'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  modes = json.loads(out.stdout)['modes']
+  assert not modes['system']['malloc_reuse']
+  assert modes['reuse']['malloc_reuse'] == sys.platform.startswith('linux')
+  for mode in modes.values():
+    assert set(mode['rows']) == {'live', 'live_remat'}
+    assert all(r['wall_s_per_step'] > 0 and r['rss_bytes_after'] > 0
+               for r in mode['rows'].values())
+
+
 def test_input_loop_rows():
   out = subprocess.run([sys.executable, '-m', 'benchmarks.input_loop', '--image_size=32',
                         '--n_train=64', '--n_test=48', '--batch_size=16', '--eval_batch_size=32',
