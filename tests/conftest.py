@@ -8,6 +8,35 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+# One JAX persistent compilation cache per test session, shared by the xdist workers and the
+# processes tests start (CLIs, benchmarks, notebooks): many tests compile the same micro programs
+# afresh (a third of the suite's time). A hit is the same executable (keyed by the program, the
+# flags and the devices), so no test changes what it checks. PROMPT_JAX_TEST_CACHE=0 turns it off.
+_CACHE_ENV = ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')
+
+
+def pytest_configure(config):
+  if (hasattr(config, 'workerinput') or os.environ.get('PROMPT_JAX_TEST_CACHE') == '0'
+      or os.environ.get(_CACHE_ENV[0])):
+    return  # an xdist worker inherits the controller's; off; or the user's own cache
+  import tempfile
+  config._prompt_jax_cache = tempfile.mkdtemp(prefix='prompt_jax_test_jax_cache_')
+  os.environ[_CACHE_ENV[0]] = config._prompt_jax_cache
+  os.environ[_CACHE_ENV[1]] = '0.1'
+  if 'jax' in sys.modules:  # imported before this hook: its flags have read the environment
+    import jax
+    jax.config.update('jax_compilation_cache_dir', config._prompt_jax_cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
+
+
+def pytest_unconfigure(config):
+  path = getattr(config, '_prompt_jax_cache', None)
+  if path:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    for k in _CACHE_ENV:
+      os.environ.pop(k, None)
+
 
 def micro_config(method: str = 'vpt', **train):
   """A locked config: Mu/8 ViT at 32px on digits 'downstream', a few quick epochs."""
