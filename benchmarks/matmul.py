@@ -1,12 +1,14 @@
 """The matmuls of one ViT train step, timed in XLA (jit) and in PyTorch on the same inputs.
 
   python -m benchmarks.matmul [--variant=B/16 --batch=8 --tokens=197 --prompts=50 --iters=10]
+      [--dtype=bfloat16]
 
 One row per GEMM shape of a block (the projections, the MLP, their backward-pass transposes, the
 attention score / value matmuls): GFLOP/s of a jitted `jnp.matmul` and of `torch.matmul`, timed
 round-robin (`bench.time_interleaved`) so that a shared machine's load hits both alike. This is
 where a gap between our train step and the PyTorch release's comes from when the step is
-GEMM-bound. Prints JSON with the machine's load average; nothing is asserted.
+GEMM-bound. `--dtype=bfloat16` runs both in bf16 (where the CPU has AMX, oneDNN uses it).
+Prints JSON with the machine's load average; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> None:
   ap.add_argument('--tokens', type=int, default=197, help='live tokens (CLS + patches)')
   ap.add_argument('--prompts', type=int, default=50, help='extra keys (key/value-only prompts)')
   ap.add_argument('--iters', type=int, default=10)
+  ap.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   args = ap.parse_args()
   import torch
   arch = vit.decode_variant(args.variant)
@@ -55,9 +58,9 @@ def main() -> None:
                                          args.tokens + args.prompts).items():
     a = rng.normal(size=a_shape).astype(np.float32)
     b = rng.normal(size=b_shape).astype(np.float32)
-    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    ja, jb = jnp.asarray(a, args.dtype), jnp.asarray(b, args.dtype)
     f = jax.jit(jnp.matmul).lower(ja, jb).compile()
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ta, tb = (torch.from_numpy(v).to(getattr(torch, args.dtype)) for v in (a, b))
     runs[f'{name}/xla'] = lambda f=f, ja=ja, jb=jb: f(ja, jb).block_until_ready()
     runs[f'{name}/torch'] = lambda ta=ta, tb=tb: torch.matmul(ta, tb)
     flops[name] = 2.0 * np.prod(a_shape) * b_shape[-1]
@@ -67,7 +70,7 @@ def main() -> None:
     rows.append({'matmul': name, 'xla_gflop_s': xla, 'torch_gflop_s': pt,
                  'xla_over_torch': xla / pt})
   print(json.dumps({'benchmark': 'matmul', 'model': f'ViT-{args.variant}', 'batch': args.batch,
-                    'tokens': args.tokens, 'prompts': args.prompts, 'dtype': 'float32',
+                    'tokens': args.tokens, 'prompts': args.prompts, 'dtype': args.dtype,
                     'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
                     'rows': rows, 'load_average_before': load_before,
                     'machine': bench.machine()}, indent=1))
