@@ -72,8 +72,7 @@ print(json.dumps({'matmul_gflops': gflops, 'step_s': min(ts), 'first_call_s': co
 def run_set(flags: str, variant: str, depth: int, iters: int, dtype: str = 'float32') -> dict:
   env = dict(os.environ, XLA_FLAGS=flags, PROMPT_JAX_XLA_DEFAULTS='0')
   out = subprocess.run([sys.executable, '-c', _CHILD, variant, str(depth), str(iters), dtype],
-                       env=env,
-                       capture_output=True, text=True, check=False)
+                       env=env, capture_output=True, text=True, check=False)
   if out.returncode:
     return {'error': out.stderr.strip()[-400:]}
   return json.loads(out.stdout.strip().splitlines()[-1])
