@@ -5,7 +5,7 @@ so that a shared machine's load hits them alike.
   python -m benchmarks.xla_flags [--rounds=3] [--iters=3] [--variant=B/16] [--depth=2]
       [--sets=default,onednn,...] [--dtype=bfloat16]
 
-Per set and round: a square 2048² float32 matmul (GFLOP/s) and a VPT-deep-shaped train step of a
+Per set and round: a square 2048² matmul (GFLOP/s) and a VPT-deep-shaped train step of a
 `depth`-block ViT (grads to 50 prompt tokens only, frozen weights: the dX-only backward VPT runs),
 in images/s, all in `--dtype` (bfloat16: does a flag reach the CPU's bf16 units, e.g. AMX?).
 Prints JSON with min / median over rounds, the CPU model and the load average.
