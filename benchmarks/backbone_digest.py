@@ -20,9 +20,9 @@ import jax
 import numpy as np
 
 from benchmarks import common as bench
-from prompt_jax import backbone
-from prompt_jax import tree
-from prompt_jax import workdir
+from prompt_jax.checkpoints import backbone
+from prompt_jax.util import tree
+from prompt_jax.train import workdir
 from prompt_jax.checkpoints import vit as vit_ckpt
 from prompt_jax.configs import common
 

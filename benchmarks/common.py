@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import cpu_malloc
+from prompt_jax.util import cpu_malloc
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -292,8 +292,10 @@ def roofline(flops: float, bytes_accessed: float, batch: int) -> dict[str, dict[
 
 
 def trainer_state(setup: Any):
-  """(trainable, frozen, tx, state) of the trainer for `setup` (prompt_jax.train.Setup)."""
-  from prompt_jax import optim, steps, tree
+  """(trainable, frozen, tx, state) of the trainer for `setup` (prompt_jax.train.trainer.Setup)."""
+  from prompt_jax.train import optim
+  from prompt_jax.train import steps
+  from prompt_jax.util import tree
   cfg = setup.config
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
@@ -303,11 +305,11 @@ def trainer_state(setup: Any):
 
 
 def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
-  """The trainer's own jitted train step for `setup` (prompt_jax.train.Setup) on one fixed batch.
+  """The trainer's own jitted train step for `setup` (prompt_jax.train.trainer.Setup) on one fixed batch.
 
   Returns (run, compiled, compile_seconds, trainable, state): `run()` does one blocking step.
   """
-  from prompt_jax import steps
+  from prompt_jax.train import steps
   trainable, frozen, tx, state = trainer_state(setup)
   b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y), bool)}
   t = time.perf_counter()

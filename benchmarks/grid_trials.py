@@ -35,7 +35,7 @@ def _sgd(learning_rate, weight_decay):
 
 
 def _step_fn(model, tx):
-  from prompt_jax import tree
+  from prompt_jax.util import tree
 
   def step(state, frozen, batch):
     rng = jax.random.fold_in(state['rng'], state['step'])
@@ -67,8 +67,8 @@ def main(argv=None) -> dict:
   args = p.parse_args(argv)
   if args.quick:
     args.variant, args.image_size, args.batch, args.num_prompts = 'Mu/8', 32, 32, 8
-  from prompt_jax import backbone
-  from prompt_jax import tree
+  from prompt_jax.checkpoints import backbone
+  from prompt_jax.util import tree
   from prompt_jax.configs import vpt_vtab
   from prompt_jax.methods import base
   cfg = vpt_vtab.get_config('cifar100')

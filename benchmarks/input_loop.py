@@ -68,9 +68,9 @@ def _cfg(dtype: str, augment: bool, batch_size: int):
 
 def train_loop(src, cfg, epochs: int, host_path: bool = False) -> float:
   """img/s of `epochs` passes (after one warm-up pass) through the training loop."""
-  from prompt_jax import inputs
-  from prompt_jax import sharding as shard_lib
-  from prompt_jax import steps
+  from prompt_jax.train import inputs
+  from prompt_jax.train import sharding as shard_lib
+  from prompt_jax.train import steps
   from prompt_jax.data import preprocess
   from prompt_jax.methods import base
   mesh = shard_lib.make_mesh(cfg.mesh)
@@ -114,9 +114,9 @@ def train_loop(src, cfg, epochs: int, host_path: bool = False) -> float:
 
 
 def eval_loop(src, cfg, batch_size: int, passes: int) -> float:
-  from prompt_jax import inputs
-  from prompt_jax import sharding as shard_lib
-  from prompt_jax import steps
+  from prompt_jax.train import inputs
+  from prompt_jax.train import sharding as shard_lib
+  from prompt_jax.train import steps
   bsh = shard_lib.batch_sharding(shard_lib.make_mesh(cfg.mesh))
   model = IdentityModel()
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']

@@ -32,7 +32,7 @@ def analysed(module: str, overrides: dict, variant: str, batch: int, live: bool,
              remat: bool) -> dict:
   """memory_analysis() of the trainer's step compiled for `batch` (bytes)."""
   import importlib
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   from prompt_jax.data import registry
   from prompt_jax.data.source import ArraySource
   from prompt_jax.models import vit

@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _measure(args) -> dict:
-  from prompt_jax import cpu_malloc
+  from prompt_jax.util import cpu_malloc
   applied = cpu_malloc.maybe_apply()  # before train_step builds anything
   from benchmarks import train_step as ts
   rows = {}

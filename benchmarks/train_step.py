@@ -7,7 +7,7 @@ PyTorch, in one run.
 
 For each prompt count P: our trainer's jitted step with `model.live_tokens=True` ('live': prompts
 are key/value-only in every block, exact) and False ('full': every token in every block, what the
-release computes), and the PyTorch release-style step (tests/torch_reference/torch_vit.VPTDeepViT,
+release computes), and the PyTorch release-style step (torch_reference/torch_vit.VPTDeepViT,
 all tokens live). `--attention=einsum,fused` times both attention implementations
 (models/attention.py). Prints JSON: images/s, ratios to PyTorch, FLOPs of each compiled step (XLA
 cost analysis: the live step's count holds only the live-token work) and their utilisation of a
@@ -33,8 +33,8 @@ import numpy as np
 
 from benchmarks import common as bench
 from prompt_jax.configs import vpt_vtab
-from prompt_jax import train
-from prompt_jax import tree
+from prompt_jax.train import trainer as train
+from prompt_jax.util import tree
 from prompt_jax.data.source import ArraySource
 
 
@@ -71,7 +71,7 @@ def jax_step(batch: int, prompts: int, image: int, variant: str, classes: int = 
 def torch_step(batch: int, prompts: int, image: int, classes: int = 100, compile: bool = False,
                dtype: str = 'float32', **arch):
   import torch
-  from tests.torch_reference.torch_vit import VPTDeepViT
+  from torch_reference.torch_vit import VPTDeepViT
   torch.manual_seed(0)
   model = VPTDeepViT(image=image, prompts=prompts, classes=classes, **arch)
   if compile:

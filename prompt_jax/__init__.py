@@ -5,13 +5,13 @@
   images = prompt_jax.preprocess(uint8_images, 'configs/vpt_vtab.py')
   model, params, config = prompt_jax.load_tuned('ViT-B_16.npz', 'workdir/tuned')
 
-(see prompt_jax.api and prompt_jax.export; the names import their modules on first use.)
+(see prompt_jax.api and prompt_jax.export.tuned; the names import their modules on first use.)
 """
 
 __version__ = '0.1.0'
 
 _API = {'create_model': 'api', 'split_params': 'api', 'model_config': 'api', 'preprocess': 'api',
-        'load_tuned': 'export'}
+        'load_tuned': 'export.tuned'}
 __all__ = sorted(_API)
 
 

@@ -22,9 +22,9 @@ import flax.linen as nn
 import ml_collections
 import numpy as np
 
-from prompt_jax import backbone as backbone_lib
-from prompt_jax import tree
-from prompt_jax import treeio
+from prompt_jax.checkpoints import backbone as backbone_lib
+from prompt_jax.util import tree
+from prompt_jax.util import treeio
 from prompt_jax.configs import common
 from prompt_jax.data import preprocess as preprocess_lib
 from prompt_jax.methods import base
@@ -87,7 +87,7 @@ def create_model(variant: str, method: str = common.DEFAULT_METHOD, *, num_class
     raise ValueError(
         f'method {method!r} derives state from the training data before its model exists; pass '
         f'prepared= (the path of a run\'s workdir/prepared.npz), or build from a config and data '
-        f'with prompt_jax.train.build(config, workdir).')
+        f'with prompt_jax.train.trainer.build(config, workdir).')
   if isinstance(prepared, (str, os.PathLike)):
     prepared = treeio.load(os.fspath(prepared))['value']
   model = m.model(config, num_classes, prepared)
@@ -99,7 +99,7 @@ def split_params(params: Any, method: str = common.DEFAULT_METHOD, **method_opti
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
   """(trainable, frozen) halves of `params` as the trainer splits them for `method` (its options
   matter where they change the trainable set, e.g. DA-VPT's train_k_bias);
-  `prompt_jax.tree.merge(trainable, frozen)` puts them back together."""
+  `prompt_jax.util.tree.merge(trainable, frozen)` puts them back together."""
   config = model_config(method=method, **method_options)
   return tree.split(params, *base.get(method).trainable_patterns(config))
 
@@ -147,7 +147,7 @@ def preprocess(images: Any, config: ml_collections.ConfigDict | str, *,
   data.image_size. Returns float32 [S, S, 3] or [B, S, S, 3].
   """
   if isinstance(config, str):
-    from prompt_jax import config_files
+    from prompt_jax.util import config_files
     config = config_files.load(config)
   data = config.data if 'data' in config else config
   if image_size is not None and int(image_size) != int(data.image_size):

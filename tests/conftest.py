@@ -58,7 +58,7 @@ def micro_config(method: str = 'vpt', **train):
 def pretrained_npz(tmp_path_factory):
   """A micro ViT pretrained on digits 0-4 in the original .npz format (runs once per session)."""
   from prompt_jax.configs import demo as demo_cfg
-  from prompt_jax import demo
+  from prompt_jax.protocol import demo
   c = demo_cfg.get_config()
   c.unlock()
   c.demo.pretrain_epochs = 10

@@ -95,8 +95,8 @@ def all_cases() -> list[dict[str, str]]:
 
 
 def _run(spec: str, overrides, workdir: str, checkpoints: dict[str, str] | None):
-  from prompt_jax import programs
-  from prompt_jax import sweep
+  from prompt_jax.protocol import programs
+  from prompt_jax.protocol import sweep
   argv = [f'--config={spec}'] + [f'--config.{k}={v}' for k, v in overrides]
   if checkpoints is not None:
     fmt = sweep.parse_config(argv).init.format
@@ -107,7 +107,7 @@ def _run(spec: str, overrides, workdir: str, checkpoints: dict[str, str] | None)
 
 def run_case(case: dict[str, str], assets: dict[str, object], workdir: str) -> dict[str, object]:
   """Runs one case; returns what the test checks. Raises what the run raises."""
-  from prompt_jax import sweep
+  from prompt_jax.protocol import sweep
   from tests import mocked
   kind, name, task = case['kind'], case['name'], case['task']
   if kind == 'vtab':
@@ -143,7 +143,7 @@ def _share_sources() -> None:
   """Data sources built once per data config (each case's config is locked and read-only)."""
   import functools
   import ml_collections
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   real = train.data_registry.get_source
 
   @functools.cache

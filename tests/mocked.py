@@ -60,8 +60,8 @@ def micro_params(variant: str = 'Mu/8', image_size: int = 32, seed: int = 0
   """Random backbone weights {flat .npz key: array} (LeCun-normal kernels, unit LayerNorm scales,
   zero biases); shapes from the model without compiling it."""
   import jax
-  from prompt_jax import backbone
-  from prompt_jax import tree
+  from prompt_jax.checkpoints import backbone
+  from prompt_jax.util import tree
   from prompt_jax.configs import common
   cfg = common.base()  # every model field at its default
   cfg.model.update(variant=variant, head_init='zeros')

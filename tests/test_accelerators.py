@@ -11,10 +11,10 @@ import pytest
 
 from conftest import micro_config
 from methods.test_sap import CLASSES, _prepared_model, assets, tiny_config  # noqa: F401
-from prompt_jax import optim
-from prompt_jax import steps
-from prompt_jax import train
-from prompt_jax import tree
+from prompt_jax.train import optim
+from prompt_jax.train import steps
+from prompt_jax.train import trainer as train
+from prompt_jax.util import tree
 from prompt_jax.configs import common
 
 PLATFORMS = ('tpu', 'cuda')

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import prompt_jax
-from prompt_jax import tree
+from prompt_jax.util import tree
 from prompt_jax.data import registry
 
 from conftest import micro_config
@@ -34,7 +34,7 @@ def test_create_model_loads_the_npz_and_builds_the_trainers_model(pretrained_npz
   assert backbone and all(np.array_equal(flat[k], v) for k, v in backbone.items())
   assert flat['prompt/prompts'].shape == (4, 8, 64) and flat['head/kernel'].shape == (64, 5)
   # the same params the trainer starts from for the same config
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   cfg = micro_config('vpt')
   cfg.unlock()
   cfg.init.checkpoint = pretrained_npz

@@ -1,4 +1,4 @@
-"""prompt_jax.checkpointing: only finite states are saved; restore takes the newest step that
+"""prompt_jax.train.checkpointing: only finite states are saved; restore takes the newest step that
 restores and is finite, and says which steps it skipped."""
 
 import glob
@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from prompt_jax import checkpointing
+from prompt_jax.train import checkpointing
 
 
 def _state(step, value):

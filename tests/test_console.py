@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from prompt_jax import console
-from prompt_jax import progress
+from prompt_jax.util import console
+from prompt_jax.util import progress
 
 
 def _record(pathname, level=logging.INFO):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from prompt_jax import cpu_malloc
+from prompt_jax.util import cpu_malloc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,7 +4,7 @@ as demo_summary.json): README and demo stay in step."""
 import json
 import os
 
-from prompt_jax import demo
+from prompt_jax.protocol import demo
 from prompt_jax.configs import demo as demo_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,5 +20,5 @@ def test_readme_demo_table_is_generated_from_the_committed_results():
       demo.README_END)]
   assert got == demo.readme_block(summaries), (
       'README demo block differs from docs/demo_results.json; regenerate it with '
-      'prompt_jax.demo.readme_block')
+      'prompt_jax.protocol.demo.readme_block')
   assert set(summaries[0]['runs']) == set(demo_config.RUNS)

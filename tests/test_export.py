@@ -1,4 +1,4 @@
-"""prompt_jax.export: a sealed tuned/ directory; every damage is one ExportError naming the file."""
+"""prompt_jax.export.tuned: a sealed tuned/ directory; every damage is one ExportError naming the file."""
 
 import json
 import os
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
-from prompt_jax import export
-from prompt_jax import train
-from prompt_jax import tree
+from prompt_jax.export import tuned as export
+from prompt_jax.train import trainer as train
+from prompt_jax.util import tree
 
 
 @pytest.fixture(scope='module')

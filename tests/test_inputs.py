@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import micro_config
-from prompt_jax import checkpointing
-from prompt_jax import train
+from prompt_jax.train import checkpointing
+from prompt_jax.train import trainer as train
 from prompt_jax.data import pipeline
 from prompt_jax.data import registry as data_registry
 
@@ -167,7 +167,7 @@ def test_the_eval_memmap_is_decoded_again_when_the_files_change(tmp_path):
   # Issue 20 item 2: the workdir's eval-split memmap was keyed on the config only; images changed
   # under data_dir, then a resume (a new process, a new source), were scored on the old pixels.
   from PIL import Image
-  from prompt_jax import inputs
+  from prompt_jax.train import inputs
   data_dir = tmp_path / 'vtab-1k'
   rng = np.random.default_rng(0)
   for split, n in (('train800', 2), ('val200', 2), ('train800val200', 4), ('test', 3)):
@@ -199,8 +199,8 @@ def test_the_eval_memmap_is_decoded_again_when_the_files_change(tmp_path):
 
 def test_the_input_path_is_chosen_once_and_both_paths_give_the_same_batches(tmp_path):
   import inspect
-  from prompt_jax import inputs
-  from prompt_jax import sharding
+  from prompt_jax.train import inputs
+  from prompt_jax.train import sharding
   from prompt_jax.data import device_input
   src, cfg = _source(), _cfg()
   mesh = sharding.make_mesh(cfg.mesh)

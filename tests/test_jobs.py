@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from prompt_jax import jobs
-from prompt_jax import sweep
+from prompt_jax.protocol import jobs
+from prompt_jax.protocol import sweep
 
 
 def _sweep(tmp_path, *extra):
@@ -55,7 +55,7 @@ def test_sweep_console_is_as_quiet_as_mains(tmp_path):
   """Other libraries' INFO records (clu's metric lines) are dropped, prompt_jax's and warnings
   pass (the sweep installs console.py's filter; --verbose keeps everything)."""
   import logging
-  from prompt_jax import console
+  from prompt_jax.util import console
   sweep._show_trainer_log()
   absl_logger = logging.getLogger('absl')
   rec = lambda path, level: logging.LogRecord('absl', level, path, 1, 'm', (), None)

@@ -125,7 +125,7 @@ def test_out_of_memory_is_one_message_naming_the_fix(tmp_path, monkeypatch):
   """An accelerator (or host) out-of-memory error is one line with the batch size and what to
   change, not an XLA traceback; any other error still propagates."""
   from prompt_jax import main as main_lib
-  from prompt_jax import programs
+  from prompt_jax.protocol import programs
   from prompt_jax.configs import demo
 
   def oom(config, workdir):

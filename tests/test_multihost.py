@@ -36,10 +36,10 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path, pretrained_npz):
-  from prompt_jax import checkpointing
-  from prompt_jax import export
-  from prompt_jax import train
-  from prompt_jax import tree
+  from prompt_jax.train import checkpointing
+  from prompt_jax.export import tuned as export
+  from prompt_jax.train import trainer as train
+  from prompt_jax.util import tree
   from prompt_jax.data import registry
   work2 = tmp_path / 'two'
   env = dict(os.environ, WORKDIR=str(work2), CKPT=pretrained_npz, PORT=str(_free_port()),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from prompt_jax.configs import common
-from prompt_jax import optim
+from prompt_jax.train import optim
 
 
 def _train_cfg(**kw):

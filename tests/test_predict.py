@@ -10,11 +10,11 @@ import numpy as np
 from PIL import Image
 
 import prompt_jax
-from prompt_jax import backbone as backbone_lib
-from prompt_jax import export
-from prompt_jax import predict
-from prompt_jax import torch_export
-from prompt_jax import tree
+from prompt_jax.checkpoints import backbone as backbone_lib
+from prompt_jax.export import tuned as export
+from prompt_jax.export import predict
+from prompt_jax.export import torch_state as torch_export
+from prompt_jax.util import tree
 from prompt_jax.methods import base
 
 SIZES = ((23, 31), (40, 17), (32, 32), (19, 45), (50, 36), (33, 20))

@@ -1,4 +1,4 @@
-"""prompt_jax.report: results.json found under any folder -> rows by (method, variant, config),
+"""prompt_jax.protocol.report: results.json found under any folder -> rows by (method, variant, config),
 mean ± std over seeds, group means, non-VTAB tasks, CSV / markdown / PNG / JSON."""
 
 import dataclasses
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from prompt_jax import report
-from prompt_jax import report_figure
+from prompt_jax.protocol import report
+from prompt_jax.protocol import figure as report_figure
 from prompt_jax.data import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,7 +161,7 @@ def test_report_does_not_import_tensorflow():
 
 def test_variant_labels():
   """The labels results.json records (methods' `variant`, via `Method.label`)."""
-  from prompt_jax import config_files
+  from prompt_jax.util import config_files
   from prompt_jax.methods import base
   def label(spec, **over):
     c = config_files.load(spec)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
-from prompt_jax import optim
-from prompt_jax import steps
-from prompt_jax import train
-from prompt_jax import tree
+from prompt_jax.train import optim
+from prompt_jax.train import steps
+from prompt_jax.train import trainer as train
+from prompt_jax.util import tree
 from prompt_jax.configs import common
 
 

@@ -1,4 +1,4 @@
-"""prompt_jax.sweep: jobs, selection on val only, skipping / resuming / failing runs, the table,
+"""prompt_jax.protocol.sweep: jobs, selection on val only, skipping / resuming / failing runs, the table,
 --dry_run commands that reproduce the sweep's own runs; end to end on mocked VTAB with a kill."""
 
 import json
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from prompt_jax import protocol
-from prompt_jax import sweep
+from prompt_jax.protocol import searches as protocol
+from prompt_jax.protocol import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -412,7 +412,7 @@ def test_base_to_novel_sweep_table(tmp_path, monkeypatch):
       json.dump(res, f)
     return res
 
-  from prompt_jax.methods import sap_b2n
+  from prompt_jax.protocol import b2n as sap_b2n
   monkeypatch.setattr(sap_b2n, 'run', fake_b2n)  # SAP's program 'b2n' (Method.programs)
   args = ['--config=configs/sap_b2n.py', '--tasks=dtd,eurosat', '--seeds=coop',
           f'--workdir={tmp_path / "sw"}', '--compilation_cache=',
@@ -430,7 +430,7 @@ def test_base_to_novel_sweep_table(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_protocol_offline_from_an_empty_directory(tmp_path):
   """The README's offline protocol, as a user types it: `prepare --mock --tasks=vtab`, then
-  `python -m prompt_jax.sweep --tasks=vtab` on that folder tree (no patched internals), killed
+  `python -m prompt_jax.protocol.sweep --tasks=vtab` on that folder tree (no patched internals), killed
   after some runs and rerun; the 19-task table with its group means and the figure."""
   from prompt_jax.data import prepare
   from prompt_jax.data import tasks
@@ -442,7 +442,7 @@ def test_protocol_offline_from_an_empty_directory(tmp_path):
           '--config.data.image_size=32', '--config.train.batch_size=16', '--config.train.epochs=1',
           '--config.train.warmup_epochs=0', '--config.train.eval_batch_size=16',
           '--config.vpt.num_prompts=2']
-  proc = subprocess.Popen([sys.executable, '-m', 'prompt_jax.sweep', *argv], cwd=ROOT,
+  proc = subprocess.Popen([sys.executable, '-m', 'prompt_jax.protocol.sweep', *argv], cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 900
   while time.time() < deadline and proc.poll() is None:

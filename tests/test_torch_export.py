@@ -1,5 +1,5 @@
 """Tuned prompts to PyTorch and back: the safetensors state dict, in the release's names, loaded
-into the independent PyTorch models (tests/torch_reference/) gives our logits; imported back it
+into the independent PyTorch models (torch_reference/) gives our logits; imported back it
 gives our params."""
 
 import importlib
@@ -11,13 +11,13 @@ import pytest
 from safetensors.numpy import save_file
 import torch
 
-from prompt_jax import export
-from prompt_jax import torch_export
-from prompt_jax import tree
+from prompt_jax.export import tuned as export
+from prompt_jax.export import torch_state as torch_export
+from prompt_jax.util import tree
 from prompt_jax.data import registry
 from prompt_jax.data.source import ArraySource
 from prompt_jax.models import vit
-from tests.torch_reference import torch_davpt, torch_petl, torch_ship, torch_vit
+from torch_reference import torch_davpt, torch_petl, torch_ship, torch_vit
 
 IMAGE, CLASSES = 32, 5
 PETL = ('lora', 'adapter', 'prefix', 'bitfit')
@@ -42,7 +42,7 @@ RELEASE_KEYS = {
                for n in ('attn.qkv', 'attn.proj', 'norm1', 'norm2', 'mlp.fc1', 'mlp.fc2')}
     | {'patch_embed.proj.bias', 'norm.bias'} | _HEAD,
 }
-# release name -> tests/torch_reference/torch_petl.PETLViT's (a block-level transcription)
+# release name -> torch_reference/torch_petl.PETLViT's (a block-level transcription)
 _PETL_REF = (('.attn.LoRA', '.LoRA'), ('.attn.prefix', '.prefix'), ('.attn.qkv.', '.qkv.'),
              ('.attn.proj.', '.proj.'), ('.mlp.fc', '.fc'), ('patch_embed.proj.', 'patch_embed.'))
 
@@ -50,7 +50,7 @@ _PETL_REF = (('.attn.LoRA', '.LoRA'), ('.attn.prefix', '.prefix'), ('.attn.qkv.'
 def _build(method, tmp_path, monkeypatch, **overrides):
   """A Mu/8 run of the method's VTAB config (random backbone, ArraySource data), with its trained
   tensors perturbed (so a dropped or misnamed one changes the logits), exported as tuned/."""
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   cfg = importlib.import_module(f'prompt_jax.configs.{CONFIGS[method]}').get_config()
   cfg.unlock()
   cfg.model.variant, cfg.data.image_size, cfg.init.checkpoint = 'Mu/8', IMAGE, 'random'

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
-from prompt_jax import checkpointing
-from prompt_jax import export
-from prompt_jax import optim
-from prompt_jax import train
-from prompt_jax import workdir
+from prompt_jax.train import checkpointing
+from prompt_jax.export import tuned as export
+from prompt_jax.train import optim
+from prompt_jax.train import trainer as train
+from prompt_jax.train import workdir
 from prompt_jax.data import registry as data_registry
 from prompt_jax.data.source import ArraySource
 

@@ -22,8 +22,8 @@ import optax
 import pytest
 import torch
 
-from prompt_jax import optim
-from prompt_jax import tree
+from prompt_jax.train import optim
+from prompt_jax.util import tree
 from prompt_jax.methods import base
 from prompt_jax.models import clip
 

@@ -1,4 +1,4 @@
-"""prompt_jax.treeio: every method's prepared values round-trip through one npz, without pickle."""
+"""prompt_jax.util.treeio: every method's prepared values round-trip through one npz, without pickle."""
 
 import json
 
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import treeio
+from prompt_jax.util import treeio
 
 RNG = np.random.default_rng(0)
 PREPARED = {  # the shapes and types each method's prepare() returns

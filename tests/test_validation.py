@@ -3,9 +3,9 @@
 import pytest
 
 from conftest import micro_config
-from prompt_jax import backbone
+from prompt_jax.checkpoints import backbone
 from prompt_jax import checkpoints
-from prompt_jax import validation
+from prompt_jax.train import validation
 from prompt_jax.configs import common
 
 
@@ -109,7 +109,7 @@ def test_splits_must_exist_in_the_source():
 
 
 def test_the_trainer_checks_before_any_data_or_weights_load(tmp_path, monkeypatch):
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   from prompt_jax.data import registry
   monkeypatch.setattr(registry, 'get_source', lambda c: pytest.fail('data loaded'))
   monkeypatch.setattr(backbone, 'load', lambda m, c: pytest.fail('weights loaded'))

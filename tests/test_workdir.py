@@ -1,4 +1,4 @@
-"""prompt_jax.workdir: the recorded config and backbone, the writer lock, cache keys, strict JSON;
+"""prompt_jax.train.workdir: the recorded config and backbone, the writer lock, cache keys, strict JSON;
 and the trainer's preparation cache built on them."""
 
 import json
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
-from prompt_jax import backbone
-from prompt_jax import train
-from prompt_jax import treeio
-from prompt_jax import workdir
+from prompt_jax.checkpoints import backbone
+from prompt_jax.train import trainer as train
+from prompt_jax.util import treeio
+from prompt_jax.train import workdir
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import base
 
@@ -200,7 +200,7 @@ def test_one_rule_for_the_same_run_across_machines(tmp_path):
   """A run resumed on another machine (other data_dir / image_root / split_file, another mesh, the
   same weights file in another folder) is the same run for workdir.check and for the sweep; a
   changed hyperparameter or another weights file name is not, for both."""
-  from prompt_jax import sweep
+  from prompt_jax.protocol import sweep
   cfg = _changed(micro_config('vpt'), init__checkpoint='/here/w.npz')
   workdir.record(str(tmp_path), cfg, 'digest-a')
   _with_state(tmp_path)

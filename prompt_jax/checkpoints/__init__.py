@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from prompt_jax import registry
+from prompt_jax.util import registry
 from prompt_jax.checkpoints.errors import CheckpointError
 from prompt_jax.checkpoints.errors import validate
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import ml_collections
 
-from prompt_jax import registry
+from prompt_jax.util import registry
 from prompt_jax.data.source import Source
 
 Factory = Callable[[ml_collections.ConfigDict], Source]

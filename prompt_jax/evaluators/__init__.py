@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prompt_jax import progress
-from prompt_jax import registry
+from prompt_jax.util import progress
+from prompt_jax.util import registry
 
 Batch = dict[str, Any]
 Evaluator = Callable[..., dict[str, Any]]

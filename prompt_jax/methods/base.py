@@ -58,9 +58,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from prompt_jax import backbone
-from prompt_jax import programs as programs_lib
-from prompt_jax import registry
+from prompt_jax.checkpoints import backbone
+from prompt_jax.protocol import programs as programs_lib
+from prompt_jax.util import registry
 
 Array = Any
 Config = ml_collections.ConfigDict
@@ -83,8 +83,8 @@ class PrepareContext:
   backbone: nn.Module           # prompt-free VisionTransformer (no head) with the loaded weights
   backbone_params: Any          # its params
   workdir: str
-  features: Callable[..., dict[str, Any]]  # prompt_jax.features.extract bound to backbone
-  backbone_digest: str          # prompt_jax.tree.digest of backbone_params (cache keys)
+  features: Callable[..., dict[str, Any]]  # prompt_jax.evaluators.features.extract bound to backbone
+  backbone_digest: str          # prompt_jax.util.tree.digest of backbone_params (cache keys)
 
 
 @dataclasses.dataclass

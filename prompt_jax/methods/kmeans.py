@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prompt_jax import progress
+from prompt_jax.util import progress
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from prompt_jax import validation
+from prompt_jax.train import validation
 from prompt_jax.configs import common
 from prompt_jax.data import fewshot  # (registers data 'fewshot')
 from prompt_jax.methods import base
@@ -372,7 +372,7 @@ def patch_size(config: base.Config) -> int:
 
 
 def _b2n() -> Any:
-  from prompt_jax.methods import sap_b2n
+  from prompt_jax.protocol import b2n as sap_b2n
   return sap_b2n
 
 

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import progress
-from prompt_jax import validation
+from prompt_jax.util import progress
+from prompt_jax.train import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names

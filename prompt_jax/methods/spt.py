@@ -38,9 +38,9 @@ from flax import traverse_util
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import progress
-from prompt_jax import workdir as workdir_lib
-from prompt_jax import validation
+from prompt_jax.util import progress
+from prompt_jax.train import workdir as workdir_lib
+from prompt_jax.train import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names

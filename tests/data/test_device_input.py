@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from prompt_jax import steps
+from prompt_jax.train import steps
 from prompt_jax.data import device_input
 from prompt_jax.data import preprocess
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import micro_config
 from prompt_jax.configs import common
-from prompt_jax import tree
+from prompt_jax.util import tree
 from prompt_jax.methods import base
 from prompt_jax.methods import davpt
 from prompt_jax.models import vit
@@ -222,7 +222,7 @@ def test_trainable_set_and_configs():
 
 
 def test_prepare_and_short_training_run(pretrained_npz, tmp_path):
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   c = micro_config('davpt', epochs=3, optimizer='adamw', lr=3e-3, lr_scale_by_batch=False,
                    schedule_per='step', cosine_shift=False, warmup_epochs=1, warmup_init=1e-8,
                    grad_clip_value=10.0, eval_every_epochs=3)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
-from prompt_jax import tree
+from prompt_jax.util import tree
 from prompt_jax.configs import common
 from prompt_jax.methods import base
 

@@ -32,7 +32,7 @@ def _forget_toy():
 def test_api_and_validation_build_from_the_method():
   from tests.outside import toy_method  # registers 'toy'
   from prompt_jax import api
-  from prompt_jax import validation
+  from prompt_jax.train import validation
   model, params = api.create_model('Mu/8', 'toy', num_classes=5, checkpoint='random',
                                    image_size=32, scale=2.0)
   assert params['prompt']['prompts'].shape == (4, 2, 64)  # Mu/8: depth 4, width 64
@@ -49,9 +49,9 @@ def test_api_and_validation_build_from_the_method():
 
 @pytest.mark.slow
 def test_cli_export_sweep_and_report(tmp_path):
-  from prompt_jax import export
-  from prompt_jax import report
-  from prompt_jax import sweep
+  from prompt_jax.export import tuned as export
+  from prompt_jax.protocol import report
+  from prompt_jax.protocol import sweep
   wd = tmp_path / 'cli'
   out = subprocess.run([sys.executable, '-m', 'prompt_jax.main', f'--config={CONFIG}',
                         f'--workdir={wd}'], cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -1,7 +1,7 @@
 """The parameter-efficient baselines (methods/lora.py, adapter.py, prefix.py, bitfit.py).
 
 Parity on identical weights with a PyTorch transcription of the NOAH / SHIP release's blocks
-(tests/torch_reference/torch_petl.py): logits, loss and the gradients of every trainable tensor to
+(torch_reference/torch_petl.py): logits, loss and the gradients of every trainable tensor to
 1e-5; LoRA also against Hugging Face peft on a transformers ViT (independent code). The inits are
 checked against torch's own initialisers on the release's shapes; trainable counts at ViT-B/16
 against the numbers the VTAB tables print; each baseline trains on the digits backbone.
@@ -18,7 +18,7 @@ import pytest
 from flax import traverse_util
 
 from conftest import micro_config
-from prompt_jax import tree
+from prompt_jax.util import tree
 from prompt_jax.configs import common
 from prompt_jax.methods import base
 
@@ -99,7 +99,7 @@ CASES = {  # name -> (method, section overrides, transcription dims); 0 = none i
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_matches_the_release_transcription(case):
-  from tests.torch_reference import torch_petl
+  from torch_reference import torch_petl
   method, section, dims = CASES[case]
   model, params = _ours(_config(method, **section))
   ref = torch_petl.PETLViT(classes=CLASSES, **dims).eval()
@@ -132,7 +132,7 @@ def test_inits_are_the_releases_at_vit_b16_shapes():
   from prompt_jax.methods import adapter
   from prompt_jax.methods import lora
   from prompt_jax.methods import prefix
-  from tests.torch_reference import torch_petl
+  from torch_reference import torch_petl
   blk = torch_petl.PETLBlock(768, 12, 16, lora=8, prefix=10, adapter=8)
   fan = lambda t: torch.nn.init._calculate_fan_in_and_fan_out(t)
   xavier = lambda t: math.sqrt(6 / sum(fan(t)))
@@ -242,8 +242,8 @@ def test_lora_matches_peft_on_a_transformers_vit():
 def test_trains_on_the_digits_backbone(tmp_path, pretrained_npz, method):
   """Two steps on the demo's pretrained backbone, export, reload: frozen tensors bit-identical
   (BitFit: only biases and the head change)."""
-  from prompt_jax import export
-  from prompt_jax import train
+  from prompt_jax.export import tuned as export
+  from prompt_jax.train import trainer as train
   cfg = micro_config(method, epochs=1, max_steps=2, export=True, warmup_epochs=0)
   cfg.unlock()
   cfg.init.checkpoint = pretrained_npz
@@ -269,8 +269,8 @@ def test_trains_on_the_digits_backbone(tmp_path, pretrained_npz, method):
 def test_the_sweep_and_the_report_run_the_baselines(tmp_path):
   """LoRA (a delta in the prompt subtree) and BitFit (backbone biases) through the protocol's
   sweep on mocked VTAB and one report over both sweeps: a row each."""
-  from prompt_jax import report
-  from prompt_jax import sweep
+  from prompt_jax.protocol import report
+  from prompt_jax.protocol import sweep
   from tests import mocked
   npz = mocked.micro_checkpoints(str(tmp_path))['npz']
   dirs = []

@@ -260,7 +260,7 @@ def test_base_to_novel_end_to_end(assets, tmp_path):
   the BPE vocabulary is found next to them."""
   pytest.importorskip('torch')
   from safetensors.numpy import save_file
-  from prompt_jax.methods import sap_b2n as b2n
+  from prompt_jax.protocol import b2n
   from tests import clip_helpers
   hf = clip_helpers.hf_model(seed=0, context_length=40, vocab_size=560)
   save_file(clip_helpers.hf_state_numpy(hf), str(assets / 'model.safetensors'))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import micro_config
-from prompt_jax import validation
+from prompt_jax.train import validation
 from prompt_jax.configs import common
 from prompt_jax.methods import base
 from prompt_jax.methods import ship
@@ -166,7 +166,7 @@ def test_configs_load():
 
 
 def test_ship_trains_end_to_end_on_digits(pretrained_npz, tmp_path):
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   c = micro_config('ship', epochs=1, optimizer='adamw', lr=1e-3, lr_scale_by_batch=False)
   c.unlock()
   c.init.checkpoint = pretrained_npz

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import micro_config
 from prompt_jax.configs import common
-from prompt_jax import train
+from prompt_jax.train import trainer as train
 from prompt_jax.methods import inits
 from prompt_jax.methods import spt
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import micro_config
-from prompt_jax import backbone
-from prompt_jax import train
-from prompt_jax import tree
+from prompt_jax.checkpoints import backbone
+from prompt_jax.train import trainer as train
+from prompt_jax.util import tree
 from prompt_jax.methods import base
 from prompt_jax.models import attention
 from prompt_jax.models import vit

@@ -12,7 +12,8 @@ def test_remat_same_step_less_memory(method):
   outs, temps = {}, {}
   for remat in (False, True):
     from benchmarks import common as bench
-    from prompt_jax import train, tree
+    from prompt_jax.train import trainer as train
+    from prompt_jax.util import tree
     cfg = micro_config(method)
     cfg.unlock()
     cfg.model.remat = remat

@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from prompt_jax import validation
+from prompt_jax.train import validation
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.models import vit

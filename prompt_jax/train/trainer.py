@@ -37,26 +37,26 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from prompt_jax import backbone as backbone_lib
-from prompt_jax import checkpointing
+from prompt_jax.checkpoints import backbone as backbone_lib
+from prompt_jax.train import checkpointing
 from prompt_jax import evaluators
-from prompt_jax import features as features_lib
-from prompt_jax import inputs
-from prompt_jax import loop as loop_lib
-from prompt_jax import optim
-from prompt_jax import progress
-from prompt_jax import sharding as shard_lib
-from prompt_jax import steps as steps_lib
-from prompt_jax import tree
-from prompt_jax import treeio
-from prompt_jax import validation
-from prompt_jax import workdir as workdir_lib
+from prompt_jax.evaluators import features as features_lib
+from prompt_jax.train import inputs
+from prompt_jax.train import loop as loop_lib
+from prompt_jax.train import optim
+from prompt_jax.util import progress
+from prompt_jax.train import sharding as shard_lib
+from prompt_jax.train import steps as steps_lib
+from prompt_jax.util import tree
+from prompt_jax.util import treeio
+from prompt_jax.train import validation
+from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import base
 
 Config = ml_collections.ConfigDict
 PREPARED = 'prepared.npz'
-Interrupted = loop_lib.Interrupted  # SIGTERM / SIGINT after a checkpoint (prompt_jax.loop)
+Interrupted = loop_lib.Interrupted  # SIGTERM / SIGINT after a checkpoint (prompt_jax.train.loop)
 NonFiniteError = checkpointing.NonFiniteError
 
 
@@ -165,9 +165,9 @@ def summarize(history: list[dict[str, Any]], eval_splits: tuple[str, ...], val_s
 def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` on `cfg.data`, evaluating every `eval_every_epochs` and at the end.
 
-  Writes to workdir: run.json (the config and backbone digest, prompt_jax.workdir), writer.lock
+  Writes to workdir: run.json (the config and backbone digest, prompt_jax.train.workdir), writer.lock
   (while running), checkpoints/ (orbax, resumable), prepared.npz (the method's preparation),
-  TensorBoard summaries, results.json (strict JSON) and (train.export) tuned/ (prompt_jax.export).
+  TensorBoard summaries, results.json (strict JSON) and (train.export) tuned/ (prompt_jax.export.tuned).
   Raises validation.ConfigError, workdir.WorkdirError, NonFiniteError or Interrupted.
   """
   shard_lib.maybe_initialize_distributed(cfg.mesh)
@@ -248,7 +248,7 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   if tcfg.export:  # on every process: the orbax save is collective (process 0 writes)
-    from prompt_jax import export
+    from prompt_jax.export import tuned as export
     export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(loop.state['trainable']),
                         jax.device_get(frozen), cfg, setup.prepared,
                         backbone_digest=setup.backbone_digest)

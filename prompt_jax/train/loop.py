@@ -25,12 +25,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from prompt_jax import checkpointing
-from prompt_jax import optim
-from prompt_jax import sharding as shard_lib
-from prompt_jax import workdir as workdir_lib
-from prompt_jax.checkpointing import NonFiniteError
-from prompt_jax.inputs import InputPath
+from prompt_jax.train import checkpointing
+from prompt_jax.train import optim
+from prompt_jax.train import sharding as shard_lib
+from prompt_jax.train import workdir as workdir_lib
+from prompt_jax.train.checkpointing import NonFiniteError
+from prompt_jax.train.inputs import InputPath
 from prompt_jax.methods import base
 
 Config = ml_collections.ConfigDict

@@ -1,7 +1,7 @@
 """Tables from finished runs: per-task top-1 (mean ± std over seeds), VTAB group means, and the
 non-VTAB tasks (FGVC, digits, ...) in their own columns.
 
-  python -m prompt_jax.report --workdirs=runs/ --out=table.md [--csv=t.csv] [--png=b.png]
+  python -m prompt_jax.protocol.report --workdirs=runs/ --out=table.md [--csv=t.csv] [--png=b.png]
       [--json=all.json] [--metric=final|val_selected|test_selected] [--split=test]
 
 `--workdirs` is a comma list of run folders, results.json files or ANY parent folder: every
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from prompt_jax import workdir
+from prompt_jax.train import workdir
 from prompt_jax.data import tasks as tasks_lib
 
 RESULTS = 'results.json'
@@ -353,7 +353,7 @@ def write(rows: Sequence[Row], runs: Sequence[Run], *, md: str | None = None,
     with open(csv_path, 'w') as f:
       f.write(csv(rows))
   if png:
-    from prompt_jax import report_figure  # matplotlib only when a figure is asked for
+    from prompt_jax.protocol import figure as report_figure
     if not report_figure.bar_chart(rows, png):
       print(f'no chart written to {png}: no value to plot', file=sys.stderr)
   if json_path:

@@ -31,8 +31,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from prompt_jax import sharding as shard_lib
-from prompt_jax import steps as steps_lib
+from prompt_jax.train import sharding as shard_lib
+from prompt_jax.train import steps as steps_lib
 from prompt_jax.data import split_cache
 from prompt_jax.data.source import Batch, batch_indices, host_rows
 

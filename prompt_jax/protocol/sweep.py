@@ -1,8 +1,8 @@
 r"""The whole protocol in one command: every task, per-task recipes, search, seeds, one table.
 
-  python -m prompt_jax.sweep --config=configs/vpt_vtab.py --tasks=vtab --search=vpt \
+  python -m prompt_jax.protocol.sweep --config=configs/vpt_vtab.py --tasks=vtab --search=vpt \
       --seeds=42,44,82,100,800 --workdir=DIR --config.init.checkpoint=ViT-B_16.npz
-  python -m prompt_jax.sweep --config=configs/ship_vtab.py --tasks=natural,eurosat --seeds=0,1,2 \
+  python -m prompt_jax.protocol.sweep --config=configs/ship_vtab.py --tasks=natural,eurosat --seeds=0,1,2 \
       --workdir=DIR --config.init.checkpoint=ViT-B_16.npz          # the recipes' own values
   ... --dry_run      # print one `python -m prompt_jax.main ...` command per job still to run
 
@@ -56,11 +56,11 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from prompt_jax import protocol
-from prompt_jax import report
-from prompt_jax import workdir as workdir_lib
+from prompt_jax.protocol import searches as protocol
+from prompt_jax.protocol import report
+from prompt_jax.train import workdir as workdir_lib
 # The plan (pure: jobs, configs, finished runs, selection), re-exported for callers of sweep.
-from prompt_jax.sweep_plan import (  # noqa: F401
+from prompt_jax.protocol.plan import (  # noqa: F401
     FAILED, SELECTION, TASK_KEYS, SweepError, Job, value_text, task_spec, parse_config,
     job_config, program, result_file, _read_json, config_differences, finished, Plan, check_job,
     check_no_test, select, selection_labels, _say)
@@ -151,7 +151,7 @@ def _show_trainer_log(verbose: bool = False) -> None:
   `prompt-jax` (console.py)."""
   import logging as py_logging
   from absl import logging
-  from prompt_jax import console
+  from prompt_jax.util import console
   logging.set_verbosity(logging.INFO)
   console.setup(verbose)
   if not verbose:
@@ -302,7 +302,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Plan, argparse.Namespace]:
-  p = argparse.ArgumentParser(prog='python -m prompt_jax.sweep', description=__doc__,
+  p = argparse.ArgumentParser(prog='python -m prompt_jax.protocol.sweep', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--config', required=True,
                  help='config file [:args without task], e.g. configs/vpt_vtab.py:deep=False')
@@ -377,11 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(plan.workdir, exist_ok=True)
     if not args.dry_run:
       _show_trainer_log(args.verbose)
-      from prompt_jax import cpu_malloc
+      from prompt_jax.util import cpu_malloc
       cpu_malloc.maybe_apply()  # before JAX's backend exists (prompt_jax/cpu_malloc.py)
     summary = run_sweep(plan, dry_run=args.dry_run, compilation_cache=args.compilation_cache)
     if args.jobs_file:
-      from prompt_jax import jobs
+      from prompt_jax.protocol import jobs
       n = jobs.write(args.jobs_file, summary.get('commands', []))
       print(f'# {n} jobs written to {os.path.abspath(args.jobs_file)}', file=sys.stderr)
   except (SweepError, ValueError, FileNotFoundError) as e:

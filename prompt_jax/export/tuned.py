@@ -29,10 +29,10 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from prompt_jax import backbone as backbone_lib
-from prompt_jax import tree
-from prompt_jax import treeio
-from prompt_jax import workdir as workdir_lib
+from prompt_jax.checkpoints import backbone as backbone_lib
+from prompt_jax.util import tree
+from prompt_jax.util import treeio
+from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.methods import base
 
 

@@ -15,10 +15,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from prompt_jax import checkpointing
-from prompt_jax import train
-from prompt_jax import tree
-from prompt_jax import workdir as workdir_lib
+from prompt_jax.train import checkpointing
+from prompt_jax.train import trainer as train
+from prompt_jax.util import tree
+from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.configs import common
 from prompt_jax.configs import demo as demo_config
 
@@ -84,7 +84,7 @@ def machine() -> str:
           f'jax {jax.__version__} on {jax.default_backend()}')
 
 
-README_BEGIN = '<!-- demo results: generated from docs/demo_results.json by prompt_jax.demo -->'
+README_BEGIN = '<!-- demo results: generated from docs/demo_results.json by prompt_jax.protocol.demo -->'
 README_END = '<!-- end of demo results -->'
 
 

@@ -2,7 +2,7 @@
 
   path = to_safetensors('/tmp/run/tuned')            # -> /tmp/run/tuned/state_dict.safetensors
   model, params, config = load_safetensors('ViT-B_16.npz', path, like='/tmp/run/tuned')
-  python -m prompt_jax.torch_export --tuned=/tmp/run/tuned [--out=prompts.safetensors]
+  python -m prompt_jax.export.torch_state --tuned=/tmp/run/tuned [--out=prompts.safetensors]
 
 Names, declared by each method (`Method.torch_naming` in prompt_jax/methods/M.py; PyTorch layout:
 Linear weights [out, in]; prompts as the release stores them):
@@ -104,8 +104,8 @@ def from_state_dict(sd: Mapping[str, Any], config: Any, shapes: Mapping[str, tup
 
 def _tuned(tuned_dir: str) -> tuple[Arrays, ml_collections.ConfigDict, dict[str, Any], Any]:
   import orbax.checkpoint as ocp
-  from prompt_jax import tree
-  from prompt_jax import treeio
+  from prompt_jax.util import tree
+  from prompt_jax.util import treeio
   tuned_dir = os.path.abspath(tuned_dir)
   with open(os.path.join(tuned_dir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -124,7 +124,7 @@ def to_safetensors(tuned_dir: str, out: str | None = None) -> str:
   from prompt_jax.methods import base
   flat, config, meta, prepared = _tuned(tuned_dir)
   sd = to_state_dict(flat, config)
-  info = {'format': 'prompt_jax.torch_export/1', 'method': config.method,
+  info = {'format': 'prompt_jax.export.torch_state/1', 'method': config.method,
           'variant': base.get(config.method).label(config), 'release': _naming(config.method)[2],
           'num_classes': str(meta['num_classes']), 'config': config.to_json(),
           'backbone_digest': str(meta.get('backbone_digest')),
@@ -156,10 +156,10 @@ def load_safetensors(backbone_ckpt: str, path: str, *, like: Any = None,
   methods without a preparation (vpt, spt via its config, linear), or None: the config in the
   file's metadata (files written by `to_safetensors`). Returns (model, params, config).
   """
-  from prompt_jax import tree
+  from prompt_jax.util import tree
   sd, meta = read_safetensors(path)
   if isinstance(like, (str, os.PathLike)) and os.path.isdir(like):
-    from prompt_jax import export
+    from prompt_jax.export import tuned as export
     model, params, config = export.load_tuned(backbone_ckpt, os.fspath(like),
                                               backbone_format=backbone_format,
                                               allow_other_backbone=allow_other_backbone)
@@ -182,15 +182,15 @@ def _config_of(like: Any, meta: Mapping[str, str]) -> ml_collections.ConfigDict:
                        'pass like= a tuned/ export, a config or a config file spec')
     return ml_collections.ConfigDict(json.loads(meta['config']))
   if isinstance(like, str):
-    from prompt_jax import config_files
+    from prompt_jax.util import config_files
     return config_files.load(like)
   return ml_collections.ConfigDict(like.to_dict() if hasattr(like, 'to_dict') else like)
 
 
 def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
   """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys."""
-  from prompt_jax import backbone as backbone_lib
-  from prompt_jax import tree
+  from prompt_jax.checkpoints import backbone as backbone_lib
+  from prompt_jax.util import tree
   from prompt_jax.methods import base
   m = base.get(config.method)
   if m.prepare is not None:
@@ -214,9 +214,9 @@ def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
 
 
 def main(argv: list[str] | None = None) -> None:
-  """python -m prompt_jax.torch_export --tuned=DIR [--out=FILE]: the PyTorch state dict."""
+  """python -m prompt_jax.export.torch_state --tuned=DIR [--out=FILE]: the PyTorch state dict."""
   import argparse
-  p = argparse.ArgumentParser(prog='python -m prompt_jax.torch_export', description=main.__doc__)
+  p = argparse.ArgumentParser(prog='python -m prompt_jax.export.torch_state', description=main.__doc__)
   p.add_argument('--tuned', required=True, help='a run\'s tuned/ export')
   p.add_argument('--out', default=None, help='default: TUNED/state_dict.safetensors')
   a = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """A sweep's pending jobs as a file for a scheduler: one shell command per line.
 
-  python -m prompt_jax.sweep ... --dry_run --jobs_file=jobs.txt
+  python -m prompt_jax.protocol.sweep ... --dry_run --jobs_file=jobs.txt
   sbatch --array=1-$(wc -l < jobs.txt) run_line.sh   # docs/multi_host.md: a SLURM array
 
 Every line runs from any directory: the config file, the backbone weights (`init.checkpoint`) and a
@@ -47,7 +47,7 @@ def _absolute(path: str, base: str) -> str:
 def job_line(command: str, *, base: str | None = None, python: str | None = None) -> str:
   """One `python -m prompt_jax.main ...` command (as the sweep's --dry_run prints it) -> a line
   that runs from any directory. Raises FileNotFoundError for missing weights."""
-  from prompt_jax import config_files
+  from prompt_jax.util import config_files
   base = base or os.getcwd()
   argv = shlex.split(command)
   if argv[1:3] != ['-m', 'prompt_jax.main']:

@@ -19,10 +19,10 @@ from typing import Any
 
 import ml_collections
 
-from prompt_jax import config_files
-from prompt_jax import programs
-from prompt_jax import protocol
-from prompt_jax import workdir as workdir_lib
+from prompt_jax.util import config_files
+from prompt_jax.protocol import programs
+from prompt_jax.protocol import searches as protocol
+from prompt_jax.train import workdir as workdir_lib
 
 FAILED = 'sweep_failed.json'
 SELECTION = 'selection.json'

@@ -20,7 +20,7 @@ import tempfile
 
 import ml_collections
 
-from prompt_jax import validation
+from prompt_jax.train import validation
 from prompt_jax.data import tasks
 
 Config = ml_collections.ConfigDict

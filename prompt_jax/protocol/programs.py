@@ -38,12 +38,12 @@ class Program:
 
 
 def _train(config: Config, workdir: str) -> Any:
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   return train.train_and_evaluate(config, workdir)
 
 
 def _demo(config: Config, workdir: str) -> Any:
-  from prompt_jax import demo
+  from prompt_jax.protocol import demo
   return demo.run(config, workdir)
 
 
@@ -56,8 +56,8 @@ def _evaluate(config: Config, workdir: str) -> Any:
   """Scores config.data.eval_splits (of config.data's source) with the export's params on
   init.checkpoint, as `prompt-jax-predict --split` does; writes workdir/evaluate.json."""
   import json
-  from prompt_jax import predict
-  from prompt_jax import workdir as workdir_lib
+  from prompt_jax.export import predict
+  from prompt_jax.train import workdir as workdir_lib
   tuned = tuned_path(config, workdir)
   weights = config.init.checkpoint
   model, params, _ = predict.load(

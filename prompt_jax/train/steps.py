@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from prompt_jax import tree
+from prompt_jax.util import tree
 from prompt_jax.data import device_input
 from prompt_jax.methods import base
 

@@ -72,7 +72,7 @@ def fraction(key: str, value: float) -> list[str]:
 
 
 def _backbone(c: Config) -> list[str]:
-  from prompt_jax import backbone
+  from prompt_jax.checkpoints import backbone
   from prompt_jax import checkpoints
   out = []
   if not c.init.checkpoint and c.program != 'demo':  # the demo names its own backbones
@@ -85,7 +85,7 @@ def _backbone(c: Config) -> list[str]:
 def _method(c: Config) -> list[str]:
   """The method exists, has its config section and runs `program`; its own rules
   (`Method.check`) and those of the chosen prompt initialiser."""
-  from prompt_jax import programs
+  from prompt_jax.protocol import programs
   from prompt_jax.methods import base
   names = base.METHODS.names()
   if c.method not in names:

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from prompt_jax import checkpoints
-from prompt_jax import tree
+from prompt_jax.util import tree
 from prompt_jax.models import vit
 
 Config = ml_collections.ConfigDict

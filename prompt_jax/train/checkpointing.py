@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from prompt_jax import tree
+from prompt_jax.util import tree
 
 
 DIGEST = 'state_digest'  # meta key: `state_digest` of the saved state

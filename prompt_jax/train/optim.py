@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from prompt_jax import tree
+from prompt_jax.util import tree
 
 
 def peak_lr(cfg: ml_collections.ConfigDict) -> float:

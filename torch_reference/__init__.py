@@ -1,2 +1,2 @@
 """Independent PyTorch models of the methods' train steps (they never import prompt_jax): the tests'
-parity references, also timed by benchmarks/ (`from tests.torch_reference import torch_vit`)."""
+parity references, also timed by benchmarks/ (`from torch_reference import torch_vit`)."""

@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from prompt_jax import backbone as backbone_lib
+from prompt_jax.checkpoints import backbone as backbone_lib
 from prompt_jax import evaluators
-from prompt_jax import tree
-from prompt_jax import workdir as workdir_lib
+from prompt_jax.util import tree
+from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.configs import common
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import sap
@@ -108,7 +108,7 @@ def sources(config: Config, subsets: Sequence[str] = ('base', 'novel')) -> dict[
 
 def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any]:
   """Trains on base classes, evaluates base and novel (and zero-shot CLIP); writes b2n.json."""
-  from prompt_jax import train
+  from prompt_jax.train import trainer as train
   base_cfg = base_config(config)
   run_dir = os.path.join(workdir, 'base')
   train_results = train.train_and_evaluate(base_cfg, run_dir)
@@ -141,7 +141,7 @@ def zeroshot_run(config: Config, workdir: str) -> dict[str, Any]:
 
 def report_runs(workdir: str, results: dict[str, Any]) -> list[Any]:
   """b2n.json (base / novel / harmonic mean, and the zero-shot CLIP baseline) as report runs."""
-  from prompt_jax import report
+  from prompt_jax.protocol import report
   train = results.get('train', {})
   common = dict(task=results.get('task', ''), seed=train.get('seed'),
                 config=report.flat_config(train.get('config', {})))

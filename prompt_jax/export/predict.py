@@ -4,14 +4,14 @@
       [--data_dir=$HOME/tensorflow_datasets] [--out=eval.json]
   prompt-jax-predict --tuned=/tmp/run/tuned --weights=ViT-B_16.npz --images=photos/ \\
       [--out=predictions.csv] [--top_k=5]
-  (= python -m prompt_jax.predict ...)
+  (= python -m prompt_jax.export.predict ...)
 
 --split scores a split of the run's own data source (its config.data; --data_dir replaces
 data.data_dir) with the trainer's padded, masked batches, and writes {split, accuracy, n, ...} as
 JSON. --images classifies image files (a folder, searched recursively, or files; sorted) through
 the run's evaluation image path (`prompt_jax.preprocess`: decode as PIL, resize / crop as the
 config's source, normalise) and writes CSV rows `path,top1,p_top1,top_k,p_top_k`.
---tuned may also be a `.safetensors` state dict in a release's names (`prompt_jax.torch_export`):
+--tuned may also be a `.safetensors` state dict in a release's names (`prompt_jax.export.torch_state`):
 --like gives the tuned/ export or config that defines its model (default: the file's metadata).
 The backbone digest check of `load_tuned` applies (--allow_other_backbone to insist).
 """
@@ -34,11 +34,11 @@ def load(tuned: str, weights: str, *, like: str | None = None, backbone_format: 
          allow_other_backbone: bool = False) -> tuple[Any, dict[str, Any], Any]:
   """(model, params, config) from a tuned/ export or a release-named .safetensors state dict."""
   if tuned.endswith('.safetensors'):
-    from prompt_jax import torch_export
+    from prompt_jax.export import torch_state as torch_export
     return torch_export.load_safetensors(weights, tuned, like=like,
                                          backbone_format=backbone_format,
                                          allow_other_backbone=allow_other_backbone)
-  from prompt_jax import export
+  from prompt_jax.export import tuned as export
   return export.load_tuned(weights, tuned, backbone_format=backbone_format,
                            allow_other_backbone=allow_other_backbone)
 
@@ -144,7 +144,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
   a = parse_args(sys.argv[1:] if argv is None else argv)
-  from prompt_jax import console
+  from prompt_jax.util import console
   console.setup(verbose=False)  # as quiet as prompt-jax
   for path in (a.tuned,) + ((a.weights,) if a.weights != 'random' else ()):
     if '://' not in path and not os.path.exists(path):
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     res = evaluate_split(model, params, config, a.split, a.batch_size)
     res.update(tuned=os.path.abspath(a.tuned), weights=a.weights)
     out = a.out or f'eval_{a.split}.json'
-    from prompt_jax import workdir as workdir_lib
+    from prompt_jax.train import workdir as workdir_lib
     workdir_lib.write_json(out, res)
     print(f'{res["task"]} {a.split}: top-1 {res["accuracy"]:.4f} over {res["n"]} images -> {out}')
   else:
