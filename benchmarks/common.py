@@ -305,7 +305,8 @@ def trainer_state(setup: Any):
 
 
 def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
-  """The trainer's own jitted train step for `setup` (prompt_jax.train.trainer.Setup) on one fixed batch.
+  """The trainer's own jitted train step for `setup` (prompt_jax.train.trainer.Setup) on one fixed
+  batch.
 
   Returns (run, compiled, compile_seconds, trainable, state): `run()` does one blocking step.
   """

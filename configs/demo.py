@@ -11,24 +11,21 @@ from typing import Any
 
 from prompt_jax.configs import common
 
-# config.demo.runs: name -> (method, config overrides); prompt_jax/demo.py runs them in order.
-RUNS: dict[str, tuple[str, dict[str, Any]]] = {
-    'linear': ('linear', {}),
-    'vpt_shallow': ('vpt', {'vpt.deep': False, 'vpt.dropout': 0.0}),
-    'vpt_deep': ('vpt', {'vpt.deep': True}),
+# config.demo.run_table: name -> the overrides of that run (a method and its options);
+# config.demo.runs: which of them run, in order (prompt_jax/protocol/demo.py).
+RUN_TABLE = {
+    'linear': {'method': 'linear'},
+    'vpt_shallow': {'method': 'vpt', 'vpt': {'deep': False, 'dropout': 0.0}},
+    'vpt_deep': {'method': 'vpt', 'vpt': {'deep': True}},
 }
 
 
-def pretrain_overrides(d: Any) -> dict[str, Any]:
-  """Full fine-tuning of a random micro ViT on digits 0-4 (`d`: config.demo)."""
-  return {
-      'program': 'train', 'method': 'full', 'init.checkpoint': 'random', 'init.format': 'npz',
-      'data.task': 'pretrain', 'data.train_split': 'train',
-      'data.eval_splits': ('val',), 'data.val_split': 'val', 'train.epochs': d.pretrain_epochs,
-      'train.optimizer': 'adamw', 'train.lr': d.pretrain_lr, 'train.wd': 0.05,
-      'train.lr_scale_by_batch': False, 'train.warmup_epochs': 2, 'train.schedule_per': 'step',
-      'train.eval_every_epochs': d.pretrain_epochs, 'train.export': False,
-      'model.head_init': 'zeros', 'model.head_bias_init': 0.0}
+def section(**over: Any) -> common.ConfigDict:
+  """`config.demo`: pretraining (full fine-tuning of a random micro ViT on digits 0-4) and runs."""
+  c = common.ConfigDict(dict(pretrain_epochs=40, pretrain_lr=2e-3, pretrain_method='full',
+                             runs=tuple(RUN_TABLE), run_table=RUN_TABLE))
+  c.update(over)
+  return c
 
 
 def get_config(arg: str | None = None):
@@ -44,5 +41,5 @@ def get_config(arg: str | None = None):
   c.train.update(epochs=30, batch_size=32, eval_batch_size=256, optimizer='sgd', lr=2.0,
                  lr_scale_by_batch=True, wd=1e-4, warmup_epochs=3, eval_every_epochs=5,
                  checkpoint_every_steps=100, log_every_steps=50)
-  c.demo = common.demo(pretrain_epochs=40, pretrain_lr=2e-3)
+  c.demo = section(pretrain_epochs=40, pretrain_lr=2e-3)
   return common.finalize(c)

@@ -7,7 +7,7 @@
 SGD momentum 0.9, lr = base·batch/256, coupled wd (none on head bias), batch 128, 100 epochs,
 10 warm-up epochs, cosine stepped per epoch. VPT feeds [0,1] then ImageNet mean/std. Prompt dropout
 0.1 deep / 0.0 shallow (the release's published VTAB commands). The base lr / wd come from VPT's
-grid, selected on val200: `python -m prompt_jax.protocol.sweep --config=configs/vpt_vtab.py --search=vpt`.
+grid, selected on val200: `prompt-jax-sweep --config=configs/vpt_vtab.py --search=vpt`.
 """
 
 from prompt_jax.configs import common

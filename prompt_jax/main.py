@@ -38,8 +38,15 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from prompt_jax.util import console
+from prompt_jax import checkpoints
 from prompt_jax.protocol import programs
+from prompt_jax.train import errors
+from prompt_jax.train import preflight
+from prompt_jax.train import validation
+from prompt_jax.train import workdir
+from prompt_jax.util import config_files
+from prompt_jax.util import console
+from prompt_jax.util import cpu_malloc
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=True)
@@ -52,8 +59,7 @@ flags.mark_flags_as_required(['config'])
 HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
 
 
-# config.program -> what runs: the generic programs (train, demo) and each method's own
-# (`Method.programs`: SAP's 'b2n', 'clip_zeroshot'); prompt_jax/programs.py.
+# config.program -> what runs (prompt_jax/protocol/programs.py).
 PROGRAMS = programs.PROGRAMS
 
 
@@ -67,14 +73,11 @@ def main(argv: list[str]) -> None:
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required (where checkpoints, summaries and results go)')
-  from prompt_jax.train import preflight
-  from prompt_jax.train import validation
   try:  # every value and the files it names, before TensorFlow is imported
-    preflight.check(config, _WORKDIR.value)
+    preflight.check(config, _WORKDIR.value, rules=(programs.problems,))
   except validation.ConfigError as e:
     _exit_config_error(str(e))
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
-  from prompt_jax.util import cpu_malloc
   try:  # before JAX's backend exists (prompt_jax/cpu_malloc.py)
     cpu_malloc.maybe_apply()
   except ValueError as e:
@@ -90,17 +93,12 @@ def main(argv: list[str]) -> None:
 def run_program(config: ml_collections.ConfigDict, workdir_path: str) -> Any:
   """Runs `config.program`; a known failure (bad config, workdir, checkpoint, non-finite step, out
   of memory) exits 1 with one message naming the fix, a signal exits 128 + n."""
-  from prompt_jax.train import checkpointing
-  from prompt_jax import checkpoints
-  from prompt_jax.train import trainer as train
-  from prompt_jax.train import validation
-  from prompt_jax.train import workdir
   try:
     return programs.get(config)(config, workdir_path)
   except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
-          checkpointing.NonFiniteError, checkpointing.RestoreError) as e:
+          errors.NonFiniteError, errors.RestoreError) as e:
     sys.exit(f'error: {e}')
-  except train.Interrupted as e:
+  except errors.Interrupted as e:
     print(e, file=sys.stderr)
     sys.exit(128 + e.signum)
   except Exception as e:  # only out-of-memory is turned into a message
@@ -126,21 +124,18 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     if not any(a.startswith('--config') for a in argv[1:]) or 'config' not in str(e):
       raise
-    from prompt_jax.train import preflight
     _exit_config_error(preflight.flag_error(e, argv))
   except (AttributeError, KeyError, ValueError, TypeError, SyntaxError) as e:
-    from prompt_jax.train import preflight
     _exit_config_error(preflight.flag_error(e, argv))
 
 
 def usage() -> str:
   """--help: this module's docstring, the packaged configs and the flags."""
-  from prompt_jax.util import config_files
   own = flags.FLAGS.module_help(sys.modules[__name__]) or flags.FLAGS.main_module_help()
   return (f'{__doc__}\nPACKAGED configs (--config=NAME[:key=value,...]):\n  '
           + '\n  '.join(config_files.available())
-          + f'\n\nPROGRAMS (config.program): {", ".join(PROGRAMS)}, and each method\'s own '
-          f'(Method.programs)\n\nFlags:\n{own}\n'
+          + f'\n\nPROGRAMS (config.program): {", ".join(PROGRAMS)} (b2n and clip_zeroshot: '
+          f'open-vocabulary methods)\n\nFlags:\n{own}\n'
           '  --config.FIELD=VALUE: override one field (see --show_config)\n'
           '  --helpfull: every flag, absl\'s included\n')
 
@@ -148,7 +143,6 @@ def usage() -> str:
 def run() -> None:
   """Console entry point (`prompt-jax`): resolves `--config=configs/x.py` against the installed
   package when it is not found from the working directory, then runs `main`."""
-  from prompt_jax.util import config_files
   if '--helpfull' in sys.argv[1:]:
     print(flags.FLAGS.get_help())
     sys.exit(0)

@@ -21,4 +21,4 @@ def test_readme_demo_table_is_generated_from_the_committed_results():
   assert got == demo.readme_block(summaries), (
       'README demo block differs from docs/demo_results.json; regenerate it with '
       'prompt_jax.protocol.demo.readme_block')
-  assert set(summaries[0]['runs']) == set(demo_config.RUNS)
+  assert set(summaries[0]['runs']) == set(demo_config.RUN_TABLE)

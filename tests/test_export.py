@@ -1,4 +1,5 @@
-"""prompt_jax.export.tuned: a sealed tuned/ directory; every damage is one ExportError naming the file."""
+"""prompt_jax.export.tuned: a sealed tuned/ directory; every damage is one ExportError naming the
+file."""
 
 import json
 import os

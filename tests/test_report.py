@@ -1,4 +1,4 @@
-"""prompt_jax.protocol.report: results.json found under any folder -> rows by (method, variant, config),
+"""protocol.report: results.json found under any folder -> rows by (method, variant, config),
 mean ± std over seeds, group means, non-VTAB tasks, CSV / markdown / PNG / JSON."""
 
 import dataclasses

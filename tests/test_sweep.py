@@ -1,4 +1,4 @@
-"""prompt_jax.protocol.sweep: jobs, selection on val only, skipping / resuming / failing runs, the table,
+"""protocol.sweep: jobs, selection on val only, skipping / resuming / failing runs, the table,
 --dry_run commands that reproduce the sweep's own runs; end to end on mocked VTAB with a kill."""
 
 import json
@@ -430,7 +430,7 @@ def test_base_to_novel_sweep_table(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_protocol_offline_from_an_empty_directory(tmp_path):
   """The README's offline protocol, as a user types it: `prepare --mock --tasks=vtab`, then
-  `python -m prompt_jax.protocol.sweep --tasks=vtab` on that folder tree (no patched internals), killed
+  `prompt_jax.protocol.sweep --tasks=vtab` on that folder tree (no patched internals), killed
   after some runs and rerun; the 19-task table with its group means and the figure."""
   from prompt_jax.data import prepare
   from prompt_jax.data import tasks

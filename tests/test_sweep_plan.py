@@ -1,4 +1,4 @@
-"""prompt_jax.protocol.plan is pure: jobs, their configs, grids and finished-run checks without running
+"""protocol.plan is pure: jobs, their configs, grids and finished-run checks without running
 anything or importing jax / TensorFlow."""
 
 import os

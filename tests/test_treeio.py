@@ -1,4 +1,4 @@
-"""prompt_jax.util.treeio: every method's prepared values round-trip through one npz, without pickle."""
+"""util.treeio: every method's prepared values round-trip through one npz, without pickle."""
 
 import json
 

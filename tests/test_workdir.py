@@ -1,4 +1,4 @@
-"""prompt_jax.train.workdir: the recorded config and backbone, the writer lock, cache keys, strict JSON;
+"""train.workdir: the recorded config and backbone, the writer lock, cache keys, strict JSON;
 and the trainer's preparation cache built on them."""
 
 import json

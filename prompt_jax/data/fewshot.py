@@ -33,7 +33,7 @@ import numpy as np
 
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
-from prompt_jax.configs import common
+from prompt_jax.util import config as config_lib
 from prompt_jax.data.source import Batch, batch_indices, host_rows
 
 TFDS_NAMES = {
@@ -259,11 +259,12 @@ def tfds_items(task: str, data_dir: str | None):
 
 @registry.register('fewshot')
 def _factory(cfg: ml_collections.ConfigDict) -> FewShotSource:
-  if common.field(cfg, 'data.split_file'):
+  if config_lib.field(cfg, 'data.split_file'):
     items, names = folder_items(cfg.split_file, cfg.data_dir or '')
   else:
     items, names = tfds_items(cfg.task, cfg.data_dir)
-  return build_source(items, names, shots=common.field(cfg, 'data.shots'),
-                      seed=common.field(cfg, 'data.fewshot_seed'),
-                      subset=common.field(cfg, 'data.subset'), image_size=cfg.image_size,
-                      normalization=cfg.normalization, augment=common.field(cfg, 'data.augment'))
+  return build_source(items, names, shots=config_lib.field(cfg, 'data.shots'),
+                      seed=config_lib.field(cfg, 'data.fewshot_seed'),
+                      subset=config_lib.field(cfg, 'data.subset'), image_size=cfg.image_size,
+                      normalization=cfg.normalization,
+                      augment=config_lib.field(cfg, 'data.augment'))

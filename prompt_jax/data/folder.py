@@ -26,7 +26,7 @@ from prompt_jax.data import pipeline
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
 from prompt_jax.data import tasks
-from prompt_jax.configs import common
+from prompt_jax.util import config as config_lib
 from prompt_jax.data import vtab
 
 VTAB1K_SPLITS = ('train800', 'val200', 'train800val200', 'test')
@@ -134,14 +134,14 @@ def fgvc_files(data_dir: str, image_root: str
 @registry.register('folder')
 def _factory(cfg: ml_collections.ConfigDict) -> FolderSource:
   opts = pipeline.ImageOptions.from_config(cfg)
-  layout = common.field(cfg, 'data.layout')
-  if not common.field(cfg, 'data.data_dir'):
+  layout = config_lib.field(cfg, 'data.layout')
+  if not config_lib.field(cfg, 'data.data_dir'):
     raise ValueError('config.data.data_dir must point at the image folders')
   if layout == 'vtab1k':
     files = vtab1k_files(cfg.data_dir, cfg.task)
     num_classes = tasks.NUM_CLASSES[tasks.canonical_task(cfg.task)]
   elif layout == 'fgvc':
-    root = common.field(cfg, 'data.image_root')
+    root = config_lib.field(cfg, 'data.image_root')
     root = FGVC_IMAGE_ROOT.get(cfg.task, '') if root is None else root
     files, num_classes = fgvc_files(cfg.data_dir, root)
   else:

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from prompt_jax.data import preprocess
 from prompt_jax.data import sampler as sampler_lib
 from prompt_jax.data import split_cache
-from prompt_jax.configs import common
+from prompt_jax.util import config as config_lib
 from prompt_jax.data.source import Batch, batch_indices, host_rows
 
 
@@ -39,7 +39,7 @@ class ImageOptions:
   @classmethod
   def from_config(cls, cfg) -> ImageOptions:
     def field(key):
-      return common.field(cfg, key)
+      return config_lib.field(cfg, key)
 
     return cls(image_size=int(cfg.image_size), resize=field('data.resize'),
                crop_pct=float(field('data.crop_pct')), normalization=field('data.normalization'),

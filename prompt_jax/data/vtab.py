@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 from prompt_jax.data import pipeline
 from prompt_jax.data import preprocess
 from prompt_jax.data import registry
-from prompt_jax.configs import common
+from prompt_jax.util import config as config_lib
 from prompt_jax.data import tasks
 
 LabelFn = Callable[[Mapping[str, tf.Tensor]], tf.Tensor]
@@ -238,14 +238,14 @@ class VtabSource(pipeline.TfSource):
 
 def source_kwargs(cfg: ml_collections.ConfigDict) -> dict:
   """Sampler/augmentation/caching fields of config.data shared by vtab and folder."""
-  return dict(sampler=common.field(cfg, 'data.sampler'),
-              images_per_class=int(common.field(cfg, 'data.images_per_class')),
-              augment=bool(common.field(cfg, 'data.augment')),
-              cache_train=bool(common.field(cfg, 'data.cache_train')))
+  return dict(sampler=config_lib.field(cfg, 'data.sampler'),
+              images_per_class=int(config_lib.field(cfg, 'data.images_per_class')),
+              augment=bool(config_lib.field(cfg, 'data.augment')),
+              cache_train=bool(config_lib.field(cfg, 'data.cache_train')))
 
 
 @registry.register('vtab')
 def _factory(cfg: ml_collections.ConfigDict) -> VtabSource:
-  return VtabSource(cfg.task, common.field(cfg, 'data.data_dir'),
+  return VtabSource(cfg.task, config_lib.field(cfg, 'data.data_dir'),
                     pipeline.ImageOptions.from_config(cfg),
-                    tfds_version=common.field(cfg, 'data.tfds_version'), **source_kwargs(cfg))
+                    tfds_version=config_lib.field(cfg, 'data.tfds_version'), **source_kwargs(cfg))

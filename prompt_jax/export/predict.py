@@ -11,7 +11,8 @@ data.data_dir) with the trainer's padded, masked batches, and writes {split, acc
 JSON. --images classifies image files (a folder, searched recursively, or files; sorted) through
 the run's evaluation image path (`prompt_jax.preprocess`: decode as PIL, resize / crop as the
 config's source, normalise) and writes CSV rows `path,top1,p_top1,top_k,p_top_k`.
---tuned may also be a `.safetensors` state dict in a release's names (`prompt_jax.export.torch_state`):
+--tuned may also be a `.safetensors` state dict in a release's names
+(`prompt_jax.export.torch_state`):
 --like gives the tuned/ export or config that defines its model (default: the file's metadata).
 The backbone digest check of `load_tuned` applies (--allow_other_backbone to insist).
 """
@@ -21,11 +22,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator, Sequence
 import csv
+import json
 import os
 import sys
 from typing import Any
 
+import jax
 import numpy as np
+from PIL import Image
+
+from prompt_jax import evaluators
+from prompt_jax.data import eval_image
+from prompt_jax.data import registry
+from prompt_jax.export import torch_state as torch_export
+from prompt_jax.export import tuned as export
+from prompt_jax.train import workdir as workdir_lib
+from prompt_jax.util import console
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
@@ -34,17 +46,14 @@ def load(tuned: str, weights: str, *, like: str | None = None, backbone_format: 
          allow_other_backbone: bool = False) -> tuple[Any, dict[str, Any], Any]:
   """(model, params, config) from a tuned/ export or a release-named .safetensors state dict."""
   if tuned.endswith('.safetensors'):
-    from prompt_jax.export import torch_state as torch_export
     return torch_export.load_safetensors(weights, tuned, like=like,
                                          backbone_format=backbone_format,
                                          allow_other_backbone=allow_other_backbone)
-  from prompt_jax.export import tuned as export
   return export.load_tuned(weights, tuned, backbone_format=backbone_format,
                            allow_other_backbone=allow_other_backbone)
 
 
 def _logits_fn(model: Any):
-  import jax
   return jax.jit(lambda params, images: model.apply({'params': params}, images)[0])
 
 
@@ -61,17 +70,39 @@ def _padded(images: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, i
 def evaluate_split(model: Any, params: Any, config: Any, split: str, batch_size: int = 64
                    ) -> dict[str, Any]:
   """Top-1 over `split` of config.data's source (padding rows masked), as the trainer scores it."""
-  from prompt_jax.data import registry
   source = registry.get_source(config.data)
   if split not in source.splits:
     raise ValueError(f'split {split!r} is not in {config.data.source}:{config.data.task}; its '
                      f'splits are {sorted(source.splits)}')
-  from prompt_jax import evaluators
   logits_fn = _logits_fn(model)
   res = evaluators.on_split('top1', lambda images: logits_fn(params, images), source, split,
                             batch_size)
   return {'split': split, 'accuracy': res['accuracy'], 'n': res['n'],
           'task': str(config.data.get('task', '')), 'source': config.data.source}
+
+
+def tuned_path(config: Any, workdir: str) -> str:
+  """The export program 'evaluate' scores: config.evaluate.tuned, else workdir/tuned."""
+  return config.evaluate.tuned or os.path.join(workdir, 'tuned')
+
+
+def evaluate_program(config: Any, workdir: str) -> dict[str, Any]:
+  """program='evaluate': scores config.data.eval_splits (of config.data's source) with the export's
+  params on init.checkpoint, as `prompt-jax-predict --split` does; writes workdir/evaluate.json."""
+  tuned = tuned_path(config, workdir)
+  weights = config.init.checkpoint
+  model, params, _ = load(
+      tuned, weights if weights == 'random' or '://' in weights else os.path.abspath(weights),
+      backbone_format=config.init.format,
+      allow_other_backbone=config.evaluate.allow_other_backbone)
+  splits = {s: evaluate_split(model, params, config, s, config.train.eval_batch_size)
+            for s in config.data.eval_splits}
+  res = {'program': 'evaluate', 'tuned': os.path.abspath(tuned) if '://' not in tuned else tuned,
+         'weights': weights, 'task': str(config.data.task),
+         'accuracy': {s: r['accuracy'] for s, r in splits.items()},
+         'n': {s: r['n'] for s, r in splits.items()}, 'config': json.loads(config.to_json())}
+  workdir_lib.write_json(os.path.join(workdir, 'evaluate.json'), res)
+  return res
 
 
 def image_files(paths: Sequence[str]) -> list[str]:
@@ -93,8 +124,6 @@ def image_files(paths: Sequence[str]) -> list[str]:
 def predict_files(model: Any, params: Any, config: Any, files: Sequence[str],
                   batch_size: int = 64) -> np.ndarray:
   """Class probabilities [N, C] of image files through the config's evaluation image path."""
-  from PIL import Image
-  from prompt_jax import api
   logits_fn = _logits_fn(model)
   probs = []
   for i in range(0, len(files), batch_size):
@@ -102,7 +131,7 @@ def predict_files(model: Any, params: Any, config: Any, files: Sequence[str],
     for f in files[i:i + batch_size]:
       with Image.open(f) as im:
         raw.append(np.asarray(im.convert('RGB')))
-    images = api.preprocess(raw, config)
+    images = eval_image.preprocess(raw, config)
     for chunk, n in _padded(images, batch_size):
       z = np.asarray(logits_fn(params, chunk), np.float64)[:n]
       e = np.exp(z - z.max(-1, keepdims=True))
@@ -144,7 +173,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
   a = parse_args(sys.argv[1:] if argv is None else argv)
-  from prompt_jax.util import console
   console.setup(verbose=False)  # as quiet as prompt-jax
   for path in (a.tuned,) + ((a.weights,) if a.weights != 'random' else ()):
     if '://' not in path and not os.path.exists(path):
@@ -159,7 +187,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     res = evaluate_split(model, params, config, a.split, a.batch_size)
     res.update(tuned=os.path.abspath(a.tuned), weights=a.weights)
     out = a.out or f'eval_{a.split}.json'
-    from prompt_jax.train import workdir as workdir_lib
     workdir_lib.write_json(out, res)
     print(f'{res["task"]} {a.split}: top-1 {res["accuracy"]:.4f} over {res["n"]} images -> {out}')
   else:

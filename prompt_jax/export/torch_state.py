@@ -216,7 +216,7 @@ def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
 def main(argv: list[str] | None = None) -> None:
   """python -m prompt_jax.export.torch_state --tuned=DIR [--out=FILE]: the PyTorch state dict."""
   import argparse
-  p = argparse.ArgumentParser(prog='python -m prompt_jax.export.torch_state', description=main.__doc__)
+  p = argparse.ArgumentParser(prog='prompt-jax-torch-export', description=main.__doc__)
   p.add_argument('--tuned', required=True, help='a run\'s tuned/ export')
   p.add_argument('--out', default=None, help='default: TUNED/state_dict.safetensors')
   a = p.parse_args(argv)

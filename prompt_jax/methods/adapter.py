@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ml_collections import ConfigDict
+
 import flax.linen as nn
 import jax
 
-from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
@@ -129,7 +130,15 @@ def _mlp_only(config: Any) -> None:
                      "adapter per block, after the MLP; the attention adapter has no release name")
 
 
+def section(**over: Any) -> ConfigDict:
+  """`config.adapter`: bottleneck 8 in every block after the MLP, QuickGELU, dropout 0.1."""
+  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, act='quick_gelu',
+                      positions=('mlp',)))                # ('attn', 'mlp'): Houlsby's two
+  c.update(over)
+  return c
+
+
 ADAPTER = base.register(base.Method(
     name='adapter', build_prompter=build_prompter, config_section='adapter',
-    section=common.adapter, check=_petl.checker(build_prompter),
+    section=section, check=_petl.checker(build_prompter),
     torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_mlp_only)))

@@ -30,19 +30,19 @@ A method is a `Method` record of pure functions, registered by name (`config.met
                       config); frozen wins. `config.train.trainable` / `config.train.frozen`
                       override them when non-empty (`Method.trainable_patterns`).
   config_section: the config section the method reads ('vpt', 'ship', ...; '' = none).
-  section(**over) -> ConfigDict     that section's fields with their defaults and comments (config
-                                    files call it; `api.create_model` builds from it). Built-in
-                                    sections live in configs/common.py (config files stay light);
-                                    a new method defines its own next to its `register` call.
+  section(**over) -> ConfigDict     that section's fields with their defaults and comments, defined
+                                    in the method's file next to its `register` call (config files
+                                    call it; `api.create_model` builds from it).
   check(config) -> [message]        the method's own validation rules (its section's ranges and
-                                    choices), run with every other rule (prompt_jax/validation.py).
+                                    choices), run with every other rule
+                                    (prompt_jax/train/validation.py).
   patch_size(config) -> int         the backbone's patch size (default: the ViT of model.variant).
-  programs: {name: Program}         programs only this method runs (`config.program`; SAP: 'b2n',
-                                    'clip_zeroshot'), next to the generic ones (prompt_jax/main.py).
+  open_vocabulary: bool             classifies by class-name text (SAP): the base-to-novel programs
+                                    ('b2n', 'clip_zeroshot': protocol/programs.py) run it.
   machine_keys: dotted keys naming files of this machine (paths), which never make two runs
-                differ (prompt_jax/workdir.py `same_run`); their content is keyed elsewhere.
+                differ (prompt_jax/train/workdir.py `same_run`); their content is keyed elsewhere.
 
-Methods are found by name through `METHODS` (prompt_jax/registry.py): a new method is one file
+Methods are found by name through `METHODS` (prompt_jax/util/registry.py): a new method is one file
 (in prompt_jax/methods/, or any module imported before the config is used, e.g. by its config
 file) that calls `register`. README "Adding a method".
 """
@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -59,12 +59,10 @@ import ml_collections
 import optax
 
 from prompt_jax.checkpoints import backbone
-from prompt_jax.protocol import programs as programs_lib
 from prompt_jax.util import registry
 
 Array = Any
 Config = ml_collections.ConfigDict
-Program = programs_lib.Program
 
 
 # The config keys that decide the frozen backbone's features of the training split (with the
@@ -83,8 +81,11 @@ class PrepareContext:
   backbone: nn.Module           # prompt-free VisionTransformer (no head) with the loaded weights
   backbone_params: Any          # its params
   workdir: str
-  features: Callable[..., dict[str, Any]]  # prompt_jax.evaluators.features.extract bound to backbone
+  features: Callable[..., dict[str, Any]]  # evaluators.features.extract bound to the backbone
   backbone_digest: str          # prompt_jax.util.tree.digest of backbone_params (cache keys)
+  # keys -> sha256 of those dotted config keys' values and the backbone digest: the name of a
+  # value derived from them, cached in `workdir` (the trainer hands its workdir's key function).
+  cache_key: Callable[[tuple[str, ...]], str] | None = None
 
 
 @dataclasses.dataclass
@@ -153,7 +154,9 @@ class Method:
   section: Callable[..., Config] | None = None
   check: Callable[[Config], list[str]] = _no_problems
   patch_size: Callable[[Config], int] = _vit_patch_size
-  programs: Mapping[str, programs_lib.Program] = dataclasses.field(default_factory=dict)
+  # Classifies by class-name text, so classes unseen in training can be scored (CLIP + SAP): the
+  # base-to-novel programs run only such methods (prompt_jax.protocol.programs).
+  open_vocabulary: bool = False
   machine_keys: tuple[str, ...] = ()
   variant: Callable[[Config], str] | None = None
   # Its PyTorch release's tensor names (methods/torch_names.TorchNaming; torch_export.py).

@@ -37,14 +37,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ml_collections import ConfigDict
+
 from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax.train import validation
-from prompt_jax.configs import common
+from prompt_jax.util import checks
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
@@ -402,12 +403,12 @@ def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...
 def check(c: base.Config) -> list[str]:
   """`config.davpt`: counts, rates, choices and the proxy layer range."""
   d = c.davpt
-  out = validation.at_least('davpt.num_proxies', d.num_proxies, 1)
-  out += validation.at_least('davpt.num_other', d.num_other, 0)
-  out += validation.fraction('davpt.dropout', d.dropout)
-  out += validation.one_of('davpt.loss', d.loss, ('proxy_anchor', 'proxy_nca'))
-  out += validation.one_of('davpt.prompt_norm', d.prompt_norm, ('l2', 'layer', 'none'))
-  out += validation.one_of('davpt.patch_anchor', d.patch_anchor, ('input_mean', 'attn_out'))
+  out = checks.at_least('davpt.num_proxies', d.num_proxies, 1)
+  out += checks.at_least('davpt.num_other', d.num_other, 0)
+  out += checks.fraction('davpt.dropout', d.dropout)
+  out += checks.one_of('davpt.loss', d.loss, ('proxy_anchor', 'proxy_nca'))
+  out += checks.one_of('davpt.prompt_norm', d.prompt_norm, ('l2', 'layer', 'none'))
+  out += checks.one_of('davpt.patch_anchor', d.patch_anchor, ('input_mean', 'attn_out'))
   if not 0 <= d.proxy_start <= d.proxy_end:
     out.append(f'davpt.proxy_start={d.proxy_start}, proxy_end={d.proxy_end}: need '
                '0 <= proxy_start <= proxy_end (layers, inclusive)')
@@ -446,10 +447,29 @@ def _davpt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
   return {**out, **torch_names.head('head')[1](sd)}
 
 
+def section(**over: Any) -> ConfigDict:
+  """`config.davpt` (docs/specs/03-davpt.md)."""
+  c = ConfigDict(dict(
+      num_proxies=10, num_other=5,     # P proxy prompts (class clusters), nP other prompts
+      proxy_start=11, proxy_end=11,    # proxy layers, inclusive
+      lambda_patch=0.01, lambda_cls=0.01, alpha=32.0, delta_pos=0.1, delta_neg=-0.1, scale=5.0,
+      loss='proxy_anchor',             # 'proxy_anchor' | 'proxy_nca'
+      prompt_norm='none',              # before each block: 'none' | 'l2' | 'layer' (affine LN)
+      patch_anchor='input_mean',       # 'input_mean' (executed) | 'attn_out' (the configs' intent)
+      mask_prompts=False,              # prompt queries see image tokens only
+      train_k_bias=False, train_norm1=False, train_cls=False,  # extra trainable params
+      init_div8=False,
+      dynamic_kmeans=10,               # remap classes from this epoch (0: never)
+      cluster_images_per_class=10,     # images per class for the initial class means
+      kmeans_iters=20, kmeans_tol=1e-4, dropout=0.0))
+  c.update(over)
+  return c
+
+
 DAVPT = base.register(base.Method(
     name='davpt', build_prompter=build_prompter, prepare=prepare, loss=loss, init_state=init_state,
     update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=trainable,
     prepare_keys=base.FEATURE_KEYS + ('seed', 'davpt.num_proxies', 'davpt.cluster_images_per_class',
                                       'davpt.kmeans_iters', 'davpt.kmeans_tol'),
-    config_section='davpt', section=common.davpt, check=check,
+    config_section='davpt', section=section, check=check,
     torch_naming=torch_names.TorchNaming(_davpt_fwd, _davpt_inv, 'Noahsark/DA-VPT')))

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ml_collections import ConfigDict
+
 import flax.linen as nn
 
-from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
@@ -142,7 +143,16 @@ def _fused_only(config: Any) -> None:
                      "LoRA_a / LoRA_b are the fused layout's); export lora.layout='fused' runs")
 
 
+def section(**over: Any) -> ConfigDict:
+  """`config.lora`: rank 8 in every block, dropout 0.1, fused qkv (NOAH's ViT-B_prompt_lora_8)."""
+  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, scale=1.0,
+                      layout='fused',                     # 'fused' (release) | 'separate' (peft)
+                      targets=('query', 'key', 'value')))  # separate layout only
+  c.update(over)
+  return c
+
+
 LORA = base.register(base.Method(
-    name='lora', build_prompter=build_prompter, config_section='lora', section=common.lora,
+    name='lora', build_prompter=build_prompter, config_section='lora', section=section,
     check=_petl.checker(build_prompter),
     torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_fused_only)))

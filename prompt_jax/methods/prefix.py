@@ -23,10 +23,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ml_collections import ConfigDict
+
 import flax.linen as nn
 import jax.numpy as jnp
 
-from prompt_jax.configs import common
 from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
@@ -105,7 +106,14 @@ _NOAH = ([(f'prompt/encoderblock_{{}}/{x}', f'blocks.{{}}.attn.prefix_tokens_{x}
            lambda v: v.reshape(v.shape[-2:])) for x in ('key', 'value')])
 
 
+def section(**over: Any) -> ConfigDict:
+  """`config.prefix`: 10 key/value prefix tokens per block (no released value), no dropout."""
+  c = ConfigDict(dict(dim=10, dims=(), dropout=0.0))
+  c.update(over)
+  return c
+
+
 PREFIX = base.register(base.Method(
-    name='prefix', build_prompter=build_prompter, config_section='prefix', section=common.prefix,
+    name='prefix', build_prompter=build_prompter, config_section='prefix', section=section,
     check=_petl.checker(build_prompter),
     torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH')))

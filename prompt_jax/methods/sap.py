@@ -36,6 +36,8 @@ import dataclasses
 import json
 import re
 from typing import Any
+
+from ml_collections import ConfigDict
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -44,8 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from prompt_jax.train import validation
-from prompt_jax.configs import common
+from prompt_jax.util import checks
 from prompt_jax.data import fewshot  # (registers data 'fewshot')
 from prompt_jax.methods import base
 from prompt_jax.models import clip as clip_lib
@@ -357,37 +358,34 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   return total, {'ce': ce, 'text_l1': text_l1, 'image_l1': image_l1}
 
 
-# ----------------------------------------------------------------------------- config, programs
+# ----------------------------------------------------------------------------- config
 
 
 def check(c: base.Config) -> list[str]:
   """`config.sap`: counts >= 1, text_prompts 'train' | 'frozen'."""
   out = [p for key in ('n_ctx_text', 'n_ctx_vision', 'depth', 'encode_batch')
-         for p in validation.at_least(f'sap.{key}', c.sap[key], 1)]
-  return out + validation.one_of('sap.text_prompts', c.sap.text_prompts, ('train', 'frozen'))
+         for p in checks.at_least(f'sap.{key}', c.sap[key], 1)]
+  return out + checks.one_of('sap.text_prompts', c.sap.text_prompts, ('train', 'frozen'))
 
 
 def patch_size(config: base.Config) -> int:
   return clip_lib.clip_kwargs(config.model.variant)['patch_size']
 
 
-def _b2n() -> Any:
-  from prompt_jax.protocol import b2n as sap_b2n
-  return sap_b2n
-
-
-# CLIP base-to-novel (train on base classes; test base + novel + HM) and zero-shot CLIP alone.
-PROGRAMS = {
-    'b2n': base.Program(
-        run=lambda config, workdir: _b2n().run(config, workdir), result_file='b2n.json',
-        effective=lambda config: _b2n().base_config(config),
-        recorded=lambda r: r.get('train', {}).get('config'),
-        runs=lambda workdir, r: _b2n().report_runs(workdir, r),
-        table=(('base', 'base classes'), ('novel', 'novel classes'), ('hm', 'harmonic mean'))),
-    'clip_zeroshot': base.Program(
-        run=lambda config, workdir: _b2n().zeroshot_run(config, workdir),
-        result_file='zeroshot.json', recorded=lambda r: None),
-}
+def section(**over: Any) -> ConfigDict:
+  """`config.sap` (docs/specs/04-spt-sap.md; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
+  c = ConfigDict(dict(
+      n_ctx_text=4, n_ctx_vision=4, depth=9, ctx_init='a photo of a',
+      text_prompts='train',    # 'train' | 'frozen' (cached text features)
+      descriptions='',         # JSON {class name: [description, ...]}
+      bpe_path='',             # bpe_simple_vocab_16e6.txt.gz (default: next to init.checkpoint)
+      # {which}: 'which' when the description starts with 'is'/'has', else 'which has'
+      template='a photo of a {classname}, {which} {description}.',
+      zs_template='a photo of a {classname}.', normalize_desc=False,
+      text_weight=25.0, image_weight=10.0, max_descriptions=-1, encode_batch=256,
+      classnames=()))          # used when the data source has no class names
+  c.update(over)
+  return c
 
 
 SAP = base.register(base.Method(
@@ -397,8 +395,8 @@ SAP = base.register(base.Method(
     prepare_keys=base.FEATURE_KEYS + ('sap.bpe_path', 'sap.template', 'sap.max_descriptions',
                                       'sap.normalize_desc', 'sap.encode_batch', 'sap.ctx_init',
                                       'sap.n_ctx_text', 'sap.classnames'),
-    prepare_files=('sap.descriptions',), config_section='sap', section=common.sap,
-    check=check, patch_size=patch_size, programs=PROGRAMS,
+    prepare_files=('sap.descriptions',), config_section='sap', section=section,
+    check=check, patch_size=patch_size, open_vocabulary=True,
     machine_keys=('sap.descriptions', 'sap.bpe_path')))
 
 

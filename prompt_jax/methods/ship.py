@@ -36,14 +36,15 @@ import math
 import re
 from typing import Any
 
+from ml_collections import ConfigDict
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax.util import progress
-from prompt_jax.train import validation
-from prompt_jax.configs import common
+from prompt_jax.util import checks
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
@@ -352,7 +353,7 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
 def check(c: base.Config) -> list[str]:
   """`config.ship`: counts >= 1."""
   return [p for key in ('num_prompts', 'num_prototypes', 'max_images', 'kmeans_n_init')
-          for p in validation.at_least(f'ship.{key}', c.ship[key], 1)]
+          for p in checks.at_least(f'ship.{key}', c.ship[key], 1)]
 
 
 _SHIP = {'prompt/shared': 'semantic_share_prompt', 'prompt/attribute': 'attribute_prompt',
@@ -378,11 +379,30 @@ def _ship_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
   return {**out, **torch_names.head('head')[1](sd)}
 
 
+def section(**over: Any) -> ConfigDict:
+  """`config.ship` (docs/specs/02-ship.md)."""
+  c = ConfigDict(dict(
+      num_prompts=50,          # independent prompts per hierarchy (P)
+      threshold=0.93,          # affinity threshold of the greedy hierarchy
+      num_prototypes=200, max_images=1000,  # prototype bank: k-means of <= max_images features
+      seed=42,                 # KMeans(random_state=42), as the release
+      # The release calls KMeans(200, random_state=42) without n_init and pins torch==2.3.0, i.e.
+      # scikit-learn >= 1.4, whose k-means++ default is 1 initialisation; 10 = before 1.4.
+      kmeans_n_init=1,
+      prompt_weight=0.1,       # image->prompt branch of the decoupled attention
+      bank_weight=0.1,         # prototype share of the attribute prompt
+      match_weight=0.5,        # prompt matching loss weight
+      fast_inference=True,     # eval, model.live_tokens=False: last block's prompts kv-only
+      affinity_path='', prototypes_path=''))  # the release's shipped .npy files (optional)
+  c.update(over)
+  return c
+
+
 SHIP = base.register(base.Method(
     name='ship', build_prompter=build_prompter, prepare=prepare, init_params=init_params, loss=loss,
     trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',),
     prepare_keys=base.FEATURE_KEYS + ('ship.threshold', 'ship.num_prototypes', 'ship.max_images',
                                       'ship.seed', 'ship.kmeans_n_init'),
     prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship',
-    section=common.ship, check=check,
+    section=section, check=check,
     torch_naming=torch_names.TorchNaming(_ship_fwd, _ship_inv, 'haoweiz23/SHIP')))

@@ -39,9 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax.util import progress
-from prompt_jax.train import workdir as workdir_lib
-from prompt_jax.train import validation
-from prompt_jax.configs import common
+from prompt_jax.util import checks
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import kmeans
@@ -109,8 +107,7 @@ def level_prototypes(ctx: base.PrepareContext, level: int, num_prompts: int) -> 
   pi = ctx.config.prompt_init
   strategy, fraction, seed = pi.strategy, float(pi.fraction), int(pi.seed)
   window = f'_{pi.last_window}' if strategy in ('mean_pooling', 'max_pooling') else ''
-  key, _ = workdir_lib.inputs_key(ctx.config, base.FEATURE_KEYS + ('prompt_init.batch_size',),
-                                  ctx.backbone_digest)
+  key = ctx.cache_key(base.FEATURE_KEYS + ('prompt_init.batch_size',))
   name = f'spt_{strategy}{window}_P{num_prompts}_L{level}_s{seed}_f{fraction}_{key[:12]}.npz'
   path = os.path.join(ctx.workdir, name)
   if os.path.exists(path):
@@ -164,11 +161,11 @@ def _write(params: Any, values: dict[str, np.ndarray]) -> Any:
 def check_prompt_init(c: base.Config) -> list[str]:
   """`config.prompt_init` when SPT prototypes initialise the prompts."""
   init = c.prompt_init
-  out = validation.one_of('prompt_init.strategy', init.strategy, STRATEGIES)
+  out = checks.one_of('prompt_init.strategy', init.strategy, STRATEGIES)
   if not 0 < init.fraction <= 1:
     out.append(f'prompt_init.fraction={init.fraction!r}: must be in (0, 1]')
-  out += validation.at_least('prompt_init.batch_size', init.batch_size, 1)
-  return out + validation.one_of('prompt_init.last_window', init.last_window,
+  out += checks.at_least('prompt_init.batch_size', init.batch_size, 1)
+  return out + checks.one_of('prompt_init.last_window', init.last_window,
                                  ('release', 'remainder'))
 
 
@@ -227,7 +224,7 @@ def _spt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
 
 SPT = base.register(base.Method(
     name='spt', build_prompter=vpt.build_prompter, prepare=prepare, init_params=init_params,
-    prompt_slots=vpt.prompt_slots, config_section='vpt', variant=variant, section=common.vpt,
+    prompt_slots=vpt.prompt_slots, config_section='vpt', variant=variant, section=vpt.section,
     check=lambda c: vpt.check(c) + check_prompt_init(c),
     prepare_keys=base.FEATURE_KEYS + ('vpt.num_prompts', 'vpt.deep', 'vpt.project_dim',
                                       'prompt_init.strategy', 'prompt_init.fraction',

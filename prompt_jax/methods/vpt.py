@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ml_collections import ConfigDict
+
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax.train import validation
-from prompt_jax.configs import common
+from prompt_jax.util import checks
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
@@ -107,9 +108,9 @@ def variant(config: base.Config) -> str:
 
 def check(c: base.Config) -> list[str]:
   """`config.vpt`: num_prompts >= 1, dropout in [0, 1), project_dim >= 0."""
-  return (validation.at_least('vpt.num_prompts', c.vpt.num_prompts, 1)
-          + validation.fraction('vpt.dropout', c.vpt.dropout)
-          + validation.at_least('vpt.project_dim', c.vpt.project_dim, 0))
+  return (checks.at_least('vpt.num_prompts', c.vpt.num_prompts, 1)
+          + checks.fraction('vpt.dropout', c.vpt.dropout)
+          + checks.at_least('vpt.project_dim', c.vpt.project_dim, 0))
 
 
 def _vpt_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
@@ -138,7 +139,14 @@ def _vpt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
   return {**out, **torch_names.head('head.last_layer')[1](sd)}
 
 
+def section(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1,
+        project_dim: int = 0) -> ConfigDict:
+  """`config.vpt` (VPT and SPT): prompt count, deep/shallow, prompt dropout, optional projection."""
+  return ConfigDict(dict(num_prompts=num_prompts, deep=deep, dropout=dropout,
+                         project_dim=project_dim))
+
+
 VPT = base.register(base.Method(name='vpt', build_prompter=build_prompter,
                                 prompt_slots=prompt_slots, config_section='vpt',
-                                section=common.vpt, check=check, variant=variant,
+                                section=section, check=check, variant=variant,
     torch_naming=torch_names.TorchNaming(_vpt_fwd, _vpt_inv, 'KMnP/vpt')))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
+
+from ml_collections import ConfigDict
 from collections.abc import Sequence
 
 from absl import logging
@@ -30,7 +32,6 @@ from prompt_jax.checkpoints import backbone as backbone_lib
 from prompt_jax import evaluators
 from prompt_jax.util import tree
 from prompt_jax.train import workdir as workdir_lib
-from prompt_jax.configs import common
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import sap
 from prompt_jax.models import clip as clip_lib
@@ -39,6 +40,11 @@ Config = ml_collections.ConfigDict
 B2N_FILE = 'b2n.json'
 ZEROSHOT_FILE = 'zeroshot.json'
 
+
+
+def section(eval_split: str = 'test') -> ConfigDict:
+  """`config.b2n`: the split on which base and novel classes are scored."""
+  return ConfigDict(dict(eval_split=eval_split))
 
 def with_subset(config: Config, subset: str) -> Config:
   c = ml_collections.ConfigDict(config.to_dict())
@@ -114,7 +120,7 @@ def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any
   train_results = train.train_and_evaluate(base_cfg, run_dir)
   backbone, params = tuned_params(base_cfg, run_dir)
   srcs = sources(config)
-  split = (config.b2n if 'b2n' in config else common.b2n()).eval_split
+  split = (config.b2n if 'b2n' in config else section()).eval_split
   accs = {s: sap_accuracy(with_subset(config, s), backbone, params, src, split)
           for s, src in srcs.items()}
   results: dict[str, Any] = {'method': config.method, 'task': config.data.task,

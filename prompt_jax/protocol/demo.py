@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+
 import jax
 import ml_collections
 import numpy as np
@@ -19,14 +20,26 @@ from prompt_jax.train import checkpointing
 from prompt_jax.train import trainer as train
 from prompt_jax.util import tree
 from prompt_jax.train import workdir as workdir_lib
-from prompt_jax.configs import common
-from prompt_jax.configs import demo as demo_config
+from prompt_jax.util import config as config_lib
+
+
+
+def pretrain_overrides(d: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Full fine-tuning of a random micro ViT on digits 0-4 (`d`: config.demo)."""
+  return {
+      'program': 'train', 'method': d.pretrain_method, 'init.checkpoint': 'random',
+      'init.format': 'npz', 'data.task': 'pretrain', 'data.train_split': 'train',
+      'data.eval_splits': ('val',), 'data.val_split': 'val', 'train.epochs': d.pretrain_epochs,
+      'train.optimizer': 'adamw', 'train.lr': d.pretrain_lr, 'train.wd': 0.05,
+      'train.lr_scale_by_batch': False, 'train.warmup_epochs': 2, 'train.schedule_per': 'step',
+      'train.eval_every_epochs': d.pretrain_epochs, 'train.export': False,
+      'model.head_init': 'zeros', 'model.head_bias_init': 0.0}
 
 
 def _override(cfg: ml_collections.ConfigDict, updates: dict[str, Any]) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy
   for dotted, value in updates.items():
-    common.set_field(cfg, dotted, value, what='config key')
+    config_lib.set_field(cfg, dotted, value, what='config key')
   cfg.lock()
   return cfg
 
@@ -40,7 +53,7 @@ def save_npz(params: Any, path: str) -> str:
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Full fine-tuning of a random micro ViT on digits 0-4; returns the .npz path."""
-  cfg = _override(config, demo_config.pretrain_overrides(config.demo))
+  cfg = _override(config, pretrain_overrides(config.demo))
   path = os.path.join(workdir, 'pretrained_digits.npz')
   if os.path.exists(path):
     return path
@@ -52,17 +65,17 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrain (cached), then each run in `config.demo.runs`; prints and returns the table."""
-  unknown = [n for n in config.demo.runs if n not in demo_config.RUNS]
+  table_of_runs = config.demo.run_table
+  unknown = [n for n in config.demo.runs if n not in table_of_runs]
   if unknown:
-    raise ValueError(f'config.demo.runs: unknown {unknown}; choose from {list(demo_config.RUNS)} '
-                     '(configs/demo.py RUNS)')
+    raise ValueError(f'config.demo.runs: unknown {unknown}; choose from {list(table_of_runs)} '
+                     '(config.demo.run_table)')
   os.makedirs(workdir, exist_ok=True)
   npz = pretrain(config, workdir)
   table = {}
   for name in config.demo.runs:
-    method, updates = demo_config.RUNS[name]
-    cfg = _override(config, {'program': 'train', 'method': method, 'init.checkpoint': npz,
-                             'init.format': 'npz', **updates})
+    cfg = _override(config, {'program': 'train', 'init.checkpoint': npz, 'init.format': 'npz',
+                             **config_lib.flatten(table_of_runs[name])})
     res = train.train_and_evaluate(cfg, os.path.join(workdir, name))
     table[name] = {'val200': res['val200'], 'test': res['test'],
                    'trainable_params': res['trainable_params']}
@@ -84,7 +97,8 @@ def machine() -> str:
           f'jax {jax.__version__} on {jax.default_backend()}')
 
 
-README_BEGIN = '<!-- demo results: generated from docs/demo_results.json by prompt_jax.protocol.demo -->'
+README_BEGIN = ('<!-- demo results: generated from docs/demo_results.json by '
+                'prompt_jax.protocol.demo -->')
 README_END = '<!-- end of demo results -->'
 
 

@@ -1,6 +1,7 @@
 """The report's figure: per-task top-1 grouped by Natural / Specialized / Structured (then FGVC and
 other tasks), one colour per row, mean ± std over seeds, and a panel of group means
-(`prompt_jax.protocol.report` builds the rows; matplotlib is imported only here, on use)."""
+(`prompt_jax.protocol.report` builds the rows, `rows` defines them; matplotlib is imported only
+here, on use)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ from typing import Any
 import numpy as np
 
 from prompt_jax.data import tasks as tasks_lib
-from prompt_jax.protocol.report import Cell
-from prompt_jax.protocol.report import Row
-from prompt_jax.protocol.report import group_columns
-from prompt_jax.protocol.report import task_columns
+from prompt_jax.protocol.rows import Cell, Row, group_columns, task_columns
 
 # short x labels of the figure
 _SHORT = {'caltech101': 'Caltech101', 'cifar100': 'CIFAR-100', 'dtd': 'DTD',

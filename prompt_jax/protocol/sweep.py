@@ -2,7 +2,7 @@ r"""The whole protocol in one command: every task, per-task recipes, search, see
 
   python -m prompt_jax.protocol.sweep --config=configs/vpt_vtab.py --tasks=vtab --search=vpt \
       --seeds=42,44,82,100,800 --workdir=DIR --config.init.checkpoint=ViT-B_16.npz
-  python -m prompt_jax.protocol.sweep --config=configs/ship_vtab.py --tasks=natural,eurosat --seeds=0,1,2 \
+  prompt-jax-sweep --config=configs/ship_vtab.py --tasks=natural,eurosat --seeds=0,1,2 \
       --workdir=DIR --config.init.checkpoint=ViT-B_16.npz          # the recipes' own values
   ... --dry_run      # print one `python -m prompt_jax.main ...` command per job still to run
 

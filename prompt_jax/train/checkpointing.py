@@ -21,18 +21,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from prompt_jax.train.errors import NonFiniteError, RestoreError
 from prompt_jax.util import tree
 
 
 DIGEST = 'state_digest'  # meta key: `state_digest` of the saved state
-
-
-class NonFiniteError(FloatingPointError):
-  """A training state with NaN / inf values; it is never saved."""
-
-
-class RestoreError(RuntimeError):
-  """The workdir has checkpoints but none of them restores."""
 
 
 def _abspath(path: str) -> str:

@@ -29,20 +29,11 @@ from prompt_jax.train import checkpointing
 from prompt_jax.train import optim
 from prompt_jax.train import sharding as shard_lib
 from prompt_jax.train import workdir as workdir_lib
-from prompt_jax.train.checkpointing import NonFiniteError
+from prompt_jax.train.errors import Interrupted, NonFiniteError
 from prompt_jax.train.inputs import InputPath
 from prompt_jax.methods import base
 
 Config = ml_collections.ConfigDict
-
-
-class Interrupted(Exception):
-  """SIGTERM / SIGINT stopped training after the state of `step` was checkpointed."""
-
-  def __init__(self, signum: int, step: int, workdir: str):
-    self.signum, self.step = signum, step
-    super().__init__(f'{signal.Signals(signum).name}: stopped after saving the checkpoint of step '
-                     f'{step} in {workdir}; rerun the same command to resume from it')
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import os
 import tempfile
 
 import ml_collections
+from collections.abc import Callable, Sequence
 
 from prompt_jax.train import validation
 from prompt_jax.data import tasks
@@ -125,11 +126,13 @@ def _workdir(workdir: str) -> list[str]:
   return []
 
 
-def check(config: Config, workdir: str | None = None) -> None:
-  """Raises validation.ConfigError naming every problem found, each with its fix; then, with
-  `workdir`, creates it and checks that it can be written."""
+def check(config: Config, workdir: str | None = None, *,
+          rules: Sequence[Callable[[Config], list[str]]] = ()) -> None:
+  """Raises validation.ConfigError naming every problem found, each with its fix (`rules`: more
+  rules from the layers above, see `validation.check`); then, with `workdir`, creates it and
+  checks that it can be written."""
   try:
-    validation.check(config)
+    validation.check(config, rules=rules)
     problems = []
   except validation.ConfigError as e:
     lines = str(e).splitlines()

@@ -47,6 +47,7 @@ from prompt_jax.train import optim
 from prompt_jax.util import progress
 from prompt_jax.train import sharding as shard_lib
 from prompt_jax.train import steps as steps_lib
+from prompt_jax.train import tuned as tuned_lib
 from prompt_jax.util import tree
 from prompt_jax.util import treeio
 from prompt_jax.train import validation
@@ -117,7 +118,8 @@ def build(cfg: Config, workdir: str) -> Setup:
 
   ctx = base.PrepareContext(config=cfg, source=source, backbone=bb_model,
                             backbone_params=backbone_params, workdir=workdir, features=feats,
-                            backbone_digest=digest)
+                            backbone_digest=digest,
+                            cache_key=lambda keys: workdir_lib.inputs_key(cfg, keys, digest)[0])
   prepared = prepare_cached(method, ctx) if method.prepare is not None else None
   model = method.model(cfg, source.num_classes, prepared)
   params = backbone_lib.init_with(model, cfg, backbone_params)
@@ -165,9 +167,9 @@ def summarize(history: list[dict[str, Any]], eval_splits: tuple[str, ...], val_s
 def train_and_evaluate(cfg: Config, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` on `cfg.data`, evaluating every `eval_every_epochs` and at the end.
 
-  Writes to workdir: run.json (the config and backbone digest, prompt_jax.train.workdir), writer.lock
+  Writes to workdir: run.json (the config and backbone digest, train/workdir.py), writer.lock
   (while running), checkpoints/ (orbax, resumable), prepared.npz (the method's preparation),
-  TensorBoard summaries, results.json (strict JSON) and (train.export) tuned/ (prompt_jax.export.tuned).
+  TensorBoard summaries, results.json (strict JSON) and (train.export) tuned/ (train/tuned.py).
   Raises validation.ConfigError, workdir.WorkdirError, NonFiniteError or Interrupted.
   """
   shard_lib.maybe_initialize_distributed(cfg.mesh)
@@ -248,8 +250,7 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   if tcfg.export:  # on every process: the orbax save is collective (process 0 writes)
-    from prompt_jax.export import tuned as export
-    export.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(loop.state['trainable']),
+    tuned_lib.export_tuned(os.path.join(workdir, 'tuned'), jax.device_get(loop.state['trainable']),
                         jax.device_get(frozen), cfg, setup.prepared,
                         backbone_digest=setup.backbone_digest)
   writer.flush()

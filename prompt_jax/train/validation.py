@@ -12,12 +12,12 @@ values and the fix, and every problem of the config is listed at once.
 from __future__ import annotations
 
 import os
-from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import ml_collections
 
 from prompt_jax.data import tasks
+from prompt_jax.util.checks import ConfigError, at_least, fraction, one_of
 
 Config = ml_collections.ConfigDict
 
@@ -33,10 +33,6 @@ SAMPLERS = ('shuffle', 'class_balanced')
 CACHE_DTYPES = ('float32', 'uint8')
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULE_PER = ('epoch', 'step')
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message lists every such value and the valid ones."""
 
 
 def check_recipe_task(config: Config) -> None:
@@ -58,19 +54,6 @@ def check_recipe_task(config: Config) -> None:
 # ---------------------------------------------------------------- rules: config -> messages
 
 
-def one_of(key: str, value: Any, valid: Any) -> list[str]:
-  valid = list(valid)
-  return [] if value in valid else [f'{key}={value!r}: must be one of {valid}']
-
-
-def at_least(key: str, value: Any, low: float) -> list[str]:
-  return [] if value >= low else [f'{key}={value!r}: must be >= {low}']
-
-
-def fraction(key: str, value: float) -> list[str]:
-  return [] if 0 <= value < 1 else [f'{key}={value!r}: must be in [0, 1)']
-
-
 def _backbone(c: Config) -> list[str]:
   from prompt_jax.checkpoints import backbone
   from prompt_jax import checkpoints
@@ -83,9 +66,8 @@ def _backbone(c: Config) -> list[str]:
 
 
 def _method(c: Config) -> list[str]:
-  """The method exists, has its config section and runs `program`; its own rules
-  (`Method.check`) and those of the chosen prompt initialiser."""
-  from prompt_jax.protocol import programs
+  """The method exists and has its config section; its own rules (`Method.check`) and those of
+  the chosen prompt initialiser."""
   from prompt_jax.methods import base
   names = base.METHODS.names()
   if c.method not in names:
@@ -94,9 +76,8 @@ def _method(c: Config) -> list[str]:
   if m.config_section and m.config_section not in c:
     return [f'method={c.method!r} reads the config section {m.config_section!r}, which this '
             f'config lacks: use a config file of that method (configs/{c.method}_*.py)']
-  out = programs.problems(c)
   init = c.prompt_init
-  out += one_of('prompt_init.name', init.name, ['default', *base.INITIALIZERS.names()])
+  out = one_of('prompt_init.name', init.name, ['default', *base.INITIALIZERS.names()])
   if init.name in base.INITIALIZER_CHECKS:
     out += base.INITIALIZER_CHECKS[init.name](c)
   return out + [p for p in m.check(c) if p not in out]
@@ -222,9 +203,12 @@ def _raise(problems: list[str]) -> None:
 _passed = ['']  # the last config (as JSON) whose rules passed in this process
 
 
-def check(config: Config, num_devices: int | None = None) -> None:
+def check(config: Config, num_devices: int | None = None, *,
+          rules: Sequence[Callable[[Config], list[str]]] = ()) -> None:
   """Every start-up check; raises ConfigError listing each bad key, its valid values and the fix.
-  `num_devices`: also check the batch sizes and mesh against that many devices.
+  `num_devices`: also check the batch sizes and mesh against that many devices. `rules`: more
+  rules from the layers above (the command line hands the programs' rule,
+  `prompt_jax.protocol.programs.problems`).
 
   The rules run once per config: main checks before TensorFlow loads, and the trainer's call for
   the same config (content, not identity) then only adds the device rules."""
@@ -232,7 +216,7 @@ def check(config: Config, num_devices: int | None = None) -> None:
   problems = []
   if key != _passed[0]:
     check_recipe_task(config)
-    problems = [p for rule in RULES for p in rule(config)]
+    problems = [p for rule in (*RULES, *rules) for p in rule(config)]
   if num_devices:
     problems += _devices(config, num_devices)
   _raise(problems)

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # prompt_jax/
 
 
 class _OwnInfoOnly(logging.Filter):

@@ -1,0 +1,23 @@
+"""Config rules as small pure functions: each returns [] or one message naming the key, its value
+and what it must be. Every layer's checks use them (methods' `check`, the run's validation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message lists every such value and the valid ones."""
+
+
+def one_of(key: str, value: Any, valid: Any) -> list[str]:
+  valid = list(valid)
+  return [] if value in valid else [f'{key}={value!r}: must be one of {valid}']
+
+
+def at_least(key: str, value: Any, low: float) -> list[str]:
+  return [] if value >= low else [f'{key}={value!r}: must be >= {low}']
+
+
+def fraction(key: str, value: float) -> list[str]:
+  return [] if 0 <= value < 1 else [f'{key}={value!r}: must be in [0, 1)']
