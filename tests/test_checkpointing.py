@@ -104,7 +104,7 @@ def test_a_flipped_byte_is_a_corrupt_step(tmp_path, caplog):
 DISK_FULL = '''
 import resource, signal, sys
 import jax.numpy as jnp, numpy as np
-from prompt_jax import checkpointing
+from prompt_jax.train import checkpointing
 w = np.random.default_rng(0).normal(size=(256 * 1024,)).astype(np.float32)  # 1 MiB
 mngr = checkpointing.manager(sys.argv[1], 5)
 checkpointing.save(mngr, {'step': jnp.asarray(1, jnp.int32), 'w': w}, {'history': [1]})

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (more often early) until it holds enough free room.
 _PROBE = r'''
 import json, resource, sys
-from prompt_jax import cpu_malloc
+from prompt_jax.util import cpu_malloc
 applied = cpu_malloc.maybe_apply()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x, w: (jnp.sin(x) @ w).sum())

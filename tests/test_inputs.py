@@ -148,7 +148,7 @@ def test_device_cache_sharded_over_8_devices_matches_one_device(tmp_path, monkey
   script = (
       'import sys, json; sys.path.insert(0, "tests"); import jax;'
       'assert jax.device_count() == 8, jax.devices();'
-      'import test_inputs as t; from prompt_jax import train;'
+      'import test_inputs as t; from prompt_jax.train import trainer as train;'
       'from prompt_jax.data import registry; registry.get_source = lambda cfg: t._source();'
       'cfg = t._cfg(augment=True, cache_dtype="uint8"); cfg.unlock(); cfg.mesh.fsdp = 2;'
       'r = train.train_and_evaluate(cfg, sys.argv[1]);'

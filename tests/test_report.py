@@ -151,7 +151,7 @@ def test_old_results_without_config_or_variant(tmp_path):
 
 
 def test_report_does_not_import_tensorflow():
-  code = ('import sys; from prompt_jax import report; '
+  code = ('import sys; from prompt_jax.protocol import report; '
           'assert "tensorflow" not in sys.modules, "tensorflow imported"; '
           'assert "jax" not in sys.modules, "jax imported"')
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,

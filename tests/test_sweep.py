@@ -331,7 +331,7 @@ _DRIVER = """
 import sys
 sys.path.insert(0, {root!r})
 from tests import mocked
-from prompt_jax import sweep
+from prompt_jax.protocol import sweep
 with mocked.mocked_vtab({n}):
   sys.exit(sweep.main({argv!r}))
 """

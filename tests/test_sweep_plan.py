@@ -9,7 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SCRIPT = """
 import sys
-from prompt_jax import protocol, sweep_plan
+from prompt_jax.protocol import searches as protocol
+from prompt_jax.protocol import plan as sweep_plan
 plan = sweep_plan.Plan(config='configs/vpt_vtab.py', tasks=('dtd',), seeds=(0, 1),
                        workdir=sys.argv[1], search=protocol.SEARCHES['vpt'], search_name='vpt',
                        overrides=(('train.epochs', '3'), ('train.warmup_epochs', '1')))

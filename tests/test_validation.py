@@ -83,7 +83,9 @@ def test_method_names_sections_and_programs():
            "'spt', 'vpt']")
   assert f"method='vtp': must be one of {known}" in _problems(_cfg(method='vtp'))
   assert "reads the config section 'ship'" in _problems(_cfg(method='ship'))
-  assert "'b2n' is a program of method sap" in _problems(_cfg(program='b2n'))
+  from prompt_jax.protocol import programs
+  msg = _problems(_cfg(program='b2n'), rules=(programs.problems,))
+  assert "'b2n' needs an open-vocabulary method (sap)" in msg
   c = _cfg(method='davpt')
   c.unlock()
   c.davpt = common.davpt(num_proxies=0, dropout=1.5)

@@ -81,7 +81,7 @@ def test_a_nonfinite_stop_refuses_an_unchanged_rerun(tmp_path):
 def test_a_live_writer_is_an_error_and_a_dead_ones_lock_is_taken_over(tmp_path):
   wd = str(tmp_path)
   holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time; from prompt_jax import workdir\n'
+      [sys.executable, '-c', 'import sys, time; from prompt_jax.train import workdir\n'
        'with workdir.lock(sys.argv[1]):\n  print("held", flush=True); time.sleep(120)', wd],
       cwd=ROOT, stdout=subprocess.PIPE, text=True)
   try:

@@ -22,6 +22,7 @@ import os
 import sys
 
 import numpy as np
+from prompt_jax.data import tasks as tasks_lib
 
 MANUAL = {
     'diabetic_retinopathy': 'Kaggle "diabetic-retinopathy-detection": place the zip parts in '
@@ -58,7 +59,6 @@ def write_mock(data_dir: str, tasks: list[str], examples: int = 32, seed: int = 
                ) -> dict[str, str]:
   """The fake vtab-1k tree (see the module docstring); returns {task: its folder}."""
   from PIL import Image
-  from prompt_jax.data import tasks as tasks_lib
   names = list(tasks_lib.VTAB_TASKS) if tasks == ['vtab'] else [
       tasks_lib.canonical_task(t) for t in tasks]
   out = {}

@@ -47,12 +47,17 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from prompt_jax.methods import base
+from prompt_jax.util import tree
+from prompt_jax.util import treeio
+from prompt_jax.export import tuned as export
+from prompt_jax.util import config_files
+from prompt_jax.checkpoints import backbone as backbone_lib
 
 Arrays = dict[str, np.ndarray]
 
 def _naming(method: str):
   """The method's `torch_naming` (its module under prompt_jax/methods/ declares it)."""
-  from prompt_jax.methods import base
   naming = base.get(method).torch_naming
   if naming is None:
     known = sorted(m for m in base.METHODS.names() if base.get(m).torch_naming is not None)
@@ -104,8 +109,6 @@ def from_state_dict(sd: Mapping[str, Any], config: Any, shapes: Mapping[str, tup
 
 def _tuned(tuned_dir: str) -> tuple[Arrays, ml_collections.ConfigDict, dict[str, Any], Any]:
   import orbax.checkpoint as ocp
-  from prompt_jax.util import tree
-  from prompt_jax.util import treeio
   tuned_dir = os.path.abspath(tuned_dir)
   with open(os.path.join(tuned_dir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -121,7 +124,6 @@ def to_safetensors(tuned_dir: str, out: str | None = None) -> str:
   (default `tuned_dir/state_dict.safetensors`); returns the path. Metadata: method, variant,
   release, num_classes, config (json), backbone_digest, prompt_indices (SHIP's anchors)."""
   from safetensors.numpy import save_file
-  from prompt_jax.methods import base
   flat, config, meta, prepared = _tuned(tuned_dir)
   sd = to_state_dict(flat, config)
   info = {'format': 'prompt_jax.export.torch_state/1', 'method': config.method,
@@ -156,10 +158,8 @@ def load_safetensors(backbone_ckpt: str, path: str, *, like: Any = None,
   methods without a preparation (vpt, spt via its config, linear), or None: the config in the
   file's metadata (files written by `to_safetensors`). Returns (model, params, config).
   """
-  from prompt_jax.util import tree
   sd, meta = read_safetensors(path)
   if isinstance(like, (str, os.PathLike)) and os.path.isdir(like):
-    from prompt_jax.export import tuned as export
     model, params, config = export.load_tuned(backbone_ckpt, os.fspath(like),
                                               backbone_format=backbone_format,
                                               allow_other_backbone=allow_other_backbone)
@@ -182,16 +182,12 @@ def _config_of(like: Any, meta: Mapping[str, str]) -> ml_collections.ConfigDict:
                        'pass like= a tuned/ export, a config or a config file spec')
     return ml_collections.ConfigDict(json.loads(meta['config']))
   if isinstance(like, str):
-    from prompt_jax.util import config_files
     return config_files.load(like)
   return ml_collections.ConfigDict(like.to_dict() if hasattr(like, 'to_dict') else like)
 
 
 def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
   """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys."""
-  from prompt_jax.checkpoints import backbone as backbone_lib
-  from prompt_jax.util import tree
-  from prompt_jax.methods import base
   m = base.get(config.method)
   if m.prepare is not None:
     raise ValueError(f'method {config.method!r} derives its model from the training data (SHIP\'s '

@@ -42,7 +42,7 @@ A method is a `Method` record of pure functions, registered by name (`config.met
   machine_keys: dotted keys naming files of this machine (paths), which never make two runs
                 differ (prompt_jax/train/workdir.py `same_run`); their content is keyed elsewhere.
 
-Methods are found by name through `METHODS` (prompt_jax/util/registry.py): a new method is one file
+Methods are found by name through `METHODS` (methods/registry.py): a new method is one file
 (in prompt_jax/methods/, or any module imported before the config is used, e.g. by its config
 file) that calls `register`. README "Adding a method".
 """
@@ -59,7 +59,8 @@ import ml_collections
 import optax
 
 from prompt_jax.checkpoints import backbone
-from prompt_jax.util import registry
+from prompt_jax.methods.registry import INITIALIZER_CHECKS, INITIALIZERS, METHODS
+from prompt_jax.models import vit
 
 Array = Any
 Config = ml_collections.ConfigDict
@@ -121,7 +122,6 @@ def _no_problems(config: Config) -> list[str]:
 
 
 def _vit_patch_size(config: Config) -> int:
-  from prompt_jax.models import vit
   return vit.decode_variant(config.model.variant)['patch_size']
 
 
@@ -184,13 +184,6 @@ class Method:
             tuple(config.train.frozen) or tuple(self.frozen))
 
 
-METHODS: registry.Registry[Method] = registry.Registry('method', 'prompt_jax.methods')
-# Prompt initialisers: name -> fn(params, ctx: PrepareContext, slots, config) -> params.
-# 'default' keeps the method's own init; SPT registers 'spt'.
-INITIALIZERS: registry.Registry[Callable[..., Any]] = registry.Registry(
-    'prompt initialiser', 'prompt_jax.methods')
-
-
 def register(method: Method) -> Method:
   """Registers `method` under `method.name` (`config.method`)."""
   return METHODS.register(method.name)(method)
@@ -199,10 +192,6 @@ def register(method: Method) -> Method:
 def get(name: str) -> Method:
   """The method registered as `name` ('vpt', 'linear', 'full', 'ship', 'davpt', 'spt', 'sap')."""
   return METHODS.get(name)
-
-
-# Validation rules of a prompt initialiser: name -> fn(config) -> [message] (run when it is chosen).
-INITIALIZER_CHECKS: dict[str, Callable[[Config], list[str]]] = {}
 
 
 def register_initializer(name: str, check: Callable[[Config], list[str]] | None = None):

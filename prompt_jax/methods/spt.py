@@ -44,6 +44,7 @@ from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import kmeans
 from prompt_jax.methods import vpt
+from prompt_jax.models import vit
 
 Array = Any
 STRATEGIES = ('random', 'mean_pooling', 'max_pooling', 'kmeans')
@@ -186,7 +187,6 @@ def spt_initializer(params: Any, ctx: base.PrepareContext, slots: dict[str, tupl
 
 
 def _vpt_shapes(config: base.Config) -> dict[str, tuple[int, ...]]:
-  from prompt_jax.models import vit
   arch = vit.decode_variant(config.model.variant)
   v = config.vpt
   if v.project_dim:

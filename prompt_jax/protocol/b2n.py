@@ -34,6 +34,7 @@ from prompt_jax.util import tree
 from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import sap
+from prompt_jax.protocol import report
 from prompt_jax.models import clip as clip_lib
 
 Config = ml_collections.ConfigDict
@@ -114,7 +115,7 @@ def sources(config: Config, subsets: Sequence[str] = ('base', 'novel')) -> dict[
 
 def run(config: Config, workdir: str, *, zeroshot: bool = True) -> dict[str, Any]:
   """Trains on base classes, evaluates base and novel (and zero-shot CLIP); writes b2n.json."""
-  from prompt_jax.train import trainer as train
+  from prompt_jax.train import trainer as train  # imports TensorFlow: only when b2n runs
   base_cfg = base_config(config)
   run_dir = os.path.join(workdir, 'base')
   train_results = train.train_and_evaluate(base_cfg, run_dir)
@@ -147,12 +148,11 @@ def zeroshot_run(config: Config, workdir: str) -> dict[str, Any]:
 
 def report_runs(workdir: str, results: dict[str, Any]) -> list[Any]:
   """b2n.json (base / novel / harmonic mean, and the zero-shot CLIP baseline) as report runs."""
-  from prompt_jax.protocol import report
   train = results.get('train', {})
   common = dict(task=results.get('task', ''), seed=train.get('seed'),
                 config=report.flat_config(train.get('config', {})))
-  runs = [report.Run(path=workdir, method=results.get('method', 'sap'),
-                     variant=train.get('variant', 'sap'),
+  runs = [report.Run(path=workdir, method=results.get('method', sap.SAP.name),
+                     variant=train.get('variant', sap.SAP.name),
                      results={'final': {k: results[k] for k in ('base', 'novel', 'hm')}},
                      **common)]
   if 'zeroshot' in results:

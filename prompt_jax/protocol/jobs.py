@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import os
 import shlex
 import sys
+from prompt_jax.util import config_files
 
 _PATH_KEYS = ('--config.init.checkpoint', '--config.data.data_dir')
 
@@ -47,7 +48,6 @@ def _absolute(path: str, base: str) -> str:
 def job_line(command: str, *, base: str | None = None, python: str | None = None) -> str:
   """One `python -m prompt_jax.main ...` command (as the sweep's --dry_run prints it) -> a line
   that runs from any directory. Raises FileNotFoundError for missing weights."""
-  from prompt_jax.util import config_files
   base = base or os.getcwd()
   argv = shlex.split(command)
   if argv[1:3] != ['-m', 'prompt_jax.main']:

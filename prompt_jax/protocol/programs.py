@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import ml_collections
 
-from prompt_jax.methods import base
+from prompt_jax.methods.registry import METHODS
 
 Config = ml_collections.ConfigDict
 
@@ -77,7 +77,7 @@ PROGRAMS: dict[str, Program] = {
 
 def names(method: str) -> list[str]:
   """The programs a config of `method` may run."""
-  open_vocabulary = method in base.METHODS and base.get(method).open_vocabulary
+  open_vocabulary = method in METHODS and METHODS.get(method).open_vocabulary
   return [n for n, p in PROGRAMS.items() if open_vocabulary or not p.open_vocabulary]
 
 
@@ -87,7 +87,7 @@ def problems(config: Config) -> list[str]:
   if name in names(method):
     return []
   if name in PROGRAMS:
-    others = [m for m in base.METHODS.names() if base.get(m).open_vocabulary]
+    others = [m for m in METHODS.names() if METHODS.get(m).open_vocabulary]
     return [f'program={name!r}: method {method!r} runs {names(method)}; {name!r} needs an '
             f'open-vocabulary method ({" / ".join(others)}): set --config.method']
   return [f'program={name!r}: method {method!r} runs {names(method)}']

@@ -64,6 +64,9 @@ from prompt_jax.protocol.plan import (  # noqa: F401
     FAILED, SELECTION, TASK_KEYS, SweepError, Job, value_text, task_spec, parse_config,
     job_config, program, result_file, _read_json, config_differences, finished, Plan, check_job,
     check_no_test, select, selection_labels, _say)
+from prompt_jax.util import console
+from prompt_jax.util import cpu_malloc
+from prompt_jax.protocol import jobs as jobs_file
 
 
 # ----------------------------------------------------------------------------- running
@@ -151,7 +154,6 @@ def _show_trainer_log(verbose: bool = False) -> None:
   `prompt-jax` (console.py)."""
   import logging as py_logging
   from absl import logging
-  from prompt_jax.util import console
   logging.set_verbosity(logging.INFO)
   console.setup(verbose)
   if not verbose:
@@ -321,7 +323,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, argparse.Namespace]:
                  help="every library's INFO log (clu metric lines, orbax), as prompt-jax --verbose")
   p.add_argument('--jobs_file', default='',
                  help='with --dry_run: also write the pending jobs to this file, one line each, '
-                      'absolute paths, weights checked (prompt_jax/jobs.py; for a SLURM array)')
+                      'absolute paths, weights checked (protocol/jobs.py; for a SLURM array)')
   p.add_argument('--compilation_cache', default='{workdir}/jax_cache',
                  help="JAX persistent compilation cache ('' = off)")
   args, rest = p.parse_known_args(list(argv))
@@ -377,12 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(plan.workdir, exist_ok=True)
     if not args.dry_run:
       _show_trainer_log(args.verbose)
-      from prompt_jax.util import cpu_malloc
       cpu_malloc.maybe_apply()  # before JAX's backend exists (prompt_jax/cpu_malloc.py)
     summary = run_sweep(plan, dry_run=args.dry_run, compilation_cache=args.compilation_cache)
     if args.jobs_file:
-      from prompt_jax.protocol import jobs
-      n = jobs.write(args.jobs_file, summary.get('commands', []))
+      n = jobs_file.write(args.jobs_file, summary.get('commands', []))
       print(f'# {n} jobs written to {os.path.abspath(args.jobs_file)}', file=sys.stderr)
   except (SweepError, ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)

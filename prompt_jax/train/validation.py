@@ -18,6 +18,11 @@ import ml_collections
 
 from prompt_jax.data import tasks
 from prompt_jax.util.checks import ConfigError, at_least, fraction, one_of
+from prompt_jax.checkpoints import backbone
+from prompt_jax import checkpoints
+from prompt_jax.methods import base
+from prompt_jax.data import preprocess
+from prompt_jax.data import registry
 
 Config = ml_collections.ConfigDict
 
@@ -55,8 +60,6 @@ def check_recipe_task(config: Config) -> None:
 
 
 def _backbone(c: Config) -> list[str]:
-  from prompt_jax.checkpoints import backbone
-  from prompt_jax import checkpoints
   out = []
   if not c.init.checkpoint and c.program != 'demo':  # the demo names its own backbones
     out.append(backbone.missing_checkpoint_message(c))
@@ -68,7 +71,6 @@ def _backbone(c: Config) -> list[str]:
 def _method(c: Config) -> list[str]:
   """The method exists and has its config section; its own rules (`Method.check`) and those of
   the chosen prompt initialiser."""
-  from prompt_jax.methods import base
   names = base.METHODS.names()
   if c.method not in names:
     return [f'method={c.method!r}: must be one of {names}']
@@ -86,7 +88,6 @@ def _method(c: Config) -> list[str]:
 def patch_size(c: Config) -> int:
   """The patch size of `model.variant` for `c.method` (`Method.patch_size`); ValueError if
   unknown."""
-  from prompt_jax.methods import base
   return base.get(c.method).patch_size(c)
 
 
@@ -113,8 +114,6 @@ def _model(c: Config) -> list[str]:
 
 
 def _data(c: Config) -> list[str]:
-  from prompt_jax.data import preprocess
-  from prompt_jax.data import registry
   d = c.data
   out = ([] if registry.SOURCES.has_module_for(d.source)  # no TensorFlow import (preflight)
          else one_of('data.source', d.source, registry.SOURCES.names()))

@@ -39,6 +39,8 @@ from etils import epath
 import ml_collections
 import numpy as np
 
+from prompt_jax.methods.registry import METHODS
+
 RUN_FILE = 'run.json'
 LOCK_FILE = 'writer.lock'
 OVERRIDE = 'train.allow_config_change'
@@ -85,8 +87,7 @@ def flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
 def _machine_keys(method: Any) -> frozenset[str]:
   if not isinstance(method, str):
     return MACHINE_KEYS
-  from prompt_jax.methods import base
-  own = base.get(method).machine_keys if method in base.METHODS else ()
+  own = METHODS.get(method).machine_keys if method in METHODS else ()
   return MACHINE_KEYS | frozenset(own)
 
 
