@@ -199,7 +199,7 @@ def sap(**over: Any) -> ConfigDict:
   return c
 
 
-# ---------------------------------------------------------------- PETL baselines (issue 24)
+# ------------------------------------------------------------------------- PETL baselines
 # The sections of methods/lora.py, adapter.py, prefix.py (BitFit has none), and the recipe their
 # release (NOAH, which SHIP forks) trains them with. `dim`: every block (its SUPERNET.*_DIM);
 # `dims`: one per block (its RETRAIN.*_DIM list; empty = `dim` everywhere).
@@ -240,7 +240,7 @@ def petl_recipe(c: ConfigDict, task: str) -> None:
   c.train.update(optimizer='adamw', eps=1e-8, batch_size=64, lr=1e-3, wd=1e-4,
                  lr_scale_by_batch=False, epochs=100, warmup_epochs=10, warmup_init=1e-6,
                  min_lr=1e-5, schedule_per='epoch', cosine_shift=False, drop_last=True)
-# ------------------------------------------------------------ end of PETL baselines (issue 24)
+# ------------------------------------------------------------------ end of PETL baselines
 
 
 def b2n(eval_split: str = 'test') -> ConfigDict:
