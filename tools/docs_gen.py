@@ -266,8 +266,8 @@ def performance_md() -> str:
       'Each benchmark prints JSON and takes `--help`; `benchmarks/README.md` says what each '
       'measures. Save the output under `benchmarks/results/`, add it to the tables of '
       '`tools/docs_gen.py` and run `python tools/docs_gen.py`.', '',
-      '```bash', 'python -m benchmarks.run --quick          # every method against PyTorch, '
-      'small model', 'python -m benchmarks.train_step --variant=B/16 --batch=8 --prompts=50',
+      '<!-- docs-test: flags -->', '```bash',
+      'python -m benchmarks.run --quick          # every method against PyTorch, small model', 'python -m benchmarks.train_step --variant=B/16 --batch=8 --prompts=50',
       '```', '',
       '## The GPU check', '',
       '`bash benchmarks/gpu_check.sh > gpu_check.json` runs the accelerator tests and bf16 '
