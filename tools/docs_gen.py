@@ -267,7 +267,8 @@ def performance_md() -> str:
       'measures. Save the output under `benchmarks/results/`, add it to the tables of '
       '`tools/docs_gen.py` and run `python tools/docs_gen.py`.', '',
       '<!-- docs-test: flags -->', '```bash',
-      'python -m benchmarks.run --quick          # every method against PyTorch, small model', 'python -m benchmarks.train_step --variant=B/16 --batch=8 --prompts=50',
+      'python -m benchmarks.run --quick          # every method against PyTorch, small model',
+      'python -m benchmarks.train_step --variant=B/16 --batch=8 --prompts=50',
       '```', '',
       '## The GPU check', '',
       '`bash benchmarks/gpu_check.sh > gpu_check.json` runs the accelerator tests and bf16 '
