@@ -168,7 +168,7 @@ def _flag_problems(words: list[str]) -> list[str]:
       if not os.path.exists(os.path.join(ROOT, value.split(':')[0])):
         problems.append(f'{arg}: no file {value.split(":")[0]}')
     elif f'--{name}' not in _help(tuple(command)):
-      problems.append(f'{arg}: not in `{" ".join(words[:3])} --help`')
+      problems.append(f'{arg}: not in the --help of {shlex.join(command)}')
   return problems
 
 
