@@ -39,20 +39,20 @@ def base() -> ConfigDict:
   c = ConfigDict()
   c.program = 'train'   # prompt_jax.main.PROGRAMS: train, evaluate, demo, b2n, clip_zeroshot
   c.method = DEFAULT_METHOD  # a registered method (prompt_jax.methods.base.METHODS.names())
-  c.seed = 0
+  c.seed = 0            # seeds the inits, data order, dropout, augmentation and clustering
   c.recipe_task = ''    # the task whose per-task recipe row this config holds ('' = none)
 
   c.model = ConfigDict(dict(
       variant='B/16',             # ViT: Mu/Ti/S/B/L/H + '/patch'; CLIP (sap): B/32, B/16, L/14
       drop_path=0.0,              # linear over depth; backbone dropout is always off
       act='gelu',                 # 'gelu' (exact erf, the PyTorch seeds), 'gelu_tanh', 'quick_gelu'
-      ln_eps=1e-6,
+      ln_eps=1e-6,                # LayerNorm epsilon
       pool='cls',                 # 'cls'; MAE heads: 'norm_mean' (DA-VPT), 'mean_norm' (SPT/timm)
       # 'kaiming_fan_out' (VPT), 'normal' (N(0, std): timm's trunc_normal_(std=.02), whose ±2
       # cut-offs are absolute), 'trunc_normal' (flax: cut at ±2·std, so std·0.88), 'zeros'
       head_init='kaiming_fan_out',
-      head_init_std=0.02,
-      head_bias_init=-math.log(99.0),
+      head_init_std=0.02,         # std of the 'normal' / 'trunc_normal' head inits
+      head_bias_init=-math.log(99.0),  # head bias (VPT: -log 99)
       compute_dtype='float32',    # 'float32' or 'bfloat16'
       # Prompt tokens whose block output nothing reads are key/value-only in that block (no query,
       # output projection, residual or MLP): exact, and faster. False: every token is computed in
@@ -64,21 +64,24 @@ def base() -> ConfigDict:
   # Backbone weights: checkpoint path (local or gs://; 'random' = a seeded random init on purpose;
   # empty is an error), format npz | timm | mae | mocov3 | clip_openai | clip_hf,
   # position-embedding resize 'linear' (original) | 'bicubic' (timm).
-  c.init = ConfigDict(dict(checkpoint='', format='npz', posemb_resize='linear'))
+  c.init = ConfigDict(dict(
+      checkpoint='',              # weights path (local or gs://), or 'random'
+      format='npz',               # npz | timm | mae | mocov3 | clip_openai | clip_hf
+      posemb_resize='linear'))    # position-embedding resize: 'linear' | 'bicubic'
 
   c.data = ConfigDict(dict(
       source='vtab',              # vtab | folder | fewshot | digits
-      task='cifar100',
+      task='cifar100',            # the task name (data/tasks.py for VTAB-1k)
       data_dir=_opt_str(),        # TFDS data_dir / image folder root (None: TFDS default)
       tfds_version=_opt_str(),    # override the pinned TFDS version, e.g. '3.2.0'
-      image_size=224,
+      image_size=224,             # model input side, a multiple of the patch size
       resize='bilinear',          # 'bilinear' | 'bicubic'
       crop_pct=1.0,               # < 1: resize to size/crop_pct, then centre-crop `image_size`
       resize_to='square',         # 'square' (aspect not kept) | 'shorter_side' (aspect kept)
       antialias=False,            # True: PIL/torchvision-like downsampling (PyTorch releases)
       normalization='minus_one_to_one',  # minus_one_to_one | half | imagenet | clip | zero_one
       train_split='train800val200',  # train800val200 | train800 | train1000 (official VTAB)
-      eval_splits=('test',),
+      eval_splits=('test',),      # splits scored at each evaluation
       val_split='',               # the split that selects the epoch for "val-selected" results
       augment=False,              # random-resized-crop + flip (FGVC, SAP)
       sampler='shuffle',          # 'shuffle' | 'class_balanced' (DA-VPT)
@@ -99,50 +102,72 @@ def base() -> ConfigDict:
       subset='all'))              # fewshot: 'all' | 'base' | 'novel' classes
 
   c.train = ConfigDict(dict(
-      epochs=100, batch_size=128, eval_batch_size=256,
+      epochs=100,                 # training epochs over train_split
+      batch_size=128,             # global batch, split over all devices
+      eval_batch_size=256,        # global batch at evaluation
       optimizer='sgd',            # 'sgd' (coupled L2, torch.optim.SGD) | 'adamw' (decoupled)
       lr=0.1, lr_scale_by_batch=True,  # peak lr = lr·batch/256 when scaled (VPT)
-      momentum=0.9, b1=0.9, b2=0.999, eps=1e-8,
-      wd=1e-4, wd_head=-1.0,      # wd_head < 0: = wd; biases and 1-D params decay only with
+      momentum=0.9,               # sgd
+      b1=0.9, b2=0.999, eps=1e-8,  # adamw
+      wd=1e-4,                    # weight decay
+      wd_head=-1.0,               # wd_head < 0: = wd; biases and 1-D params decay only with
       decay_1d=False,             # decay_1d=True (Dassl's SGD decays every trainable tensor: SAP)
-      warmup_epochs=10, warmup_init=0.0, min_lr=0.0,
+      warmup_epochs=10,           # linear warm-up from warmup_init to the peak lr
+      warmup_init=0.0,            # the lr warm-up starts from
+      min_lr=0.0,                 # the cosine's floor
       schedule_per='epoch',       # 'epoch' (VPT, SHIP) | 'step' (DA-VPT, SPT)
       cosine_shift=True,          # cosine over the post-warm-up span (VPT) or absolute (timm)
       warmup_recount=False,       # cosine over all epochs from the end of warm-up (Dassl: SAP)
       schedule_lag_epochs=0,      # epoch e trains at lr(e - lag) (1: SHIP's timm stepping)
-      grad_clip_norm=0.0, grad_clip_value=0.0,
+      grad_clip_norm=0.0,         # clip the global gradient norm (0: off)
+      grad_clip_value=0.0,        # clip each gradient value to +-this (0: off)
       trainable=(), frozen=(),    # regexes over param paths; override the method's when non-empty
-      eval_every_epochs=10, checkpoint_every_steps=200, keep_checkpoints=2, log_every_steps=20,
-      max_steps=-1, export=True,
+      eval_every_epochs=10,       # evaluate every N epochs and after the last
+      checkpoint_every_steps=200,  # also at every evaluation
+      keep_checkpoints=2,         # newest checkpoint steps kept
+      log_every_steps=20,         # train scalars and finite checks every N steps
+      max_steps=-1,               # stop after N steps (-1: epochs decide)
+      export=True,                # write workdir/tuned at the end
       drop_last=False,            # False: the last partial batch trains, padded + masked (VPT)
       # Continue a workdir whose recorded run (run.json) has another config or backbone, or that
       # stopped on a non-finite step under this config (prompt_jax/workdir.py).
       allow_config_change=False))
 
   # Devices: data-parallel mesh; `fsdp` > 1 shards the frozen backbone over that many devices.
-  c.mesh = ConfigDict(dict(fsdp=1, distributed=False))
+  c.mesh = ConfigDict(dict(
+      fsdp=1,                     # devices the frozen backbone is sharded over
+      distributed=False))         # call jax.distributed.initialize() (multi-host)
 
   # program='evaluate': score data.eval_splits from an export (prompt_jax/predict.py) on
   # init.checkpoint. `tuned`: a run's tuned/ folder or a release-named .safetensors ('' = this
   # run's own --workdir/tuned); `allow_other_backbone`: score even if the backbone digest differs.
   # Writes --workdir/evaluate.json.
-  c.evaluate = ConfigDict(dict(tuned='', allow_other_backbone=False))
+  c.evaluate = ConfigDict(dict(
+      tuned='',                   # export to score ('' = --workdir/tuned)
+      allow_other_backbone=False))  # score even if the backbone digest differs
 
   # Prompt initialiser for any prompt method: 'default' (the method's own) or 'spt' (prototypes of
   # the downstream tokens; strategy random | mean_pooling | max_pooling | kmeans; `fraction` of the
   # training images; seeded; features extracted `batch_size` images at a time).
   # `last_window` (pooling strategies): 'release' (the last N_p % w tokens, all when that is 0)
   # or 'remainder' (the tokens after the P-1 windows).
-  c.prompt_init = ConfigDict(dict(name='default', strategy='kmeans', fraction=0.3, seed=0,
-                                  batch_size=64, last_window='release'))
+  c.prompt_init = ConfigDict(dict(
+      name='default',             # 'default' (the method's own) | 'spt' (prototypes)
+      strategy='kmeans',          # random | mean_pooling | max_pooling | kmeans
+      fraction=0.3,               # of the training images
+      seed=0,                     # seeds the sampled images and k-means
+      batch_size=64,              # images per feature-extraction batch
+      last_window='release'))     # 'release' | 'remainder'
   return c
 
 
 def vpt(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1,
         project_dim: int = 0) -> ConfigDict:
   """`config.vpt` (VPT and SPT): prompt count, deep/shallow, prompt dropout, optional projection."""
-  return ConfigDict(dict(num_prompts=num_prompts, deep=deep, dropout=dropout,
-                         project_dim=project_dim))
+  return ConfigDict(dict(num_prompts=num_prompts,  # prompt tokens P (per block when deep)
+                         deep=deep,                # prompts in every block, else the first only
+                         dropout=dropout,          # prompt dropout, one mask per example
+                         project_dim=project_dim))  # > 0: prompts in this dim, projected to D
 
 
 def ship(**over: Any) -> ConfigDict:
@@ -169,16 +194,19 @@ def davpt(**over: Any) -> ConfigDict:
   c = ConfigDict(dict(
       num_proxies=10, num_other=5,     # P proxy prompts (class clusters), nP other prompts
       proxy_start=11, proxy_end=11,    # proxy layers, inclusive
-      lambda_patch=0.01, lambda_cls=0.01, alpha=32.0, delta_pos=0.1, delta_neg=-0.1, scale=5.0,
+      lambda_patch=0.01, lambda_cls=0.01,  # weights of the patch and CLS anchor losses
+      alpha=32.0, delta_pos=0.1, delta_neg=-0.1,  # proxy-anchor loss: alpha, margins
+      scale=5.0,                       # similarity scale r of s = r·cos(z, p)
       loss='proxy_anchor',             # 'proxy_anchor' | 'proxy_nca'
       prompt_norm='none',              # before each block: 'none' | 'l2' | 'layer' (affine LN)
       patch_anchor='input_mean',       # 'input_mean' (executed) | 'attn_out' (the configs' intent)
       mask_prompts=False,              # prompt queries see image tokens only
       train_k_bias=False, train_norm1=False, train_cls=False,  # extra trainable params
-      init_div8=False,
+      init_div8=False,                 # prompts' xavier init divided by 8
       dynamic_kmeans=10,               # remap classes from this epoch (0: never)
       cluster_images_per_class=10,     # images per class for the initial class means
-      kmeans_iters=20, kmeans_tol=1e-4, dropout=0.0))
+      kmeans_iters=20, kmeans_tol=1e-4,  # cosine k-means of the class means
+      dropout=0.0))                    # prompt dropout, per example
   c.update(over)
   return c
 
@@ -186,14 +214,19 @@ def davpt(**over: Any) -> ConfigDict:
 def sap(**over: Any) -> ConfigDict:
   """`config.sap` (docs/specs/04-spt-sap.md; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
   c = ConfigDict(dict(
-      n_ctx_text=4, n_ctx_vision=4, depth=9, ctx_init='a photo of a',
+      n_ctx_text=4, n_ctx_vision=4,  # prompt tokens per text / vision layer
+      depth=9,                 # layers with prompts
+      ctx_init='a photo of a',  # text prompts start as these words' embeddings
       text_prompts='train',    # 'train' | 'frozen' (cached text features)
       descriptions='',         # JSON {class name: [description, ...]}
       bpe_path='',             # bpe_simple_vocab_16e6.txt.gz (default: next to init.checkpoint)
       # {which}: 'which' when the description starts with 'is'/'has', else 'which has'
       template='a photo of a {classname}, {which} {description}.',
-      zs_template='a photo of a {classname}.', normalize_desc=False,
-      text_weight=25.0, image_weight=10.0, max_descriptions=-1, encode_batch=256,
+      zs_template='a photo of a {classname}.',  # zero-shot CLIP's text
+      normalize_desc=False,    # L2-normalise the description features (the release does not)
+      text_weight=25.0, image_weight=10.0,  # L1 alignment weights, text and image
+      max_descriptions=-1,     # descriptions kept per class (-1: all)
+      encode_batch=256,        # texts per text-encoder batch
       classnames=()))          # used when the data source has no class names
   c.update(over)
   return c
@@ -207,7 +240,10 @@ def sap(**over: Any) -> ConfigDict:
 
 def lora(**over: Any) -> ConfigDict:
   """`config.lora`: rank 8 in every block, dropout 0.1, fused qkv (NOAH's ViT-B_prompt_lora_8)."""
-  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, scale=1.0,
+  c = ConfigDict(dict(dim=8,                              # rank in every block
+                      dims=(),                            # rank per block (0: none there)
+                      dropout=0.1,                        # on the input of A
+                      scale=1.0,                          # the update's scale (peft: alpha/r)
                       layout='fused',                     # 'fused' (release) | 'separate' (peft)
                       targets=('query', 'key', 'value')))  # separate layout only
   c.update(over)
@@ -216,7 +252,10 @@ def lora(**over: Any) -> ConfigDict:
 
 def adapter(**over: Any) -> ConfigDict:
   """`config.adapter`: bottleneck 8 in every block after the MLP, QuickGELU, dropout 0.1."""
-  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, act='quick_gelu',
+  c = ConfigDict(dict(dim=8,                              # bottleneck width in every block
+                      dims=(),                            # width per block (0: none there)
+                      dropout=0.1,                        # after the activation
+                      act='quick_gelu',                   # the bottleneck's activation
                       positions=('mlp',)))                # ('attn', 'mlp'): Houlsby's two
   c.update(over)
   return c
@@ -224,7 +263,9 @@ def adapter(**over: Any) -> ConfigDict:
 
 def prefix(**over: Any) -> ConfigDict:
   """`config.prefix`: 10 key/value prefix tokens per block (no released value), no dropout."""
-  c = ConfigDict(dict(dim=10, dims=(), dropout=0.0))
+  c = ConfigDict(dict(dim=10,         # key / value prefix tokens in every block
+                      dims=(),        # tokens per block (0: none there)
+                      dropout=0.0))   # on the prefix tokens
   c.update(over)
   return c
 
@@ -245,13 +286,13 @@ def petl_recipe(c: ConfigDict, task: str) -> None:
 
 def b2n(eval_split: str = 'test') -> ConfigDict:
   """`config.b2n`: the split on which base and novel classes are scored."""
-  return ConfigDict(dict(eval_split=eval_split))
+  return ConfigDict(dict(eval_split=eval_split))  # split scored on base and novel classes
 
 
 def demo(**over: Any) -> ConfigDict:
   """`config.demo`: the offline digits demo's pretraining and runs."""
-  c = ConfigDict(dict(pretrain_epochs=40, pretrain_lr=2e-3,
-                      runs=('linear', 'vpt_shallow', 'vpt_deep')))
+  c = ConfigDict(dict(pretrain_epochs=40, pretrain_lr=2e-3,  # the micro ViT's pretraining
+                      runs=('linear', 'vpt_shallow', 'vpt_deep')))  # tuned runs, in order
   c.update(over)
   return c
 

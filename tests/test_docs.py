@@ -235,6 +235,9 @@ def test_configuration_guide_lists_exactly_the_config_keys():
   assert not missing and not extra, (
       f'docs/configuration.md: keys without a line {missing}, lines without a key {extra}; '
       'run python tools/docs_gen.py')
+  undocumented = re.findall(r'^\| `([\w.]+)` \| `[^|]*` \|\s*\|$', _read('docs/configuration.md'),
+                            re.MULTILINE)
+  assert not undocumented, f'config keys without a comment in the code: {undocumented}'
   assert _read('docs/configuration.md') == _gen().configuration_md(), (
       'docs/configuration.md is out of date; run python tools/docs_gen.py')
 
