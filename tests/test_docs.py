@@ -22,7 +22,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 MAX_README_LINES, MAX_WIDTH = 300, 120
-HISTORY = re.compile(r'\bstop [0-9]+|\bissue[ -][0-9]+', re.IGNORECASE)
+HISTORY = re.compile(r'\bstop [0-9]+|\bissue[ -][0-9]+|\b(earlier|previous|this|last) stop\b',
+                     re.IGNORECASE)
 # Where history may appear: the changelog; the structure test's docstring is rewritten on main.
 HISTORY_ALLOWED = {'CHANGELOG.md', 'tests/test_structure.py'}
 FENCE = re.compile(r'^```(\w*)[^\n]*\n(.*?)^```', re.MULTILINE | re.DOTALL)
