@@ -56,13 +56,29 @@ def _sections() -> list[tuple[str, Callable[..., Any], Any]]:
       continue
     for k, v in mod.get_config().items():
       if k not in known and hasattr(v, 'items'):
-        builder = getattr(common, k, None)
+        builder = _builder(k, v, [common, mod])
         if builder is None:
           raise SystemExit(f'configs/{info.name}.py adds section {k!r} without a builder '
                            f'common.{k}(); add one so the configuration guide can document it')
         known.add(k)
         out.append((k, builder, builder()))
   return out
+
+
+def _builder(name: str, section: Any, first: list[Any]) -> Callable[..., Any] | None:
+  """The function named `name` that builds a section with `section`'s keys: looked up in `first`,
+  then in every loaded prompt_jax module."""
+  mods = first + [m for n, m in sorted(sys.modules.items()) if n.startswith('prompt_jax.') and m]
+  for mod in mods:
+    fn = getattr(mod, name, None)
+    if inspect.isfunction(fn):
+      try:
+        built = fn()
+      except TypeError:
+        continue
+      if hasattr(built, 'keys') and set(built.keys()) == set(section.keys()):
+        return fn
+  return None
 
 
 def config_keys() -> list[str]:
@@ -90,6 +106,14 @@ def _block(lines: list[str], section: str) -> tuple[str, list[str]]:
     above.insert(0, lines[j].strip().lstrip('#').strip())
     j -= 1
   return ' '.join(above), lines[start:end]
+
+
+def _helper(builder: Callable[..., Any], lines: list[str]) -> Callable[..., Any] | None:
+  """The function of `builder`'s module a `c.<section> = helper(...)` statement calls, if any."""
+  m = re.match(r'\s*c\.\w+\s*=\s*(\w+)\(', next((l for l in lines if not l.strip().startswith('#')),
+                                                 ''))
+  fn = getattr(sys.modules[builder.__module__], m.group(1), None) if m else None
+  return fn if inspect.isfunction(fn) else None
 
 
 def _comment(lines: list[str], key: str, top_level: bool) -> str:
@@ -122,6 +146,9 @@ def configuration_md() -> str:
   for name, builder, c in _sections():
     in_base = builder.__name__ == 'base'
     about, lines = _block(inspect.getsource(builder).splitlines(), name if in_base else '')
+    helper = _helper(builder, lines) if in_base and name else None
+    if helper is not None:  # `c.<name> = helper()`: the helper's source holds the comments
+      builder, lines, in_base = helper, inspect.getsource(helper).splitlines(), False
     if not in_base:
       about = (inspect.getdoc(builder) or '').split('\n\n')[0].replace('\n', ' ')
       about += f' (`{builder.__module__}.{builder.__name__}`)'
