@@ -19,6 +19,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -153,7 +154,7 @@ def configuration_md() -> str:
       about = (inspect.getdoc(builder) or '').split('\n\n')[0].replace('\n', ' ')
       about += f' (`{builder.__module__}.{builder.__name__}`)'
     out += [f'## `{name}`' if name else '## Top level', '']
-    out += [about, ''] if about else []
+    out += [textwrap.fill(about, 100, break_on_hyphens=False), ''] if about else []
     out += ['| key | default | meaning |', '|---|---|---|']
     for k, v in c.items():
       if name == '' and hasattr(v, 'items'):
