@@ -138,7 +138,7 @@ def time_candidates(specs: dict[str, Spec], *, harness: str = 'process', warmup:
   harness='process' builds each candidate in its own spawned process (one after another, so
   builds and compiles do not overlap) and times one call at a time while the others block on a
   pipe: no candidate's threads (PyTorch's spinning OpenMP threads, which cost the XLA step
-  10-20% on 2 cores when both ran in one process: benchmarks/README.md), caches or allocator
+  10-20% on 2 cores when both run in one process), caches or allocator
   state share the cores with the one being timed. `env` is added to the workers' environment
   (e.g. OMP_WAIT_POLICY, GLIBC_TUNABLES: read at process start).
   harness='inline' builds and times everything in this process (the earlier harness; `env` is

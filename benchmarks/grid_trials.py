@@ -1,4 +1,4 @@
-"""Grid trials one at a time vs vmapped over a trial axis (issue 12 item 3). Prints JSON.
+"""Grid trials one at a time vs vmapped over a trial axis. Prints JSON.
 
   python -m benchmarks.grid_trials [--variant=S/16 --image_size=224 --batch=8 --trials=4]
   python -m benchmarks.grid_trials --quick          # Mu/8 at 32px, batch 32 (the tests' model)

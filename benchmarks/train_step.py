@@ -14,7 +14,7 @@ cost analysis: the live step's count holds only the live-token work) and their u
 measured matmul peak, and the machine's load average before and after. The candidates of one P are
 timed round-robin, so a shared machine's load changes hit them alike, each in its own process by
 default (`--harness=process`, `common.time_candidates`: the others wait, blocked, while one is
-timed; `--harness=inline` times all in this process, as before stop 27); every candidate reports
+timed; `--harness=inline` times all in this process); every candidate reports
 images/s at its fastest and its median round.
 
 PyTorch is timed eager ('torch') and `torch.compile`d ('torch_compiled', mode default, compile

@@ -49,7 +49,7 @@ VTAB_CONFIGS = {
     **{f'spt_{s}': ('configs/spt_vtab.py', _spt(s))
        for s in ('random', 'mean_pooling', 'max_pooling', 'kmeans')},
 }
-# The parameter-efficient baselines (issue 24), each on one task (the groups and label transforms
+# The parameter-efficient baselines, each on one task (the groups and label transforms
 # spread over them): their data path is the prompt methods' (every task above); what differs is
 # the model, the same on every task. ~15 CPU-s a case.
 PETL_CONFIGS = {m: (f'configs/{m}_vtab.py', ()) for m in ('lora', 'adapter', 'prefix', 'bitfit')}

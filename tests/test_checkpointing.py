@@ -74,7 +74,7 @@ def test_no_restorable_step_is_an_error_listing_each(tmp_path):
 
 
 def test_a_flipped_byte_is_a_corrupt_step(tmp_path, caplog):
-  # Issue 20 item 3: orbax restores a data file with one changed byte without an error.
+  # orbax restores a data file with one changed byte without an error.
   w = np.random.default_rng(0).normal(size=(1024,)).astype(np.float32)  # incompressible
   mngr = checkpointing.manager(str(tmp_path), 5)
   for step in (1, 2):
@@ -122,7 +122,7 @@ else:
 
 
 def test_disk_full_while_saving_fails_loudly_and_keeps_the_previous_step(tmp_path):
-  # Issue 20 item 9: a write past `ulimit -f` (EFBIG, as ENOSPC would) during a checkpoint save.
+  # A write past `ulimit -f` (EFBIG, as ENOSPC would) during a checkpoint save.
   out = subprocess.run([sys.executable, '-c', DISK_FULL, str(tmp_path)], capture_output=True,
                        text=True, timeout=300)
   assert 'save failed: ValueError True' in out.stdout, out.stderr[-3000:]

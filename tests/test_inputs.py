@@ -164,8 +164,8 @@ def test_device_cache_sharded_over_8_devices_matches_one_device(tmp_path, monkey
 
 
 def test_the_eval_memmap_is_decoded_again_when_the_files_change(tmp_path):
-  # Issue 20 item 2: the workdir's eval-split memmap was keyed on the config only; images changed
-  # under data_dir, then a resume (a new process, a new source), were scored on the old pixels.
+  # A memmap keyed on the config only would score old pixels after images change under data_dir
+  # and the run resumes (a new process, a new source); its name also holds the files' identity.
   from PIL import Image
   from prompt_jax.train import inputs
   data_dir = tmp_path / 'vtab-1k'

@@ -1,5 +1,5 @@
 """prompt_jax/preflight.py through the CLI: each start-up mistake is one message with its fix,
-exit code 2, in a process that never imports TensorFlow (issue 20 item 6)."""
+exit code 2, in a process that never imports TensorFlow."""
 
 import os
 import subprocess

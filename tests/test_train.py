@@ -71,7 +71,7 @@ def test_only_prompts_and_head_train_and_backbone_is_bit_identical(tmp_path, pre
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
   # 10 steps per epoch, a checkpoint every 5: step 10 is both a checkpoint step and an eval epoch
-  # (issue 20 item 1; VTAB defaults: steps 400 and 800). The run is killed during that evaluation,
+  # (VTAB defaults: steps 400 and 800). The run is killed during that evaluation,
   # which a checkpoint of step 10 written before it would lose on resume.
   cfg = micro_config('vpt', epochs=2, checkpoint_every_steps=5)
   full = train.train_and_evaluate(cfg, str(tmp_path / 'a'))
@@ -155,7 +155,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 
 def test_parameters_whose_next_loss_is_nonfinite_are_no_fallback(tmp_path, monkeypatch):
-  # Issue 20 item 4: lr 1e30 writes finite but huge parameters; the next forward's loss is not
+  # lr 1e30 writes finite but huge parameters; the next forward's loss is not
   # finite. The step saved with those parameters must not be kept as the run's fallback.
   rng = np.random.default_rng(0)
   x = rng.normal(size=(64, 32, 32, 3)).astype(np.float32)
@@ -315,7 +315,7 @@ def test_sharded_over_8_devices_matches_one_device(tmp_path):
     b = _final_state(wd, like=a)
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5),
                            a['trainable'], b['trainable'])
-  # Issue 20 item 9: the 8-device state resumed on 1 device, and the 1-device state on 8 (each
+  # The 8-device state resumed on 1 device, and the 1-device state on 8 (each
   # restore checks the state digest, so a wrongly placed or reinterpreted array would fail).
   back = train.train_and_evaluate(cfg, str(tmp_path / 'eight_1'))
   assert back['started_from_step'] == 3 and back['test'] == test8

@@ -132,7 +132,10 @@ def _mlp_only(config: Any) -> None:
 
 def section(**over: Any) -> ConfigDict:
   """`config.adapter`: bottleneck 8 in every block after the MLP, QuickGELU, dropout 0.1."""
-  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, act='quick_gelu',
+  c = ConfigDict(dict(dim=8,                              # bottleneck width in every block
+                      dims=(),                            # width per block (0: none there)
+                      dropout=0.1,                        # after the activation
+                      act='quick_gelu',                   # the bottleneck's activation
                       positions=('mlp',)))                # ('attn', 'mlp'): Houlsby's two
   c.update(over)
   return c

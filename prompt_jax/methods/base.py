@@ -44,7 +44,7 @@ A method is a `Method` record of pure functions, registered by name (`config.met
 
 Methods are found by name through `METHODS` (methods/registry.py): a new method is one file
 (in prompt_jax/methods/, or any module imported before the config is used, e.g. by its config
-file) that calls `register`. README "Adding a method".
+file) that calls `register` (docs/extending.md).
 """
 
 from __future__ import annotations

@@ -413,16 +413,19 @@ def section(**over: Any) -> ConfigDict:
   c = ConfigDict(dict(
       num_proxies=10, num_other=5,     # P proxy prompts (class clusters), nP other prompts
       proxy_start=11, proxy_end=11,    # proxy layers, inclusive
-      lambda_patch=0.01, lambda_cls=0.01, alpha=32.0, delta_pos=0.1, delta_neg=-0.1, scale=5.0,
+      lambda_patch=0.01, lambda_cls=0.01,  # weights of the patch and CLS anchor losses
+      alpha=32.0, delta_pos=0.1, delta_neg=-0.1,  # proxy-anchor loss: alpha, margins
+      scale=5.0,                       # similarity scale r of s = r·cos(z, p)
       loss='proxy_anchor',             # 'proxy_anchor' | 'proxy_nca'
       prompt_norm='none',              # before each block: 'none' | 'l2' | 'layer' (affine LN)
       patch_anchor='input_mean',       # 'input_mean' (executed) | 'attn_out' (the configs' intent)
       mask_prompts=False,              # prompt queries see image tokens only
       train_k_bias=False, train_norm1=False, train_cls=False,  # extra trainable params
-      init_div8=False,
+      init_div8=False,                 # prompts' xavier init divided by 8
       dynamic_kmeans=10,               # remap classes from this epoch (0: never)
       cluster_images_per_class=10,     # images per class for the initial class means
-      kmeans_iters=20, kmeans_tol=1e-4, dropout=0.0))
+      kmeans_iters=20, kmeans_tol=1e-4,  # cosine k-means of the class means
+      dropout=0.0))                    # prompt dropout, per example
   c.update(over)
   return c
 

@@ -145,7 +145,10 @@ def _fused_only(config: Any) -> None:
 
 def section(**over: Any) -> ConfigDict:
   """`config.lora`: rank 8 in every block, dropout 0.1, fused qkv (NOAH's ViT-B_prompt_lora_8)."""
-  c = ConfigDict(dict(dim=8, dims=(), dropout=0.1, scale=1.0,
+  c = ConfigDict(dict(dim=8,                              # rank in every block
+                      dims=(),                            # rank per block (0: none there)
+                      dropout=0.1,                        # on the input of A
+                      scale=1.0,                          # the update's scale (peft: alpha/r)
                       layout='fused',                     # 'fused' (release) | 'separate' (peft)
                       targets=('query', 'key', 'value')))  # separate layout only
   c.update(over)

@@ -108,7 +108,9 @@ _NOAH = ([(f'prompt/encoderblock_{{}}/{x}', f'blocks.{{}}.attn.prefix_tokens_{x}
 
 def section(**over: Any) -> ConfigDict:
   """`config.prefix`: 10 key/value prefix tokens per block (no released value), no dropout."""
-  c = ConfigDict(dict(dim=10, dims=(), dropout=0.0))
+  c = ConfigDict(dict(dim=10,         # key / value prefix tokens in every block
+                      dims=(),        # tokens per block (0: none there)
+                      dropout=0.0))   # on the prefix tokens
   c.update(over)
   return c
 

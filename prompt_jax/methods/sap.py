@@ -375,14 +375,19 @@ def patch_size(config: base.Config) -> int:
 def section(**over: Any) -> ConfigDict:
   """`config.sap` (docs/specs/04-spt-sap.md; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
   c = ConfigDict(dict(
-      n_ctx_text=4, n_ctx_vision=4, depth=9, ctx_init='a photo of a',
+      n_ctx_text=4, n_ctx_vision=4,  # prompt tokens per text / vision layer
+      depth=9,                 # layers with prompts
+      ctx_init='a photo of a',  # text prompts start as these words' embeddings
       text_prompts='train',    # 'train' | 'frozen' (cached text features)
       descriptions='',         # JSON {class name: [description, ...]}
       bpe_path='',             # bpe_simple_vocab_16e6.txt.gz (default: next to init.checkpoint)
       # {which}: 'which' when the description starts with 'is'/'has', else 'which has'
       template='a photo of a {classname}, {which} {description}.',
-      zs_template='a photo of a {classname}.', normalize_desc=False,
-      text_weight=25.0, image_weight=10.0, max_descriptions=-1, encode_batch=256,
+      zs_template='a photo of a {classname}.',  # zero-shot CLIP's text
+      normalize_desc=False,    # L2-normalise the description features (the release does not)
+      text_weight=25.0, image_weight=10.0,  # L1 alignment weights, text and image
+      max_descriptions=-1,     # descriptions kept per class (-1: all)
+      encode_batch=256,        # texts per text-encoder batch
       classnames=()))          # used when the data source has no class names
   c.update(over)
   return c

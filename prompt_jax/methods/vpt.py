@@ -142,8 +142,10 @@ def _vpt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
 def section(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1,
         project_dim: int = 0) -> ConfigDict:
   """`config.vpt` (VPT and SPT): prompt count, deep/shallow, prompt dropout, optional projection."""
-  return ConfigDict(dict(num_prompts=num_prompts, deep=deep, dropout=dropout,
-                         project_dim=project_dim))
+  return ConfigDict(dict(num_prompts=num_prompts,  # prompt tokens P (per block when deep)
+                         deep=deep,                # prompts in every block, else the first only
+                         dropout=dropout,          # prompt dropout, one mask per example
+                         project_dim=project_dim))  # > 0: prompts in this dim, projected to D
 
 
 VPT = base.register(base.Method(name='vpt', build_prompter=build_prompter,

@@ -9,7 +9,7 @@ Implementations (`model.attention`, resolved once by `resolve`):
   'fused'   `jax.nn.dot_product_attention`: cuDNN's fused kernel on GPU for bf16/fp16 inputs (XLA
             otherwise; on CPU it is XLA's own lowering of the same math).
   'auto'    'fused' on GPU; on CPU the faster of the two measured by `benchmarks.train_step
-            --attention=...` (CPU_DEFAULT; see benchmarks/README.md).
+            --attention=...` (CPU_DEFAULT; docs/performance.md).
 """
 
 from __future__ import annotations

@@ -297,7 +297,7 @@ class VisionTransformer(nn.Module):
   remat (config model.remat, default False): in every block the MLP's hidden activations and the
   attention weights are recomputed in the backward pass instead of stored (the two largest
   per-block tensors, B·T·mlp_dim and B·H·T·T); same params and results, less memory, more FLOPs
-  (benchmarks/README.md, memory table).
+  (`python -m benchmarks.memory`; benchmarks/results/memory_*.json).
   """
 
   patch_size: int = 16

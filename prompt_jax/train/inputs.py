@@ -89,7 +89,7 @@ def _cache_path(source: Any, cfg: Config, split: str, workdir: str) -> str | Non
   fields = {'split': split, 'dtype': cfg.data.cache_dtype,
             **{k: v for k, v in cfg.data.items() if k not in ('eval_splits', 'train_split')},
             'opts': dataclasses.asdict(source.opts) if hasattr(source, 'opts') else None,
-            # changed files under data_dir: another name, decoded again (issue 20 item 2)
+            # changed files under data_dir give another name, so the split is decoded again
             'source': source.identity(split) if hasattr(source, 'identity') else None}
   name = f'{split}-{split_cache.key(fields)}-p{jax.process_index()}.npy'
   return os.path.join(root, 'cache', name)

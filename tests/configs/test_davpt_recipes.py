@@ -465,7 +465,7 @@ def test_recipe_row_is_the_release_yaml(name):
 def test_every_release_yaml_is_transcribed():
   vtab = [n for n in YAMLS if n.startswith('vtab/')]
   assert len(vtab) == 46 and len(YAMLS) == 61
-  # How many of the release's VTAB yamls set each flag true (issue 19).
+  # How many of the release's VTAB yamls set each flag true.
   sets = lambda key: sum(f'{key}:true' in YAMLS[n] for n in vtab)
   assert (sets('train_cls'), sets('init_divide_by8'), sets('norm_norm1'), sets('bias_k')) == (
       45, 46, 34, 19)
