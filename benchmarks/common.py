@@ -113,7 +113,7 @@ def _build(spec: Spec) -> tuple[Callable[[], Any], dict[str, Any]]:
 def _round_worker(conn, spec: Spec) -> None:
   """A candidate's process: build, say ready (with its info), then time `n` calls per request
   until asked for 0. Between requests it blocks on the pipe, so its threads do not run. Memory
-  is set up as the trainer's (prompt_jax/cpu_malloc.py: PROMPT_JAX_MALLOC, for PyTorch too)."""
+  is set up as the trainer's (prompt_jax/util/cpu_malloc.py: PROMPT_JAX_MALLOC, for PyTorch too)."""
   try:
     malloc_reuse = cpu_malloc.maybe_apply()
     run, info = _build(spec)

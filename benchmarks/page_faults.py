@@ -1,5 +1,5 @@
 """Page faults, system time and resident memory per train step: our VPT-deep step with live
-tokens, without and with `model.remat`, under each malloc mode (prompt_jax/cpu_malloc.py), each
+tokens, without and with `model.remat`, under each malloc mode (prompt_jax/util/cpu_malloc.py), each
 mode in its own process (malloc is set up before JAX's backend exists).
 
   python -m benchmarks.page_faults [--variant=B/16 --batch=8 --prompts=50 --steps=3]

@@ -23,7 +23,8 @@ from prompt_jax.protocol.b2n import section as b2n
 from prompt_jax.util.config import (DEFAULT_METHOD, ConfigDict, base, field, finalize, flatten,
                                     parse_arg, set_field)
 
-__all__ = ['DEFAULT_METHOD', 'ConfigDict', 'adapter', 'apply_recipe', 'b2n', 'base', 'davpt',
+__all__ = ['DEFAULT_METHOD', 'RUN_TABLE', 'ConfigDict', 'adapter', 'apply_recipe', 'b2n', 'base',
+           'davpt', 'demo',
            'field', 'finalize', 'flatten', 'lora', 'parse_arg', 'petl_recipe', 'prefix', 'sap',
            'set_field', 'ship', 'vpt']
 
@@ -39,6 +40,23 @@ def petl_recipe(c: ConfigDict, task: str) -> None:
   c.train.update(optimizer='adamw', eps=1e-8, batch_size=64, lr=1e-3, wd=1e-4,
                  lr_scale_by_batch=False, epochs=100, warmup_epochs=10, warmup_init=1e-6,
                  min_lr=1e-5, schedule_per='epoch', cosine_shift=False, drop_last=True)
+
+
+# config.demo.run_table: name -> the overrides of that run (a method and its options);
+# config.demo.runs: which of them run, in order (prompt_jax/protocol/demo.py).
+RUN_TABLE = {
+    'linear': {'method': 'linear'},
+    'vpt_shallow': {'method': 'vpt', 'vpt': {'deep': False, 'dropout': 0.0}},
+    'vpt_deep': {'method': 'vpt', 'vpt': {'deep': True}},
+}
+
+
+def demo(**over: Any) -> ConfigDict:
+  """`config.demo`: pretraining (full fine-tuning of a random micro ViT on digits 0-4) and runs."""
+  c = ConfigDict(dict(pretrain_epochs=40, pretrain_lr=2e-3, pretrain_method='full',
+                             runs=tuple(RUN_TABLE), run_table=RUN_TABLE))
+  c.update(over)
+  return c
 
 
 def apply_recipe(c: ConfigDict, task: str, table: dict[str, dict[str, Any]]) -> None:

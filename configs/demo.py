@@ -7,26 +7,8 @@ original-format .npz, then tunes on digits 5-9 (train on 'train800' = 300 images
 'val200' = 100, report 'test' ≈ 500) with a linear probe, VPT-shallow and VPT-deep.
 """
 
-from typing import Any
 
 from prompt_jax.configs import common
-
-# config.demo.run_table: name -> the overrides of that run (a method and its options);
-# config.demo.runs: which of them run, in order (prompt_jax/protocol/demo.py).
-RUN_TABLE = {
-    'linear': {'method': 'linear'},
-    'vpt_shallow': {'method': 'vpt', 'vpt': {'deep': False, 'dropout': 0.0}},
-    'vpt_deep': {'method': 'vpt', 'vpt': {'deep': True}},
-}
-
-
-def section(**over: Any) -> common.ConfigDict:
-  """`config.demo`: pretraining (full fine-tuning of a random micro ViT on digits 0-4) and runs."""
-  c = common.ConfigDict(dict(pretrain_epochs=40, pretrain_lr=2e-3, pretrain_method='full',
-                             runs=tuple(RUN_TABLE), run_table=RUN_TABLE))
-  c.update(over)
-  return c
-
 
 def get_config(arg: str | None = None):
   common.parse_arg(arg)  # takes no arguments
@@ -41,5 +23,5 @@ def get_config(arg: str | None = None):
   c.train.update(epochs=30, batch_size=32, eval_batch_size=256, optimizer='sgd', lr=2.0,
                  lr_scale_by_batch=True, wd=1e-4, warmup_epochs=3, eval_every_epochs=5,
                  checkpoint_every_steps=100, log_every_steps=50)
-  c.demo = section(pretrain_epochs=40, pretrain_lr=2e-3)
+  c.demo = common.demo(pretrain_epochs=40, pretrain_lr=2e-3)
   return common.finalize(c)

@@ -10,7 +10,7 @@ r"""prompt-jax (= python -m prompt_jax.main): train, evaluate and export one con
 from the working directory, then among the installed package's configs (PACKAGED below).
 `config.program` picks what runs (PROGRAMS below); the default trains and evaluates one method.
 Every config value, and the files it names (backbone weights, the dataset under data.data_dir:
-prompt_jax/preflight.py), is checked before TensorFlow is imported. Exit codes: 0 done; 2 a
+prompt_jax/train/preflight.py), is checked before TensorFlow is imported. Exit codes: 0 done; 2 a
 config mistake found at start-up (a file or override that does not parse, an unknown key, a bad
 value, a missing file: one message naming the fix); 1 another error (a workdir, checkpoint or a
 non-finite step is a message naming the fix, no traceback);
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
   except validation.ConfigError as e:
     _exit_config_error(str(e))
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
-  try:  # before JAX's backend exists (prompt_jax/cpu_malloc.py)
+  try:  # before JAX's backend exists (prompt_jax/util/cpu_malloc.py)
     cpu_malloc.maybe_apply()
   except ValueError as e:
     _exit_config_error(str(e))

@@ -5,7 +5,7 @@ import json
 import os
 
 from prompt_jax.protocol import demo
-from prompt_jax.configs import demo as demo_config
+from prompt_jax.configs import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,4 +21,4 @@ def test_readme_demo_table_is_generated_from_the_committed_results():
   assert got == demo.readme_block(summaries), (
       'README demo block differs from docs/demo_results.json; regenerate it with '
       'prompt_jax.protocol.demo.readme_block')
-  assert set(summaries[0]['runs']) == set(demo_config.RUN_TABLE)
+  assert set(summaries[0]['runs']) == set(common.RUN_TABLE)

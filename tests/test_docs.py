@@ -57,7 +57,7 @@ def _gen():
 
 
 def test_readme_is_short_and_narrow():
-  from prompt_jax import demo
+  from prompt_jax.protocol import demo
   text = _read('README.md')
   lines = text.splitlines()
   assert len(lines) <= MAX_README_LINES, (

@@ -1,4 +1,4 @@
-"""The device input path (prompt_jax/inputs.py): the training split lives on the devices and the
+"""The device input path (train/inputs.py): the training split lives on the devices and the
 step gathers, augments and normalises; eval splits are decoded once per run; resume stays exact."""
 
 import glob

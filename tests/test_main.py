@@ -55,7 +55,7 @@ def test_unknown_config_key_is_an_error(tmp_path):
 
 
 def test_a_bad_malloc_mode_is_a_start_up_error(tmp_path):
-  # main sets malloc up (prompt_jax/cpu_malloc.py) before JAX's backend exists
+  # main sets malloc up (prompt_jax/util/cpu_malloc.py) before JAX's backend exists
   out = _main('--config=configs/demo.py', f'--workdir={tmp_path}',
               env={'PROMPT_JAX_MALLOC': 'often'})
   assert out.returncode == 2 and 'PROMPT_JAX_MALLOC' in out.stderr, out.stderr[-2000:]

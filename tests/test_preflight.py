@@ -1,4 +1,4 @@
-"""prompt_jax/preflight.py through the CLI: each start-up mistake is one message with its fix,
+"""prompt_jax/train/preflight.py through the CLI: each start-up mistake is one message with its fix,
 exit code 2, in a process that never imports TensorFlow."""
 
 import os

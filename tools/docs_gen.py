@@ -4,9 +4,9 @@
   python tools/docs_gen.py --check   # exit 1 naming each generated file that is out of date
 
 - docs/configuration.md: every config key, its default and the comment next to it in the code
-  (`base()` of configs/common.py, each registered method's section, the sections config files add).
+  (`base()` of util/config.py, each registered method's section, the sections config files add).
 - docs/performance.md: the current benchmark figures, read from benchmarks/results/*.json.
-- README.md's demo block: the numbers in docs/demo_results.json (`prompt_jax.demo.readme_block`).
+- README.md's demo block: the numbers in docs/demo_results.json (`protocol.demo.readme_block`).
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def performance_md() -> str:
 
 def readme_text() -> str:
   """README.md with its demo block regenerated from docs/demo_results.json."""
-  from prompt_jax import demo
+  from prompt_jax.protocol import demo
   with open(DEMO_RESULTS) as f:
     block = demo.readme_block(json.load(f))
   with open(README) as f:

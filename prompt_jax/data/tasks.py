@@ -39,7 +39,7 @@ ALIASES: dict[str, str] = {
 FOLDER_NAMES: dict[str, str] = {'cifar100': 'cifar'}
 
 # The pinned TFDS name[/config]:version of each task (data/vtab.py's TASKS asserts the same), for
-# finding a prepared dataset without TensorFlow (prompt_jax/preflight.py).
+# finding a prepared dataset without TensorFlow (prompt_jax/train/preflight.py).
 TFDS_NAMES: dict[str, str] = {
     'caltech101': 'caltech101:3.*.*', 'cifar100': 'cifar100:3.*.*', 'dtd': 'dtd:3.*.*',
     'oxford_flowers102': 'oxford_flowers102:2.*.*', 'oxford_iiit_pet': 'oxford_iiit_pet:4.*.*',

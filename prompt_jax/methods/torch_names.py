@@ -1,5 +1,5 @@
 """Helpers for a method's PyTorch release naming (`Method.torch_naming`, used by
-prompt_jax/torch_export.py): flat tuned tensors ('prompt/prompts', 'head/kernel') <-> the
+prompt_jax/export/torch_state.py): flat tuned tensors ('prompt/prompts', 'head/kernel') <-> the
 release's state dict names, in PyTorch layout (Linear weights [out, in])."""
 
 from __future__ import annotations

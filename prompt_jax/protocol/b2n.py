@@ -42,10 +42,15 @@ B2N_FILE = 'b2n.json'
 ZEROSHOT_FILE = 'zeroshot.json'
 
 
-
 def section(eval_split: str = 'test') -> ConfigDict:
   """`config.b2n`: the split on which base and novel classes are scored."""
   return ConfigDict(dict(eval_split=eval_split))  # split scored on base and novel classes
+
+
+def with_subset(config: Config, subset: str) -> Config:
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.data.subset = subset
+  return c
 
 
 def base_config(config: Config) -> Config:

@@ -98,7 +98,7 @@ def machine() -> str:
 
 
 README_BEGIN = ('<!-- demo results: generated from docs/demo_results.json by '
-                'prompt_jax.protocol.demo -->')
+                'tools/docs_gen.py -->')
 README_END = '<!-- end of demo results -->'
 
 

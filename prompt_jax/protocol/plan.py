@@ -1,6 +1,6 @@
 """The sweep's plan, without running anything: jobs (one `prompt_jax.main` run each), their
 configs parsed as main parses them, which jobs finished (the one "same run" rule,
-`workdir.diff`), grids and selection on val only. `prompt_jax/sweep.py` runs a plan.
+`workdir.diff`), grids and selection on val only. `prompt_jax/protocol/sweep.py` runs a plan.
 
   plan = Plan(config='configs/vpt_vtab.py', tasks=('dtd',), seeds=(0,), workdir=DIR, ...)
   jobs = plan.trials('dtd')                 # or plan.runs(task) without a search

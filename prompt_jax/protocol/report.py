@@ -6,7 +6,7 @@ non-VTAB tasks (FGVC, digits, ...) in their own columns.
 
 `--workdirs` is a comma list of run folders, results.json files or ANY parent folder: every
 results.json below it is read (a sweep's root, the demo's workdir). Each run's results.json
-(written by prompt_jax/train.py) records its method, `variant` (e.g. vpt_deep / vpt_shallow /
+(written by train/trainer.py) records its method, `variant` (e.g. vpt_deep / vpt_shallow /
 spt_deep_kmeans), seed, splits and full config. Rows are (method, variant, config): the config
 label is the backbone checkpoint's file name, plus every config field that differs between runs
 which would otherwise be averaged together (same task and seed), e.g. `vpt.num_prompts=100`.

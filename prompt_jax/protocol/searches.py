@@ -3,7 +3,7 @@
   expand_tasks('natural,eurosat')   # -> ('caltech101', ..., 'sun397', 'eurosat')
   SEARCHES['vpt']                   # VPT's lr x wd grid, trials train800 -> val200
 
-No TensorFlow (task metadata from data/tasks.py); used by prompt_jax/sweep.py.
+No TensorFlow (task metadata from data/tasks.py); used by prompt_jax/protocol/sweep.py.
 """
 
 from __future__ import annotations

@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(plan.workdir, exist_ok=True)
     if not args.dry_run:
       _show_trainer_log(args.verbose)
-      cpu_malloc.maybe_apply()  # before JAX's backend exists (prompt_jax/cpu_malloc.py)
+      cpu_malloc.maybe_apply()  # before JAX's backend exists (prompt_jax/util/cpu_malloc.py)
     summary = run_sweep(plan, dry_run=args.dry_run, compilation_cache=args.compilation_cache)
     if args.jobs_file:
       n = jobs_file.write(args.jobs_file, summary.get('commands', []))

@@ -7,7 +7,7 @@ XLA never forms backbone weight gradients; the frozen params are a separate jit 
 change. The data order depends only on (seed, epoch) and the dropout rng on (seed, step), so a
 killed run restored from its last checkpoint reaches the same result as an uninterrupted one.
 
-A run is what its config says (prompt_jax/workdir.py, checkpointing.py, validation.py):
+A run is what its config says (prompt_jax/train/workdir.py, checkpointing.py, validation.py):
 - the config is validated before anything loads; one process writes a workdir (writer.lock);
 - a workdir holding a run of another config or backbone is an error unless
   `train.allow_config_change`; the method's preparation is cached in workdir/prepared.npz under a

@@ -86,7 +86,7 @@ def data_section() -> ConfigDict:
       # True: a source that keeps decoded splits (vtab, folder) decodes the training split once,
       # keeps it on the devices (sharded over the data axes) and normalises / augments in the
       # jitted step (only indices cross per step); each eval split is decoded once per run.
-      # False: the host path (normalised float32 batches per step). prompt_jax/inputs.py.
+      # False: the host path (normalised float32 batches per step). prompt_jax/train/inputs.py.
       device_cache=True,
       cache_dtype='float32',      # cached pixels: 'float32' (exact) | 'uint8' (4x less memory)
       cache_memory_gb=4.0,        # an eval split larger than this is memmapped to workdir/cache
@@ -129,7 +129,7 @@ def train_section() -> ConfigDict:
       export=True,                # write workdir/tuned at the end
       drop_last=False,            # False: the last partial batch trains, padded + masked (VPT)
       # Continue a workdir whose recorded run (run.json) has another config or backbone, or that
-      # stopped on a non-finite step under this config (prompt_jax/workdir.py).
+      # stopped on a non-finite step under this config (prompt_jax/train/workdir.py).
       allow_config_change=False))
 
 
@@ -143,7 +143,7 @@ def mesh_section() -> ConfigDict:
 
 def evaluate_section() -> ConfigDict:
   """`config.evaluate`."""
-  # program='evaluate': score data.eval_splits from an export (prompt_jax/predict.py) on
+  # program='evaluate': score data.eval_splits from an export (prompt_jax/export/predict.py) on
   # init.checkpoint. `tuned`: a run's tuned/ folder or a release-named .safetensors ('' = this
   # run's own --workdir/tuned); `allow_other_backbone`: score even if the backbone digest differs.
   # Writes --workdir/evaluate.json.

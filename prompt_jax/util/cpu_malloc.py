@@ -69,7 +69,7 @@ def maybe_apply() -> bool:
   mode = os.environ.get(ENV, 'system')
   if mode not in ('system', 'reuse'):
     raise ValueError(f'{ENV}={mode!r}: use system (the default: glibc as it is) or reuse (keep '
-                     'freed memory for the next step; prompt_jax/cpu_malloc.py)')
+                     'freed memory for the next step; prompt_jax/util/cpu_malloc.py)')
   if mode == 'system':
     return False
   if _backend_exists():
