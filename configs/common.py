@@ -53,8 +53,12 @@ RUN_TABLE = {
 
 def demo(**over: Any) -> ConfigDict:
   """`config.demo`: pretraining (full fine-tuning of a random micro ViT on digits 0-4) and runs."""
-  c = ConfigDict(dict(pretrain_epochs=40, pretrain_lr=2e-3, pretrain_method='full',
-                             runs=tuple(RUN_TABLE), run_table=RUN_TABLE))
+  c = ConfigDict(dict(
+      pretrain_epochs=40,         # epochs of the micro ViT's pretraining
+      pretrain_lr=2e-3,           # its AdamW learning rate
+      pretrain_method='full',     # the method that pretrains it
+      runs=tuple(RUN_TABLE),      # the tuned runs, in order (names in run_table)
+      run_table=RUN_TABLE))       # name -> that run's overrides (a method and its options)
   c.update(over)
   return c
 
