@@ -1,7 +1,8 @@
 """The training loop: one `Loop` holds the state of a run between steps and its periodic actions.
 
-  loop = Loop(cfg, workdir, method, path, train_step, evaluate, state, frozen, mngr, meta, ...)
-  loop.run()      # trains to total_steps, evaluates, checkpoints; loop.step, loop.meta['history']
+  run = Run(cfg=cfg, workdir=workdir, method=method, ...)   # what stays fixed while training
+  loop = Loop(run, state=state, frozen=frozen, meta=meta)
+  loop.train()      # trains to total_steps, evaluates, checkpoints; loop.step, loop.meta['history']
 
 Per step, in this order: the finite flags are read (log, checkpoint, epoch-end and stop steps
 only), train scalars are written (log steps), the method's epoch hook and the due evaluation run
@@ -102,9 +103,10 @@ def nonfinite_message(cfg: Config, workdir: str, bad: int, loss: float, stopped_
       f'again): change the config and pass --config.{workdir_lib.OVERRIDE}=True to {resume}.')
 
 
-@dataclasses.dataclass
-class Loop:
-  """A run between steps: its state, counters, and the actions due after each step."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Run:
+  """What stays fixed while a run trains: its config, where it writes, the method, the input path,
+  the jitted steps, the checkpoint manager, the summary writer, the lr schedule and the counts."""
 
   cfg: Config
   workdir: str
@@ -112,10 +114,7 @@ class Loop:
   path: InputPath
   train_step: Callable[..., Any]  # (state, frozen, batch) -> (state, metrics)
   evaluate: Callable[[Any, str], dict[str, float]]  # (state, split) -> {'accuracy', 'loss'}
-  state: dict[str, Any]
-  frozen: Any
   mngr: Any  # orbax CheckpointManager
-  meta: dict[str, Any]  # checkpointed with the state: {'history', 'last_train_loss'}
   writer: Any
   schedule: Callable[[int], Any]
   shardings: tuple[Any, Any]  # (replicated, batch)
@@ -123,6 +122,19 @@ class Loop:
   steps_per_epoch: int
   total_steps: int
   hooks: tuple[Callable[[int], Any], ...] = ()  # called with each step (progress, bars)
+
+
+@dataclasses.dataclass
+class Loop:
+  """A run between steps: its state, counters, and the actions due after each step.
+
+    loop = Loop(run, state=state, frozen=frozen, meta=meta, step=first_step)
+  """
+
+  run: Run
+  state: dict[str, Any]
+  frozen: Any
+  meta: dict[str, Any]  # checkpointed with the state: {'history', 'last_train_loss'}
   step: int = 0
   last_loss: float | None = None
   pending: list[tuple[int, dict[str, jax.Array]]] = dataclasses.field(default_factory=list)
@@ -139,53 +151,53 @@ class Loop:
       return
     # The parameters of step bad - 1 gave the non-finite loss: they are no fallback either.
     last_good = bad - 1 if np.isfinite(loss) else bad - 2
-    kept = checkpointing.keep_up_to(self.mngr, last_good)
+    kept = checkpointing.keep_up_to(self.run.mngr, last_good)
     if jax.process_index() == 0:
-      workdir_lib.mark_nonfinite(self.workdir, {'step': bad, 'loss': repr(loss),
+      workdir_lib.mark_nonfinite(self.run.workdir, {'step': bad, 'loss': repr(loss),
                                                 'stopped_at': self.step, 'checkpoint': kept})
-    raise NonFiniteError(nonfinite_message(self.cfg, self.workdir, bad, loss, self.step, kept,
-                                           self.steps_per_epoch))
+    raise NonFiniteError(nonfinite_message(self.run.cfg, self.run.workdir, bad, loss, self.step,
+                                           kept, self.run.steps_per_epoch))
 
   def save(self) -> None:
     self.meta['last_train_loss'] = self.last_loss
-    checkpointing.save(self.mngr, self.state, self.meta)
+    checkpointing.save(self.run.mngr, self.state, self.meta)
 
   def write_train_scalars(self, metrics: dict[str, jax.Array]) -> None:
     scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if k != 'finite'}
-    scalars['lr'] = float(self.schedule(self.step - 1))
-    self.writer.write_scalars(self.step, {f'train/{k}': v for k, v in scalars.items()})
+    scalars['lr'] = float(self.run.schedule(self.step - 1))
+    self.run.writer.write_scalars(self.step, {f'train/{k}': v for k, v in scalars.items()})
 
   def run_eval(self, epoch: int) -> None:
     row: dict[str, Any] = {'epoch': epoch, 'step': int(jax.device_get(self.state['step']))}
-    for split in self.cfg.data.eval_splits:
-      m = self.evaluate(self.state, split)
+    for split in self.run.cfg.data.eval_splits:
+      m = self.run.evaluate(self.state, split)
       row[split] = m['accuracy']
-      self.writer.write_scalars(row['step'], {f'{split}/accuracy': m['accuracy'],
+      self.run.writer.write_scalars(row['step'], {f'{split}/accuracy': m['accuracy'],
                                               f'{split}/loss': m['loss']})
     self.meta['history'].append(row)
     logging.info('eval %s', row)
 
   def end_epoch(self) -> bool:
     """The method's epoch hook, then the evaluation when one is due; True when it evaluated."""
-    epoch_done = self.step // self.steps_per_epoch
+    epoch_done = self.step // self.run.steps_per_epoch
     ms = jax.device_get(self.state['method_state'])
-    new_ms = self.method.epoch_end(ms, epoch_done, self.cfg)
+    new_ms = self.run.method.epoch_end(ms, epoch_done, self.run.cfg)
     if new_ms is not ms:
-      self.state = dict(self.state, method_state=jax.device_put(new_ms, self.shardings[0]))
-    if epoch_done % self.cfg.train.eval_every_epochs == 0 and self.step < self.total_steps:
+      self.state = dict(self.state, method_state=jax.device_put(new_ms, self.run.shardings[0]))
+    if epoch_done % self.run.cfg.train.eval_every_epochs == 0 and self.step < self.run.total_steps:
       self.run_eval(epoch_done)
       return True
     return False
 
   def after_step(self, metrics: dict[str, jax.Array], signals: dict[str, int]) -> bool:
     """The actions due after `self.step`; True at the last step (the epoch loop ends)."""
-    t = self.cfg.train
+    t = self.run.cfg.train
     self.pending.append((self.step, metrics))
-    for hook in self.hooks:
+    for hook in self.run.hooks:
       hook(self.step)
-    log_now = self.step % t.log_every_steps == 0 or self.step == self.total_steps
+    log_now = self.step % t.log_every_steps == 0 or self.step == self.run.total_steps
     save_now = self.step % t.checkpoint_every_steps == 0
-    epoch_now = self.step % self.steps_per_epoch == 0
+    epoch_now = self.step % self.run.steps_per_epoch == 0
     stop_now = stop_requested(signals, log_now)
     if log_now or save_now or stop_now or epoch_now:
       self.verify()
@@ -194,45 +206,45 @@ class Loop:
     # The epoch's hook and evaluation come before its checkpoint, so that a saved step always
     # holds every evaluation up to it (a kill between the two loses none).
     evaluated = epoch_now and self.end_epoch()
-    if self.step >= self.total_steps and not stop_now:
+    if self.step >= self.run.total_steps and not stop_now:
       return True  # the final evaluation, then its checkpoint, follow the loop
     if save_now or stop_now or evaluated:
       self.save()
     if stop_now:
-      self.mngr.wait_until_finished()
-      raise Interrupted(signals.get('signum', signal.SIGTERM), self.step, self.workdir)
+      self.run.mngr.wait_until_finished()
+      raise Interrupted(signals.get('signum', signal.SIGTERM), self.step, self.run.workdir)
     return False
 
   def run_epoch(self, signals: dict[str, int]) -> None:
     """The rest of the current epoch (or up to total_steps)."""
-    epoch, skip = divmod(self.step, self.steps_per_epoch)
-    bsh = self.shardings[1]
-    for batch in self.path.train_batches(epoch, skip, self.steps_per_epoch):
-      self.state, metrics = self.train_step(self.state, self.frozen,
+    epoch, skip = divmod(self.step, self.run.steps_per_epoch)
+    bsh = self.run.shardings[1]
+    for batch in self.run.path.train_batches(epoch, skip, self.run.steps_per_epoch):
+      self.state, metrics = self.run.train_step(self.state, self.frozen,
                                             shard_lib.put_batch(batch, bsh))
       self.step += 1
       if self.after_step(metrics, signals):
         return
-    if self.step < self.total_steps and self.step % self.steps_per_epoch:
-      c, spe = self.cfg, self.steps_per_epoch
+    if self.step < self.run.total_steps and self.step % self.run.steps_per_epoch:
+      c, spe = self.run.cfg, self.run.steps_per_epoch
       raise RuntimeError(
           f'split {c.data.train_split!r} ran out after {self.step - epoch * spe} batches of '
-          f'epoch {epoch}; the source declared {self.n_train} examples = {spe} batches of '
+          f'epoch {epoch}; the source declared {self.run.n_train} examples = {spe} batches of '
           f'{c.train.batch_size}. The dataset is smaller than its declared split size.')
 
-  def run(self) -> None:
+  def train(self) -> None:
     """Trains to total_steps, then the final evaluation (unless done) and checkpoint."""
     t0 = time.time()
     try:
       with stop_on_signals() as signals:
-        while self.step < self.total_steps:
+        while self.step < self.run.total_steps:
           self.run_epoch(signals)
       self.verify()
       history = self.meta['history']
       if not history or history[-1]['step'] != self.step:
-        self.run_eval(-(-self.step // self.steps_per_epoch))
+        self.run_eval(-(-self.step // self.run.steps_per_epoch))
       self.save()
-      self.mngr.wait_until_finished()
+      self.run.mngr.wait_until_finished()
     finally:
-      self.mngr.close()
+      self.run.mngr.close()
     self.seconds = time.time() - t0

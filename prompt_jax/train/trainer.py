@@ -241,11 +241,14 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
     return evaluate(path, eval_step, state, frozen, split, setup.source.splits[split],
                     tcfg.eval_batch_size, bsh)
 
-  loop = loop_lib.Loop(
-      cfg, workdir, setup.method, path, train_step, eval_split, state, frozen, mngr, meta, writer,
-      schedule, (rep, bsh), n_train, steps_per_epoch, total_steps, hooks=(report, bars),
-      step=first_step, last_loss=meta.get('last_train_loss'))
-  loop.run()
+  run = loop_lib.Run(
+      cfg=cfg, workdir=workdir, method=setup.method, path=path, train_step=train_step,
+      evaluate=eval_split, mngr=mngr, writer=writer, schedule=schedule, shardings=(rep, bsh),
+      n_train=n_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      hooks=(report, bars))
+  loop = loop_lib.Loop(run, state=state, frozen=frozen, meta=meta, step=first_step,
+                       last_loss=meta.get('last_train_loss'))
+  loop.train()
   results = _results(setup, loop, first_step, tree.count(trainable))
   if jax.process_index() == 0:
     workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
