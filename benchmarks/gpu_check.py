@@ -6,7 +6,7 @@ PyTorch CUDA (SDPA, flash where it applies) eager and `torch.compile`d, in one J
 
 GPU mode: pytest tests/test_accelerators.py; per method (benchmarks.run rows without PyTorch) the
 trainer's jitted step at B/16, batch 64, `model.compute_dtype='bfloat16'`, `model.attention='auto'`
-(= 'fused': cuDNN on GPU in bf16); then VPT-deep P=50 against torch_reference VPTDeepViT on
+(= 'fused': cuDNN on GPU in bf16); then VPT-deep P=50 against references VPTDeepViT on
 CUDA under bf16 autocast with SDPA restricted to flash / memory-efficient kernels, eager and
 compiled, all three timed in interleaved rounds. `--cpu` runs every stage on the CPU with a micro
 model (the accelerator tests are only collected) so CI checks that the script works.
@@ -43,7 +43,7 @@ def accelerator_tests(cpu: bool, timeout: int) -> dict:
 def torch_vpt(variant: str, batch: int, image: int, prompts: int, device: str, dtype: str):
   """(eager run, compiled run, first-call seconds of the compiled one) of VPTDeepViT's SGD step."""
   import torch
-  from torch_reference.torch_vit import VPTDeepViT
+  from references.torch_vit import VPTDeepViT
   from prompt_jax.models import vit
   a = vit.decode_variant(variant)
   kw = dict(image=image, patch=a['patch_size'], d=a['width'], depth=a['depth'],

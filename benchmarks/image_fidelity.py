@@ -4,7 +4,7 @@
 
 transforms: per config, the mean |ours - release| in 1/255 units over scikit-learn's sample photos
 (and crops of other aspect ratios) at 224px, the release transform written with PIL
-(tests/pil_reference.py), for `before` (the alternative data options in CASES) and `after`
+(references/pil_reference.py), for `before` (the alternative data options in CASES) and `after`
 (the config's options now).
 jpeg: the fraction of uint8 values that differ from PIL's decoding, and the largest difference,
 for TF's default JPEG decoder and for ours (`preprocess.decode_image`), at several qualities.
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import common as bench
-from tests import pil_reference
+from references import pil_reference
 
 # config -> (release transform: crop_pct, shorter side; the alternative data options compared)
 CASES = {

@@ -16,7 +16,7 @@ from each method's config (live tokens, the default), and time it again with eve
 every block (`model.live_tokens=False`: `jax_images_per_s_all_live`, `live_over_all_live`); XLA's
 FLOPs of the live step count only the live-token work. Every row also times an independent PyTorch
 model of the same train step in the same run (all tokens live, as the releases):
-torch_reference/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop path / AdamW),
+references/torch_vit.py VPTDeepViT (VPT-deep; SPT with its pool / drop path / AdamW),
 torch_ship.py SHIPViT (with the anchors and prototype bank the JAX row's prepare() found),
 torch_davpt.py DAVPTViT (with the JAX row's class map and trainable biases). Before timing, the JAX
 params are copied into the PyTorch model and logits / loss of one training-mode forward (drop path
@@ -118,7 +118,7 @@ def _jax_context(**kw) -> dict:
 def _torch_model(name: str, cfg, prepared: dict, variant: str, image: int, classes: int):
   """(model, train-step factory(model, x, y) -> run, description) for method `name`."""
   import torch
-  from torch_reference import torch_davpt, torch_ship, torch_vit
+  from references import torch_davpt, torch_ship, torch_vit
   from prompt_jax.models import vit
   arch = vit.decode_variant(variant)
   kw = dict(image=image, patch=arch['patch_size'], d=arch['width'], depth=arch['depth'],
@@ -139,7 +139,7 @@ def _torch_model(name: str, cfg, prepared: dict, variant: str, image: int, class
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()
       return run
-    desc = (f'torch_reference.torch_vit.VPTDeepViT (P={cfg.vpt.num_prompts}, '
+    desc = (f'references.torch_vit.VPTDeepViT (P={cfg.vpt.num_prompts}, '
             f'pool={cfg.model.pool}, '
             f'drop_path={cfg.model.drop_path}, {tr.optimizer})')
   elif name == 'ship':
@@ -149,7 +149,7 @@ def _torch_model(name: str, cfg, prepared: dict, variant: str, image: int, class
                                prompt_weight=s.prompt_weight, bank_weight=s.bank_weight,
                                match_weight=s.match_weight, **kw)
     step = lambda m, x, y: torch_ship.train_step(m, x, y, lr=tr.lr, wd=tr.wd)
-    desc = (f'torch_reference.torch_ship.SHIPViT (P={s.num_prompts}, '
+    desc = (f'references.torch_ship.SHIPViT (P={s.num_prompts}, '
             f'anchors={list(anchors)}, '
             f'bank={tuple(np.shape(prepared["bank"]))}, drop_path={cfg.model.drop_path}, adamw)')
   elif name == 'davpt':
@@ -162,7 +162,7 @@ def _torch_model(name: str, cfg, prepared: dict, variant: str, image: int, class
         delta_neg=c.delta_neg, scale=c.scale, extra_trainable=extras, **kw)
     step = lambda m, x, y: torch_davpt.train_step(m, x, y, lr=tr.lr, wd=tr.wd,
                                                   clip_value=tr.grad_clip_value)
-    desc = (f'torch_reference.torch_davpt.DAVPTViT (P={int(prepared["num_proxies"])}, '
+    desc = (f'references.torch_davpt.DAVPTViT (P={int(prepared["num_proxies"])}, '
             f'nP={c.num_other}, proxy layers {c.proxy_start}-{c.proxy_end}, pool={cfg.model.pool}, '
             f'drop_path={cfg.model.drop_path}, extras={extras}, adamw+clip)')
   else:
@@ -233,7 +233,7 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
   """(row, worker kwargs): the PyTorch model's check, FLOPs and 1-thread timing, and the keyword
   arguments of `torch_worker` (picklable) for the caller to time with the JAX step."""
   import torch
-  from torch_reference import torch_vit
+  from references import torch_vit
   prepared = jax.tree_util.tree_map(np.asarray, ctx['setup'].prepared)
   model, step, desc = _torch_model(name, ctx['cfg'], prepared, variant, image, classes)
   row = {'torch_model': desc, 'torch_trainable_params': torch_vit.trainable_count(model),

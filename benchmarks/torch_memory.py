@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _one(variant: str, batch: int, prompts: int, threads: int) -> dict:
   import torch
   sys.path.insert(0, ROOT)
-  from torch_reference import torch_vit
+  from references import torch_vit
   from prompt_jax.models import vit
   torch.set_num_threads(threads)
   arch = vit.decode_variant(variant)

@@ -7,7 +7,7 @@ PyTorch, in one run.
 
 For each prompt count P: our trainer's jitted step with `model.live_tokens=True` ('live': prompts
 are key/value-only in every block, exact) and False ('full': every token in every block, what the
-release computes), and the PyTorch release-style step (torch_reference/torch_vit.VPTDeepViT,
+release computes), and the PyTorch release-style step (references/torch_vit.VPTDeepViT,
 all tokens live). `--attention=einsum,fused` times both attention implementations
 (models/attention.py). Prints JSON: images/s, ratios to PyTorch, FLOPs of each compiled step (XLA
 cost analysis: the live step's count holds only the live-token work) and their utilisation of a
@@ -71,7 +71,7 @@ def jax_step(batch: int, prompts: int, image: int, variant: str, classes: int = 
 def torch_step(batch: int, prompts: int, image: int, classes: int = 100, compile: bool = False,
                dtype: str = 'float32', **arch):
   import torch
-  from torch_reference.torch_vit import VPTDeepViT
+  from references.torch_vit import VPTDeepViT
   torch.manual_seed(0)
   model = VPTDeepViT(image=image, prompts=prompts, classes=classes, **arch)
   if compile:

@@ -6,6 +6,11 @@
   model, params, config = prompt_jax.load_tuned('ViT-B_16.npz', 'workdir/tuned')
 
 (see prompt_jax.api and prompt_jax.export.tuned; the names import their modules on first use.)
+
+Layers, low to high; a module imports only from its own layer and those below
+(tests/test_structure.py checks it, docs/architecture.md explains it):
+  util/ < models/, text/ < checkpoints/, data/, evaluators/ < methods/ < train/ < export/
+  < protocol/ < main.py, api.py
 """
 
 __version__ = '0.1.0'

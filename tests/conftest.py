@@ -1,4 +1,5 @@
-"""Shared test fixtures: a micro config on the offline digits task and a cached pretrained .npz."""
+"""Pytest hooks and fixtures: the session's shared JAX compilation cache and a cached pretrained
+.npz. Helpers that tests import by name live in tests/helpers.py."""
 
 import os
 import sys
@@ -38,20 +39,6 @@ def pytest_unconfigure(config):
     shutil.rmtree(path, ignore_errors=True)
     for k in _CACHE_ENV:
       os.environ.pop(k, None)
-
-
-def micro_config(method: str = 'vpt', **train):
-  """A locked config: Mu/8 ViT at 32px on digits 'downstream', a few quick epochs."""
-  from prompt_jax.configs import demo
-  c = demo.get_config()
-  c.unlock()
-  c.program = 'train'
-  c.method = method
-  c.init.checkpoint = 'random'  # tests train on a seeded random backbone unless they set one
-  c.train.update(dict(dict(epochs=2, batch_size=32, eval_every_epochs=1, checkpoint_every_steps=5,
-                           log_every_steps=5, export=False), **train))
-  c.lock()
-  return c
 
 
 @pytest.fixture(scope='session')

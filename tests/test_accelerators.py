@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import micro_config
+from helpers import micro_config
 from methods.test_sap import CLASSES, _prepared_model, assets, tiny_config  # noqa: F401
 from prompt_jax.train import optim
 from prompt_jax.train import steps

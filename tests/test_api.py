@@ -16,7 +16,7 @@ import prompt_jax
 from prompt_jax.util import tree
 from prompt_jax.data import registry
 
-from conftest import micro_config
+from helpers import micro_config
 
 
 def _digits_batch(n=32):

@@ -1,7 +1,7 @@
 """The benchmark suite runs, and its PyTorch counterparts compute what our methods compute.
 
 Timings are printed by the suite, never asserted here. What is asserted: every method row builds,
-the independent PyTorch model (torch_reference/torch_*.py) has the same trainable parameter
+the independent PyTorch model (references/torch_*.py) has the same trainable parameter
 count, and
 with our parameters copied in its logits and loss (CE + the method's auxiliary loss) match.
 """

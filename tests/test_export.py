@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.export import tuned as export
 from prompt_jax.train import trainer as train
 from prompt_jax.util import tree

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.train import checkpointing
 from prompt_jax.train import trainer as train
 from prompt_jax.data import pipeline

@@ -213,3 +213,19 @@ def test_functions_and_modules_are_small():
         if n > 80:
           long.append(f'{rel}:{node.lineno} {node.name}: {n} lines')
   assert not long, long
+
+
+def test_tests_import_helpers_not_conftest_and_benchmarks_not_tests():
+  """Test helpers are a module (tests/helpers.py) or fixtures; the PyTorch references live in
+  references/, which tests and benchmarks both import."""
+  found = []
+  for folder, banned in (('tests', ('conftest', 'tests.conftest')), ('benchmarks', ('tests',))):
+    for path in sorted(glob.glob(os.path.join(ROOT, folder, '**', '*.py'), recursive=True)):
+      with open(path) as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+        found += [f'{os.path.relpath(path, ROOT)}:{node.lineno} imports {n}' for n in names
+                  if any(n == b or n.startswith(b + '.') for b in banned)]
+  assert not found, found

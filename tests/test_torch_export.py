@@ -1,5 +1,5 @@
 """Tuned prompts to PyTorch and back: the safetensors state dict, in the release's names, loaded
-into the independent PyTorch models (torch_reference/) gives our logits; imported back it
+into the independent PyTorch models (references/) gives our logits; imported back it
 gives our params."""
 
 import importlib
@@ -17,7 +17,7 @@ from prompt_jax.util import tree
 from prompt_jax.data import registry
 from prompt_jax.data.source import ArraySource
 from prompt_jax.models import vit
-from torch_reference import torch_davpt, torch_petl, torch_ship, torch_vit
+from references import torch_davpt, torch_petl, torch_ship, torch_vit
 
 IMAGE, CLASSES = 32, 5
 PETL = ('lora', 'adapter', 'prefix', 'bitfit')
@@ -42,7 +42,7 @@ RELEASE_KEYS = {
                for n in ('attn.qkv', 'attn.proj', 'norm1', 'norm2', 'mlp.fc1', 'mlp.fc2')}
     | {'patch_embed.proj.bias', 'norm.bias'} | _HEAD,
 }
-# release name -> torch_reference/torch_petl.PETLViT's (a block-level transcription)
+# release name -> references/torch_petl.PETLViT's (a block-level transcription)
 _PETL_REF = (('.attn.LoRA', '.LoRA'), ('.attn.prefix', '.prefix'), ('.attn.qkv.', '.qkv.'),
              ('.attn.proj.', '.proj.'), ('.mlp.fc', '.fc'), ('patch_embed.proj.', 'patch_embed.'))
 

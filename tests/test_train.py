@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.train import checkpointing
 from prompt_jax.export import tuned as export
 from prompt_jax.train import optim
@@ -297,7 +297,7 @@ def test_sharded_over_8_devices_matches_one_device(tmp_path):
   script = (
       'import sys, json; sys.path.insert(0, "tests"); import jax;'
       'assert jax.device_count() == 8, jax.devices();'
-      'from conftest import micro_config; from prompt_jax.train import trainer as train;'
+      'from helpers import micro_config; from prompt_jax.train import trainer as train;'
       'cfg = micro_config("vpt", epochs=1, max_steps=3); cfg.unlock();'
       'cfg.mesh.fsdp = int(sys.argv[2]);'
       'r = train.train_and_evaluate(cfg, sys.argv[1]);'

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.checkpoints import backbone
 from prompt_jax import checkpoints
 from prompt_jax.train import validation

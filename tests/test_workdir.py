@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.checkpoints import backbone
 from prompt_jax.train import trainer as train
 from prompt_jax.util import treeio

@@ -144,7 +144,7 @@ def test_damaged_torchscript_and_safetensors_are_checkpoint_errors(tmp_path):
 
 
 def test_nonfinite_backbone_weights_are_refused(tmp_path):
-  from conftest import micro_config
+  from helpers import micro_config
   from prompt_jax.checkpoints import backbone
   from prompt_jax.methods import base
   cfg = micro_config('vpt')

@@ -8,7 +8,7 @@ from prompt_jax.data import prepare
 from prompt_jax.data import registry
 from prompt_jax.data import tasks
 
-from conftest import micro_config
+from helpers import micro_config
 
 
 def test_mock_tree_has_every_tasks_classes_shapes_and_splits(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 from prompt_jax.data import pipeline
 from prompt_jax.data import preprocess
 from prompt_jax.data import vtab
-from tests import pil_reference
+from references import pil_reference
 
 
 def _ours(arr, cfg_data):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.util import tree
 from prompt_jax.configs import common
 from prompt_jax.methods import base

@@ -1,7 +1,7 @@
 """The parameter-efficient baselines (methods/lora.py, adapter.py, prefix.py, bitfit.py).
 
 Parity on identical weights with a PyTorch transcription of the NOAH / SHIP release's blocks
-(torch_reference/torch_petl.py): logits, loss and the gradients of every trainable tensor to
+(references/torch_petl.py): logits, loss and the gradients of every trainable tensor to
 1e-5; LoRA also against Hugging Face peft on a transformers ViT (independent code). The inits are
 checked against torch's own initialisers on the release's shapes; trainable counts at ViT-B/16
 against the numbers the VTAB tables print; each baseline trains on the digits backbone.
@@ -17,7 +17,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.util import tree
 from prompt_jax.configs import common
 from prompt_jax.methods import base
@@ -99,7 +99,7 @@ CASES = {  # name -> (method, section overrides, transcription dims); 0 = none i
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_matches_the_release_transcription(case):
-  from torch_reference import torch_petl
+  from references import torch_petl
   method, section, dims = CASES[case]
   model, params = _ours(_config(method, **section))
   ref = torch_petl.PETLViT(classes=CLASSES, **dims).eval()
@@ -132,7 +132,7 @@ def test_inits_are_the_releases_at_vit_b16_shapes():
   from prompt_jax.methods import adapter
   from prompt_jax.methods import lora
   from prompt_jax.methods import prefix
-  from torch_reference import torch_petl
+  from references import torch_petl
   blk = torch_petl.PETLBlock(768, 12, 16, lora=8, prefix=10, adapter=8)
   fan = lambda t: torch.nn.init._calculate_fan_in_and_fan_out(t)
   xavier = lambda t: math.sqrt(6 / sum(fan(t)))

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import micro_config
+from helpers import micro_config
 from prompt_jax.configs import common
 from prompt_jax.train import trainer as train
 from prompt_jax.methods import inits

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import micro_config
+from helpers import micro_config
 
 
 @pytest.mark.parametrize('method', ['vpt'])

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from torch_reference import torch_vit
+from references import torch_vit
 
 
 class QuickGELU(nn.Module):

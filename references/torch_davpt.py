@@ -27,7 +27,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from torch_reference.torch_vit import Block, DropPath, state_dict_from_jax
+from references.torch_vit import Block, DropPath, state_dict_from_jax
 
 
 class SplitBiasBlock(Block):

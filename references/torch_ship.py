@@ -30,7 +30,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from torch_reference.torch_vit import Block, DropPath, state_dict_from_jax
+from references.torch_vit import Block, DropPath, state_dict_from_jax
 
 NUM_SHARED = 10
 NUM_ATTRIBUTE = 10
