@@ -12,6 +12,7 @@ import pytest
 
 from prompt_jax.protocol import report
 from prompt_jax.protocol import figure as report_figure
+from prompt_jax.protocol import rows as rows_lib
 from prompt_jax.data import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,8 +186,8 @@ def _rows(task_list, variants, seeds, rng):
   for i, v in enumerate(variants):
     by_task = {t: {s: float(np.clip(0.5 + 0.1 * i + rng.normal(0, 0.1), 0, 1))
                    for s in range(seeds)} for t in task_list}
-    cells = {t: report._cell(x) for t, x in by_task.items()}
-    cells.update(report._group_cells(by_task))
+    cells = {t: rows_lib.cell_of(x) for t, x in by_task.items()}
+    cells.update(rows_lib.group_cells(by_task))
     out.append(report.Row('vpt', v, 'ViT-B_16.npz', 'final epoch', cells))
   return out
 
