@@ -106,7 +106,9 @@ def _tuned(tuned_dir: str) -> tuple[Arrays, ml_collections.ConfigDict, dict[str,
   import orbax.checkpoint as ocp
   from prompt_jax import tree
   from prompt_jax import treeio
+  from prompt_jax import export
   tuned_dir = os.path.abspath(tuned_dir)
+  export.verify(tuned_dir)  # the seal: an edited, damaged or truncated file is refused
   with open(os.path.join(tuned_dir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   with open(os.path.join(tuned_dir, 'meta.json')) as f:
@@ -137,11 +139,26 @@ def to_safetensors(tuned_dir: str, out: str | None = None) -> str:
   return out
 
 
+class PromptFileError(ValueError):
+  """A prompt state dict that cannot be used: not a safetensors file, or non-finite values."""
+
+
 def read_safetensors(path: str) -> tuple[Arrays, dict[str, str]]:
-  """(state dict, metadata) of a safetensors file."""
+  """(state dict, metadata) of a safetensors file. Raises PromptFileError when `path` is not one or
+  a floating tensor holds NaN / inf (naming the tensor)."""
   from safetensors import safe_open
-  with safe_open(path, framework='numpy') as f:
-    return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+  try:
+    with safe_open(path, framework='numpy') as f:
+      sd, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+  except Exception as e:  # whatever safetensors raises on a file that is not one
+    raise PromptFileError(f'{path} is not a readable .safetensors file ({type(e).__name__}: '
+                          f'{str(e)[:120]}); pass a file written by prompt-jax-torch-export or '
+                          'safetensors.save_file') from None
+  for k in sorted(sd):
+    if sd[k].dtype.kind == 'f' and not np.isfinite(sd[k]).all():
+      raise PromptFileError(f'{path}: tensor {k} holds NaN or inf values; these prompts are '
+                            'damaged or diverged, use another file')
+  return sd, meta
 
 
 def load_safetensors(backbone_ckpt: str, path: str, *, like: Any = None,
@@ -167,7 +184,8 @@ def load_safetensors(backbone_ckpt: str, path: str, *, like: Any = None,
       keys = json.load(f)['keys']
   else:
     config = _config_of(like, meta)
-    model, params, keys = _fresh(config, backbone_ckpt, backbone_format, sd, meta)
+    model, params, keys = _fresh(config, backbone_ckpt, backbone_format, sd, meta,
+                                 allow_other_backbone=allow_other_backbone, path=path)
   flat = tree.flat(params)
   new = from_state_dict(sd, config, {k: np.shape(flat[k]) for k in keys},
                         ignore_other=ignore_other)
@@ -187,9 +205,11 @@ def _config_of(like: Any, meta: Mapping[str, str]) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(like.to_dict() if hasattr(like, 'to_dict') else like)
 
 
-def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
-  """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys."""
+def _fresh(config, backbone_ckpt, backbone_format, sd, meta, *, allow_other_backbone, path):
+  """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys.
+  The backbone's digest must be the one in the file's metadata (`export.check_backbone`)."""
   from prompt_jax import backbone as backbone_lib
+  from prompt_jax import export
   from prompt_jax import tree
   from prompt_jax.methods import base
   m = base.get(config.method)
@@ -205,9 +225,13 @@ def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
   if backbone_format:
     config.init.format = backbone_format
   config.lock()
+  backbone = backbone_lib.load(m, config)
+  want = meta.get('backbone_digest')
+  export.check_backbone(tree.digest(backbone), None if want in (None, '', 'None') else want, path,
+                        backbone_ckpt, meta.get('backbone_checkpoint'),
+                        allow_other_backbone=allow_other_backbone)
   model = m.model(config, num_classes, None)
-  params = m.init_params(backbone_lib.init_with(model, config, backbone_lib.load(m, config)), None,
-                         config)
+  params = m.init_params(backbone_lib.init_with(model, config, backbone), None, config)
   trainable, frozen = tree.split(params, *m.trainable_patterns(config))
   keys = list(tree.flat(trainable)) + [k for k in tree.flat(frozen) if k.startswith('prompt/')]
   return model, params, keys

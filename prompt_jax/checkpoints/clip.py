@@ -1,9 +1,9 @@
 """CLIP checkpoints -> our flat '/'-joined params (prompt_jax/models/clip.py).
 
 Formats (`config.init.format`):
-  clip_openai  OpenAI's release (`ViT-B-16.pt`, a TorchScript archive: read with `torch.jit.load`,
-               so torch must be installed), or the same state dict saved plainly (`.npz`, or a
-               `torch.save` state dict, read without torch). Keys: `visual.conv1.weight`,
+  clip_openai  OpenAI's release (`ViT-B-16.pt`, a TorchScript archive: its data.pkl read through
+               `safe_pickle`'s allow-list, never run, no torch needed), or the same state dict
+               saved plainly (`.npz`, or a `torch.save` state dict). Keys: `visual.conv1.weight`,
                `visual.transformer.resblocks.{i}.attn.in_proj_weight` (fused q/k/v), ...
   clip_hf      Hugging Face `openai/clip-vit-base-patch16` layout from `.safetensors` (a file, or a
                directory holding `model.safetensors`), read with `safetensors.numpy` (no torch).
@@ -180,19 +180,9 @@ def convert_hf(sd: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, .
 
 
 def read_openai(path: str) -> dict[str, np.ndarray]:
-  """OpenAI release (TorchScript, needs torch) or a plain state dict (.npz / torch.save)."""
-  try:
-    obj = state_dict.read(path)
-  except ValueError as e:
-    if 'TorchScript' not in str(e):
-      raise
-    try:
-      import torch
-    except ImportError as e2:
-      raise ImportError(f'{path} is a TorchScript archive (the OpenAI CLIP release); reading it '
-                        'needs torch (pip install torch), or convert it once to .npz') from e2
-    module = torch.jit.load(path, map_location='cpu')
-    obj = {k: v.detach().float().numpy() for k, v in module.state_dict().items()}
+  """OpenAI release (a TorchScript archive: its state dict, read through the allow-list without
+  torch) or a plain state dict (.npz / torch.save)."""
+  obj = state_dict.read(path)
   if isinstance(obj, Mapping) and 'state_dict' in obj and isinstance(obj['state_dict'], Mapping):
     obj = obj['state_dict']
   return dict(obj)

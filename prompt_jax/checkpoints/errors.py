@@ -36,14 +36,29 @@ def _fmt(keys, limit: int = 20) -> str:
   return ', '.join(keys[:limit]) + more
 
 
+def first_nonfinite(arrays: Mapping[str, np.ndarray]) -> str | None:
+  """The first key (sorted) of a floating array holding NaN or inf, or None."""
+  for k in sorted(arrays):
+    a = np.asarray(arrays[k])
+    if a.dtype.kind == 'f' or a.dtype.name == 'bfloat16':
+      if not np.isfinite(a.astype(np.float32, copy=False)).all():
+        return k
+  return None
+
+
 def validate(loaded: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], *,
              source: str) -> None:
-  """Raises CheckpointError unless `loaded` has exactly the keys and shapes of `expected`."""
+  """Raises CheckpointError unless `loaded` has exactly the keys and shapes of `expected` and
+  every floating tensor is finite (the first non-finite one is named)."""
   missing = set(expected) - set(loaded)
   extra = set(loaded) - set(expected)
   bad = {k: (tuple(np.shape(loaded[k])), tuple(expected[k])) for k in set(loaded) & set(expected)
          if tuple(np.shape(loaded[k])) != tuple(expected[k])}
   if not (missing or extra or bad):
+    nonfinite = first_nonfinite(loaded)
+    if nonfinite:
+      raise CheckpointError(f'checkpoint {source}: tensor {nonfinite} holds NaN or inf values '
+                            '(a damaged or diverged checkpoint); use an intact file')
     return
   lines = [f'checkpoint {source} does not fit the model:']
   if missing:
