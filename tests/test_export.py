@@ -110,7 +110,8 @@ def test_prompt_file_with_nan_is_refused_naming_the_tensor(tuned, tmp_path):
     sd['head.last_layer.bias'] = sd['head.last_layer.bias'].copy()
     sd['head.last_layer.bias'][1] = np.nan
   path = _prompt_file(tuned, tmp_path, edit_sd=nan)
-  with pytest.raises(torch_export.PromptFileError, match=r'tensor head\.last_layer\.bias holds NaN'):
+  with pytest.raises(torch_export.PromptFileError,
+                     match=r'tensor head\.last_layer\.bias holds NaN'):
     torch_export.load_safetensors('random', path)
 
 
