@@ -5,8 +5,8 @@ Formats (`config.init.format`):
                `safe_pickle`'s allow-list, never run, no torch needed), or the same state dict
                saved plainly (`.npz`, or a `torch.save` state dict). Keys: `visual.conv1.weight`,
                `visual.transformer.resblocks.{i}.attn.in_proj_weight` (fused q/k/v), ...
-  clip_hf      Hugging Face `openai/clip-vit-base-patch16` layout from `.safetensors` (a file, or a
-               directory holding `model.safetensors`), read with `safetensors.numpy` (no torch).
+  clip_hf      Hugging Face `openai/clip-vit-base-patch16` layout from `.safetensors` or
+               `pytorch_model.bin` (a file, or a directory holding one), read without torch.
 PyTorch Linear weights are [out, in]; ours are [in, out] with attention kernels split per head:
 q/k/v [D, H, Dh], out [H, Dh, D]. Weights are cast to float32. Every load is validated: missing,
 unexpected (by their checkpoint names) and mis-shaped keys are named in the error.
@@ -189,11 +189,15 @@ def read_openai(path: str) -> dict[str, np.ndarray]:
 
 
 def read_hf(path: str) -> dict[str, np.ndarray]:
-  """HF safetensors file, or a directory with model.safetensors (torch-free)."""
+  """HF safetensors file or pytorch_model.bin (read through `safe_pickle`'s allow-list), or a
+  directory holding either (model.safetensors first); torch-free."""
   if os.path.isdir(path):
-    path = os.path.join(path, 'model.safetensors')
+    st = os.path.join(path, 'model.safetensors')
+    path = st if os.path.exists(st) else os.path.join(path, 'pytorch_model.bin')
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint file not found: {path}')
+  if path.endswith('.bin'):
+    return dict(state_dict.read(path))
   from safetensors.numpy import load_file
   return load_file(path)
 
@@ -208,8 +212,8 @@ def _resize_posemb(flat: dict[str, np.ndarray], expected: Mapping[str, tuple[int
 EXPECTED = {
     'clip_openai': "OpenAI's TorchScript archive (ViT-B-16.pt), or its state dict as .npz / "
                    'torch.save',
-    'clip_hf': 'a Hugging Face CLIPModel .safetensors file (or a directory holding '
-               'model.safetensors)',
+    'clip_hf': 'a Hugging Face CLIPModel .safetensors / pytorch_model.bin file (or a directory '
+               'holding one)',
 }
 
 
