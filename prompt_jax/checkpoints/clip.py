@@ -227,7 +227,12 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *,
   read, convert = readers[fmt]
   with errors.reading(path, fmt, EXPECTED[fmt]):
     sd = read(path)
-  flat = convert(sd, expected)
+  try:
+    flat = convert(sd, expected)
+  except (ValueError, KeyError) as e:  # a tensor that cannot be split / reshaped as the model's
+    raise errors.CheckpointError(
+        f'checkpoint {path} ({fmt}) does not fit the model: {type(e).__name__}: {e}; check '
+        'config.model.variant / config.init.format') from None
   if posemb_resize:
     _resize_posemb(flat, expected, posemb_resize)
   errors.validate(flat, expected, source=f'{path} ({fmt})')
