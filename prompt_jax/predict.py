@@ -95,11 +95,13 @@ def image_files(paths: Sequence[str]) -> list[str]:
 def read_images(files: Sequence[str]) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
   """Decodes `files` as the trainer does (`preprocess.read_image`): (images, their files, {file:
   why} of those that do not decode, skipped)."""
+  from prompt_jax import console
   from prompt_jax.data import preprocess
   images, good, bad = [], [], {}
   for f in files:
     try:
-      images.append(preprocess.read_image(f))
+      with console.stderr_fd_silenced():  # libjpeg's own warnings; the file is named instead
+        images.append(preprocess.read_image(f))
       good.append(f)
     except preprocess.ImageError as e:
       bad[f] = str(e)

@@ -2,7 +2,7 @@
 
   path = to_safetensors('/tmp/run/tuned')            # -> /tmp/run/tuned/state_dict.safetensors
   model, params, config = load_safetensors('ViT-B_16.npz', path, like='/tmp/run/tuned')
-  python -m prompt_jax.torch_export --tuned=/tmp/run/tuned [--out=prompts.safetensors]
+  prompt-jax-torch-export --tuned=/tmp/run/tuned [--out=prompts.safetensors]
 
 Names, declared by each method (`Method.torch_naming` in prompt_jax/methods/M.py; PyTorch layout:
 Linear weights [out, in]; prompts as the release stores them):
@@ -78,7 +78,11 @@ def from_state_dict(sd: Mapping[str, Any], config: Any, shapes: Mapping[str, tup
   the model's tuned tensors). Unknown names are an error unless `ignore_other` (a release's
   whole-model checkpoint: its backbone keys are then ignored); missing or mis-shaped ones always."""
   rest = {k: np.asarray(v, np.float32) for k, v in sd.items()}
-  flat = _naming(config.method)[1](rest, config)
+  try:
+    flat = _naming(config.method)[1](rest, config)
+  except KeyError as e:  # a release name the method's naming reads
+    raise KeyError(f'the state dict has no {e.args[0]!r}, which the {config.method} model needs '
+                   '(a missing key)') from None
   if rest and not ignore_other:
     raise KeyError(f'{len(rest)} state dict keys are not {config.method} prompt/head tensors: '
                    f'{sorted(rest)[:8]}; pass ignore_other=True (--ignore_other) to take only the '
@@ -238,14 +242,21 @@ def _fresh(config, backbone_ckpt, backbone_format, sd, meta, *, allow_other_back
 
 
 def main(argv: list[str] | None = None) -> None:
-  """python -m prompt_jax.torch_export --tuned=DIR [--out=FILE]: the PyTorch state dict."""
+  """prompt-jax-torch-export --tuned=DIR [--out=FILE]: the PyTorch state dict. An export that is
+  not sealed and unchanged (`export.verify`) is one line on stderr, exit 2, nothing written."""
   import argparse
-  p = argparse.ArgumentParser(prog='python -m prompt_jax.torch_export', description=main.__doc__)
+  import sys
+  p = argparse.ArgumentParser(prog='prompt-jax-torch-export', description=main.__doc__)
   p.add_argument('--tuned', required=True, help='a run\'s tuned/ export')
   p.add_argument('--out', default=None, help='default: TUNED/state_dict.safetensors')
   a = p.parse_args(argv)
-  path = to_safetensors(a.tuned, a.out)
-  sd, meta = read_safetensors(path)
+  try:
+    path = to_safetensors(a.tuned, a.out)
+    sd, meta = read_safetensors(path)
+  except (ValueError, KeyError, OSError) as e:  # ExportError, a method without release names
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    print(f'prompt-jax-torch-export: {" ".join(msg.split())}', file=sys.stderr)
+    sys.exit(2)
   print(f'{path}: {meta["method"]} ({meta["release"]} names), '
         + ', '.join(f'{k} {list(v.shape)}' for k, v in sd.items()))
 
