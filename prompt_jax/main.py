@@ -67,18 +67,20 @@ def main(argv: list[str]) -> None:
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required (where checkpoints, summaries and results go)')
+  from prompt_jax import cpu_malloc
+  try:  # first: before JAX's backend exists (prompt_jax/cpu_malloc.py), a bad value at once
+    cpu_malloc.maybe_apply()
+  except ValueError as e:
+    _exit_config_error(str(e))
   from prompt_jax import preflight
   from prompt_jax import validation
   try:  # every value and the files it names, before TensorFlow is imported
     preflight.check(config, _WORKDIR.value)
   except validation.ConfigError as e:
     _exit_config_error(str(e))
+  for warning in validation.warnings(config):
+    print(f'warning: {warning}', file=sys.stderr)
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
-  from prompt_jax import cpu_malloc
-  try:  # before JAX's backend exists (prompt_jax/cpu_malloc.py)
-    cpu_malloc.maybe_apply()
-  except ValueError as e:
-    _exit_config_error(str(e))
   if _VERBOSE.value:
     logging.info('config:\n%s', config)
   result = run_program(config, _WORKDIR.value)

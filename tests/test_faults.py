@@ -29,6 +29,7 @@ class Scenario:
   max_s: float  # upper bound on the wall time of the command
   lines: int = 1  # stderr lines (a skipped image is named on its own line)
   writes: tuple[str, ...] = ()  # files it may create in its working directory
+  env: tuple[str, ...] = ()  # 'NAME=value' set for the command
 
 
 P = 'predict --weights random'
@@ -67,6 +68,11 @@ SCENARIOS = [
              60, lines=2, writes=('predictions.csv',)),
     Scenario('split: typo', f'{P} --tuned {{tuned}} --split tst', 2,
              r"split 'tst' is not in", 60),
+    Scenario('main: typo in a task spec', 'main --config={demo}:tsk=dtd --workdir=wd', 2,
+             r"demo\.py:tsk=dtd: ValueError: unknown config argument 'tsk'", 10),
+    Scenario('main: bad PROMPT_JAX_MALLOC', 'main --config={demo} --workdir=wd', 2,
+             r"PROMPT_JAX_MALLOC='bogus': use system .* or reuse", 5,
+             env=('PROMPT_JAX_MALLOC=bogus',)),
     Scenario('torch-export: edited config', 'torch-export --tuned {edited} --out x.safetensors',
              2, r'config\.json changed after the export', 30),
     Scenario('torch-export: flipped byte', 'torch-export --tuned {flipped} --out x.safetensors',
@@ -75,7 +81,8 @@ SCENARIOS = [
              2, r'params/.* changed after the export', 30),
 ]
 
-CLIS = {'predict': 'prompt_jax.predict', 'torch-export': 'prompt_jax.torch_export'}
+CLIS = {'predict': 'prompt_jax.predict', 'torch-export': 'prompt_jax.torch_export',
+        'main': 'prompt_jax.main'}
 
 
 def _params_file(path):
@@ -167,7 +174,8 @@ def kit(tmp_path_factory):
   tuned = export.export_tuned(os.path.join(root, 'tuned'), trainable, frozen, setup.config,
                               setup.prepared, backbone_digest=setup.backbone_digest)
   k = {name: os.path.join(root, f) for name, f in NAMES.items()}
-  k.update(dir=root, tuned=tuned)
+  k.update(dir=root, tuned=tuned,
+           demo=os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'demo.py'))
   _damaged_exports(k, tuned)
   _prompt_files(k, tuned)
   _images(k)
@@ -188,7 +196,8 @@ def _digests(root):
 def test_scenario(kit, tmp_path, case):
   cli, *args = case.command.format(**kit).split()
   before = _digests(kit['dir'])
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu',
+             **dict(e.split('=', 1) for e in case.env))
   start = time.monotonic()
   r = subprocess.run([sys.executable, '-m', CLIS[cli], *args], cwd=tmp_path, env=env,
                      capture_output=True, text=True, timeout=case.max_s * 3)
