@@ -90,17 +90,21 @@ def main(argv: list[str]) -> None:
 
 
 def run_program(config: ml_collections.ConfigDict, workdir_path: str) -> Any:
-  """Runs `config.program`; a known failure (bad config, workdir, checkpoint, non-finite step, out
-  of memory) exits 1 with one message naming the fix, a signal exits 128 + n."""
+  """Runs `config.program`; a known failure (bad config, workdir, checkpoint, a damaged export or
+  prompt file, non-finite step, out of memory) exits 1 with one message naming the fix, a signal
+  exits 128 + n."""
   from prompt_jax import checkpointing
   from prompt_jax import checkpoints
+  from prompt_jax import export
+  from prompt_jax import torch_export
   from prompt_jax import train
   from prompt_jax import validation
   from prompt_jax import workdir
   try:
     return programs.get(config)(config, workdir_path)
   except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
-          checkpointing.NonFiniteError, checkpointing.RestoreError) as e:
+          checkpointing.NonFiniteError, checkpointing.RestoreError, export.ExportError,
+          export.BackboneMismatchError, torch_export.PromptFileError) as e:
     sys.exit(f'error: {e}')
   except train.Interrupted as e:
     print(e, file=sys.stderr)
