@@ -19,6 +19,7 @@ import re
 from typing import Any
 from collections.abc import Callable, Mapping
 
+from absl import logging
 import numpy as np
 
 from prompt_jax import checkpoints
@@ -206,6 +207,8 @@ def _resize_posemb(flat: dict[str, np.ndarray], expected: Mapping[str, tuple[int
                    method: str) -> None:
   key = 'visual/positional_embedding'
   if key in flat and key in expected and flat[key].shape != tuple(expected[key]):
+    logging.info('position embedding resized from %d to %d tokens (%s)', flat[key].shape[0],
+                 expected[key][0], method)
     flat[key] = posemb_lib.resize_posemb(flat[key][None], expected[key][0], method=method)[0]
 
 

@@ -22,6 +22,7 @@ import re
 from typing import Any
 from collections.abc import Callable, Mapping
 
+from absl import logging
 import numpy as np
 
 from prompt_jax import checkpoints
@@ -178,6 +179,9 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *, num_he
   with errors.reading(path, fmt, EXPECTED[fmt]):
     params = READERS[fmt](path, num_heads)
   if POSEMB in params and POSEMB in expected:
+    if np.shape(params[POSEMB])[1] != expected[POSEMB][1]:
+      logging.info('%s: position embedding resized from %d to %d tokens (%s)', path,
+                   np.shape(params[POSEMB])[1], expected[POSEMB][1], posemb_resize)
     params[POSEMB] = posemb_lib.resize_posemb(params[POSEMB], expected[POSEMB][1],
                                               method=posemb_resize)
   errors.validate(params, expected, source=f'{path} ({fmt})')

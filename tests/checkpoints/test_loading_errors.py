@@ -45,7 +45,8 @@ def test_corrupted_and_missing_files_give_clear_errors(tmp_path):
     vit_ckpt.load(path, 'caffe', EXPECTED, num_heads=1)
 
 
-def test_posemb_is_resized_to_the_model_grid(tmp_path):
+def test_posemb_is_resized_to_the_model_grid(tmp_path, caplog):
+  caplog.set_level('INFO')
   flat = _good()
   flat['Transformer/posembed_input/pos_embedding'] = np.random.rand(1, 17, 4).astype(np.float32)
   path = str(tmp_path / 'ok.npz')
@@ -54,6 +55,7 @@ def test_posemb_is_resized_to_the_model_grid(tmp_path):
   pe = got['Transformer/posembed_input/pos_embedding']
   assert pe.shape == (1, 5, 4)
   np.testing.assert_array_equal(pe[0, 0], flat['Transformer/posembed_input/pos_embedding'][0, 0])
+  assert 'position embedding resized from 17 to 5 tokens (linear)' in caplog.text
 
 
 def test_posemb_resize_constant_grid_stays_constant():
