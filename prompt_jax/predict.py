@@ -186,12 +186,8 @@ def _check_tuned(a: argparse.Namespace) -> None:
     fail(f"{a.tuned} is neither a run's tuned/ directory nor a .safetensors state dict")
 
 
-def _read_inputs(a: argparse.Namespace) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
+def _read_inputs(files: list[str]) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
   """Every image decoded before the model loads; undecodable ones named on stderr, skipped."""
-  try:
-    files = image_files(a.images)
-  except FileNotFoundError as e:
-    fail(str(e))
   images, files, bad = read_images(files)
   for why in bad.values():
     print(f'prompt-jax-predict: skipped {why}', file=sys.stderr)
@@ -200,10 +196,9 @@ def _read_inputs(a: argparse.Namespace) -> tuple[list[np.ndarray], list[str], di
   return images, files, bad
 
 
-def _run(a: argparse.Namespace) -> None:
-  _check_tuned(a)
+def _run(a: argparse.Namespace, files: list[str]) -> None:
   if a.images:
-    images, files, bad = _read_inputs(a)
+    images, files, bad = _read_inputs(files)
   model, params, config = load(a.tuned, os.path.abspath(a.weights) if a.weights != 'random'
                                else 'random', like=a.like, backbone_format=a.weights_format,
                                allow_other_backbone=a.allow_other_backbone)
@@ -234,9 +229,11 @@ def _run(a: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
   a = parse_args(sys.argv[1:] if argv is None else argv)
   from prompt_jax import console
-  console.setup(verbose=False)  # as quiet as prompt-jax
   try:
-    _run(a)
+    _check_tuned(a)  # the paths, before TensorFlow (console.setup imports it) or the model
+    files = image_files(a.images) if a.images else []
+    console.setup(verbose=False)  # as quiet as prompt-jax
+    _run(a, files)
   except (ValueError, KeyError, FileNotFoundError) as e:  # ExportError, CheckpointError, ...
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     fail(' '.join(msg.split()))
