@@ -98,4 +98,4 @@ def fill(batches: Iterable[tuple[np.ndarray, np.ndarray]], n: int, shape: tuple[
   del images
   np.save(labels_path, labels)
   os.replace(path + '.tmp', path)
-  return np.load(path, mmap_mode='r'), labels
+  return np.load(path, mmap_mode='r', allow_pickle=False), labels
