@@ -252,16 +252,10 @@ def check(config: Config, num_devices: int | None = None) -> None:
 
 
 def check_splits(config: Config, splits: dict[str, int]) -> None:
-  """The training, evaluation and validation splits exist in the source (`splits`: name -> size),
-  and a dropped last batch leaves at least one training step."""
+  """The training, evaluation and validation splits exist in the source (`splits`: name -> size)."""
   d, have = config.data, sorted(splits)
   problems = [f'data.{key}={name!r}: the {d.source} source has no such split; it has {have}'
               for key, names in (('train_split', [d.train_split]), ('eval_splits', d.eval_splits),
                                  ('val_split', [d.val_split] if d.val_split else []))
               for name in names if name not in splits]
-  n_train, t = splits.get(d.train_split), config.train
-  if n_train is not None and t.drop_last and t.batch_size > n_train:
-    problems.append(f'train.batch_size={t.batch_size} exceeds the {n_train} examples of '
-                    f'data.train_split={d.train_split!r}: with train.drop_last=True no step would '
-                    'run; lower train.batch_size')
   _raise(problems)

@@ -138,10 +138,3 @@ def test_a_learning_rate_above_the_bound_is_warned_about():
   (msg,) = validation.warnings(_cfg(train__lr=1e4))
   assert msg.startswith('train.lr=10000.0 is above 100,') and '\n' not in msg
 
-
-def test_a_batch_larger_than_the_training_split_is_named():
-  c = _cfg(train__batch_size=64, train__drop_last=True)
-  with pytest.raises(validation.ConfigError, match='train.batch_size=64 exceeds the 50 examples'):
-    validation.check_splits(c, {c.data.train_split: 50, **{s: 10 for s in c.data.eval_splits}})
-  validation.check_splits(_cfg(train__batch_size=64, train__drop_last=False),
-                          {c.data.train_split: 50, **{s: 10 for s in c.data.eval_splits}})
