@@ -73,15 +73,17 @@ def main(argv: list[str]) -> None:
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required (where checkpoints, summaries and results go)')
+  try:  # first: before JAX's backend exists (util/cpu_malloc.py), a bad value at once
+    cpu_malloc.maybe_apply()
+  except ValueError as e:
+    _exit_config_error(str(e))
   try:  # every value and the files it names, before TensorFlow is imported
     preflight.check(config, _WORKDIR.value, rules=(programs.problems,))
   except validation.ConfigError as e:
     _exit_config_error(str(e))
+  for warning in validation.warnings(config):
+    print(f'warning: {warning}', file=sys.stderr)
   console.setup(_VERBOSE.value)  # before TensorFlow / orbax are first imported
-  try:  # before JAX's backend exists (prompt_jax/util/cpu_malloc.py)
-    cpu_malloc.maybe_apply()
-  except ValueError as e:
-    _exit_config_error(str(e))
   if _VERBOSE.value:
     logging.info('config:\n%s', config)
   result = run_program(config, _WORKDIR.value)
@@ -91,12 +93,14 @@ def main(argv: list[str]) -> None:
 
 
 def run_program(config: ml_collections.ConfigDict, workdir_path: str) -> Any:
-  """Runs `config.program`; a known failure (bad config, workdir, checkpoint, non-finite step, out
-  of memory) exits 1 with one message naming the fix, a signal exits 128 + n."""
+  """Runs `config.program`; a known failure (bad config, workdir, checkpoint, a damaged export or
+  prompt file, non-finite step, out of memory) exits 1 with one message naming the fix, a signal
+  exits 128 + n."""
   try:
     return programs.get(config)(config, workdir_path)
   except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
-          errors.NonFiniteError, errors.RestoreError) as e:
+          errors.NonFiniteError, errors.RestoreError, errors.ExportError,
+          errors.BackboneMismatchError, errors.PromptFileError) as e:
     sys.exit(f'error: {e}')
   except errors.Interrupted as e:
     print(e, file=sys.stderr)

@@ -132,3 +132,19 @@ def test_disk_full_while_saving_fails_loudly_and_keeps_the_previous_step(tmp_pat
                                              'w': jax.ShapeDtypeStruct((256 * 1024,), jnp.float32)})
   assert int(state['step']) == 1 and meta == {'history': [1]}
   mngr.close()
+
+
+def test_an_edited_eval_history_is_refused(tmp_path, caplog):
+  mngr = checkpointing.manager(str(tmp_path), 5)
+  for step in (1, 2):
+    checkpointing.save(mngr, _state(step, float(step)), {'history': [{'val200': 0.1 * step}]})
+  mngr.close()
+  meta_file = tmp_path / 'checkpoints' / '2' / 'meta' / 'metadata'
+  text = meta_file.read_text()
+  assert '0.2' in text
+  meta_file.write_text(text.replace('0.2', '0.9'))  # a better-looking validation score
+  mngr = checkpointing.manager(str(tmp_path), 5)
+  state, meta = checkpointing.restore(mngr, _abstract())
+  assert int(state['step']) == 1 and meta == {'history': [{'val200': 0.1}]}
+  assert 'step 2 in' in caplog.text and 'metadata (eval history) does not match' in caplog.text
+  mngr.close()

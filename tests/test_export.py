@@ -80,3 +80,49 @@ def test_meta_without_backbone_digest_is_an_error_unless_allowed(tuned, tmp_path
     export.load_tuned('random', str(path))
   _, params, _ = export.load_tuned('random', str(path), allow_other_backbone=True)
   assert np.isfinite(params['head']['bias']).all()
+
+
+@pytest.mark.parametrize('damage', [_edit_config, _truncate_params])
+def test_torch_export_verifies_the_seal_first(tuned, tmp_path, damage):
+  from prompt_jax.export import torch_state as torch_export
+  path = _copy(tuned, tmp_path)
+  damage(path)
+  out = tmp_path / 'p.safetensors'
+  with pytest.raises(export.ExportError, match='changed after the export'):
+    torch_export.to_safetensors(str(path), str(out))
+  assert not out.exists()
+
+
+def _prompt_file(tuned, tmp_path, edit_sd=None, edit_meta=None):
+  from safetensors.numpy import save_file
+  from prompt_jax.export import torch_state as torch_export
+  sd, meta = torch_export.read_safetensors(
+      torch_export.to_safetensors(tuned, str(tmp_path / 'p.safetensors')))
+  (edit_sd or (lambda s: None))(sd)
+  (edit_meta or (lambda m: None))(meta)
+  save_file(sd, str(tmp_path / 'q.safetensors'), metadata=meta)
+  return str(tmp_path / 'q.safetensors')
+
+
+def test_prompt_file_with_nan_is_refused_naming_the_tensor(tuned, tmp_path):
+  from prompt_jax.export import torch_state as torch_export
+
+  def nan(sd):
+    sd['head.last_layer.bias'] = sd['head.last_layer.bias'].copy()
+    sd['head.last_layer.bias'][1] = np.nan
+  path = _prompt_file(tuned, tmp_path, edit_sd=nan)
+  with pytest.raises(torch_export.PromptFileError,
+                     match=r'tensor head\.last_layer\.bias holds NaN'):
+    torch_export.load_safetensors('random', path)
+
+
+def test_prompt_file_import_checks_the_backbone_digest(tuned, tmp_path):
+  from prompt_jax.export import torch_state as torch_export
+  other = _prompt_file(tuned, tmp_path, edit_meta=lambda m: m.update(backbone_digest='0' * 64))
+  with pytest.raises(export.BackboneMismatchError, match='holds other weights'):
+    torch_export.load_safetensors('random', other)
+  none = _prompt_file(tuned, tmp_path, edit_meta=lambda m: m.pop('backbone_digest'))
+  with pytest.raises(export.ExportError, match='records no backbone_digest'):
+    torch_export.load_safetensors('random', none)
+  _, params, _ = torch_export.load_safetensors('random', none, allow_other_backbone=True)
+  assert np.isfinite(params['head']['bias']).all()

@@ -133,3 +133,10 @@ def test_the_rules_run_once_per_config(monkeypatch):
   assert 'multiple of the 3 devices' in _problems(cfg, num_devices=3)  # device rules still run
   validation.check(_cfg(train__lr=0.25))
   assert calls == [0.125, 0.25]
+
+
+def test_a_learning_rate_above_the_bound_is_warned_about():
+  assert validation.warnings(_cfg(train__lr=0.5)) == []
+  (msg,) = validation.warnings(_cfg(train__lr=1e4))
+  assert msg.startswith('train.lr=10000.0 is above 100,') and '\n' not in msg
+

@@ -246,3 +246,15 @@ def test_the_backbone_check_does_not_compare_the_config_again(tmp_path, monkeypa
   with pytest.raises(workdir.WorkdirError, match='other weights'):
     workdir.check_backbone(str(tmp_path), cfg, 'digest-b')
   workdir.check_backbone(str(tmp_path), _changed(cfg, train__allow_config_change=True), 'digest-b')
+
+
+def test_a_garbage_or_deleted_run_record_is_refused(tmp_path):
+  cfg = micro_config('vpt')
+  _with_state(tmp_path)
+  with pytest.raises(workdir.WorkdirError, match='holds a run .* but no run.json'):
+    workdir.check(str(tmp_path), _changed(cfg, train__lr=0.5))  # never mix two configs
+  workdir.check(str(tmp_path), _changed(cfg, train__allow_config_change=True))  # asked for
+  (tmp_path / 'run.json').write_text('{garbage')
+  with pytest.raises(workdir.WorkdirError, match=r'run\.json does not read as a run record '
+                                                 r'\(JSONDecodeError'):
+    workdir.check(str(tmp_path), cfg)

@@ -1,12 +1,12 @@
 """CLIP checkpoints -> our flat '/'-joined params (prompt_jax/models/clip.py).
 
 Formats (`config.init.format`):
-  clip_openai  OpenAI's release (`ViT-B-16.pt`, a TorchScript archive: read with `torch.jit.load`,
-               so torch must be installed), or the same state dict saved plainly (`.npz`, or a
-               `torch.save` state dict, read without torch). Keys: `visual.conv1.weight`,
+  clip_openai  OpenAI's release (`ViT-B-16.pt`, a TorchScript archive: its data.pkl read through
+               `safe_pickle`'s allow-list, never run, no torch needed), or the same state dict
+               saved plainly (`.npz`, or a `torch.save` state dict). Keys: `visual.conv1.weight`,
                `visual.transformer.resblocks.{i}.attn.in_proj_weight` (fused q/k/v), ...
-  clip_hf      Hugging Face `openai/clip-vit-base-patch16` layout from `.safetensors` (a file, or a
-               directory holding `model.safetensors`), read with `safetensors.numpy` (no torch).
+  clip_hf      Hugging Face `openai/clip-vit-base-patch16` layout from `.safetensors` or
+               `pytorch_model.bin` (a file, or a directory holding one), read without torch.
 PyTorch Linear weights are [out, in]; ours are [in, out] with attention kernels split per head:
 q/k/v [D, H, Dh], out [H, Dh, D]. Weights are cast to float32. Every load is validated: missing,
 unexpected (by their checkpoint names) and mis-shaped keys are named in the error.
@@ -19,6 +19,7 @@ import re
 from typing import Any
 from collections.abc import Callable, Mapping
 
+from absl import logging
 import numpy as np
 
 from prompt_jax import checkpoints
@@ -180,30 +181,24 @@ def convert_hf(sd: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, .
 
 
 def read_openai(path: str) -> dict[str, np.ndarray]:
-  """OpenAI release (TorchScript, needs torch) or a plain state dict (.npz / torch.save)."""
-  try:
-    obj = state_dict.read(path)
-  except ValueError as e:
-    if 'TorchScript' not in str(e):
-      raise
-    try:
-      import torch
-    except ImportError as e2:
-      raise ImportError(f'{path} is a TorchScript archive (the OpenAI CLIP release); reading it '
-                        'needs torch (pip install torch), or convert it once to .npz') from e2
-    module = torch.jit.load(path, map_location='cpu')
-    obj = {k: v.detach().float().numpy() for k, v in module.state_dict().items()}
+  """OpenAI release (a TorchScript archive: its state dict, read through the allow-list without
+  torch) or a plain state dict (.npz / torch.save)."""
+  obj = state_dict.read(path)
   if isinstance(obj, Mapping) and 'state_dict' in obj and isinstance(obj['state_dict'], Mapping):
     obj = obj['state_dict']
   return dict(obj)
 
 
 def read_hf(path: str) -> dict[str, np.ndarray]:
-  """HF safetensors file, or a directory with model.safetensors (torch-free)."""
+  """HF safetensors file or pytorch_model.bin (read through `safe_pickle`'s allow-list), or a
+  directory holding either (model.safetensors first); torch-free."""
   if os.path.isdir(path):
-    path = os.path.join(path, 'model.safetensors')
+    st = os.path.join(path, 'model.safetensors')
+    path = st if os.path.exists(st) else os.path.join(path, 'pytorch_model.bin')
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint file not found: {path}')
+  if path.endswith('.bin'):
+    return dict(state_dict.read(path))
   from safetensors.numpy import load_file
   return load_file(path)
 
@@ -212,14 +207,16 @@ def _resize_posemb(flat: dict[str, np.ndarray], expected: Mapping[str, tuple[int
                    method: str) -> None:
   key = 'visual/positional_embedding'
   if key in flat and key in expected and flat[key].shape != tuple(expected[key]):
+    logging.info('position embedding resized from %d to %d tokens (%s)', flat[key].shape[0],
+                 expected[key][0], method)
     flat[key] = posemb_lib.resize_posemb(flat[key][None], expected[key][0], method=method)[0]
 
 
 EXPECTED = {
     'clip_openai': "OpenAI's TorchScript archive (ViT-B-16.pt), or its state dict as .npz / "
                    'torch.save',
-    'clip_hf': 'a Hugging Face CLIPModel .safetensors file (or a directory holding '
-               'model.safetensors)',
+    'clip_hf': 'a Hugging Face CLIPModel .safetensors / pytorch_model.bin file (or a directory '
+               'holding one)',
 }
 
 
@@ -233,7 +230,12 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *,
   read, convert = readers[fmt]
   with errors.reading(path, fmt, EXPECTED[fmt]):
     sd = read(path)
-  flat = convert(sd, expected)
+  try:
+    flat = convert(sd, expected)
+  except (ValueError, KeyError) as e:  # a tensor that cannot be split / reshaped as the model's
+    raise errors.CheckpointError(
+        f'checkpoint {path} ({fmt}) does not fit the model: {type(e).__name__}: {e}; check '
+        'config.model.variant / config.init.format') from None
   if posemb_resize:
     _resize_posemb(flat, expected, posemb_resize)
   errors.validate(flat, expected, source=f'{path} ({fmt})')

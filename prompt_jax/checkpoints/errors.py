@@ -24,9 +24,10 @@ def reading(path: str, fmt: str, expected: str) -> Iterator[None]:
   except (CheckpointError, FileNotFoundError, ImportError):
     raise
   except Exception as e:  # whatever the container library raises on a damaged file
+    why = ' '.join(str(e).split())[:300]
     raise CheckpointError(
         f'cannot read checkpoint {path} as format {fmt!r} ({expected}): {type(e).__name__}: '
-        f'{e}. The file is truncated or corrupted (download it again), or it is not a {fmt!r} '
+        f'{why}. The file is truncated or corrupted (download it again), or it is not a {fmt!r} '
         'checkpoint (check config.init.format).') from e
 
 
@@ -36,23 +37,40 @@ def _fmt(keys, limit: int = 20) -> str:
   return ', '.join(keys[:limit]) + more
 
 
+def nonfinite(arrays: Mapping[str, np.ndarray]) -> list[str]:
+  """The keys (sorted) of floating arrays holding NaN or inf."""
+  out = []
+  for k in sorted(arrays):
+    a = np.asarray(arrays[k])
+    if (a.dtype.kind == 'f' or a.dtype.name == 'bfloat16') and not np.isfinite(
+        a.astype(np.float32, copy=False)).all():
+      out.append(k)
+  return out
+
+
 def validate(loaded: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], *,
              source: str) -> None:
-  """Raises CheckpointError unless `loaded` has exactly the keys and shapes of `expected`."""
+  """Raises CheckpointError (one line) unless `loaded` has exactly the keys and shapes of
+  `expected` and every floating tensor is finite (the non-finite ones are named)."""
   missing = set(expected) - set(loaded)
   extra = set(loaded) - set(expected)
   bad = {k: (tuple(np.shape(loaded[k])), tuple(expected[k])) for k in set(loaded) & set(expected)
          if tuple(np.shape(loaded[k])) != tuple(expected[k])}
   if not (missing or extra or bad):
+    bad_values = nonfinite(loaded)
+    if bad_values:
+      raise CheckpointError(
+          f'checkpoint {source} holds NaN / inf values in {len(bad_values)} tensor(s): '
+          f'{bad_values[:10]}; the file is damaged or not a trained model')
     return
-  lines = [f'checkpoint {source} does not fit the model:']
+  lines = [f'checkpoint {source} does not fit the model']
   if missing:
-    lines.append(f'  missing {len(missing)} key(s): {_fmt(missing)}')
+    lines.append(f'missing {len(missing)} key(s): {_fmt(missing)}')
   if extra:
-    lines.append(f'  unexpected {len(extra)} key(s): {_fmt(extra)}')
+    lines.append(f'unexpected {len(extra)} key(s): {_fmt(extra)}')
   if bad:
-    lines.append(f'  {len(bad)} mis-shaped key(s): ' + _fmt(
+    lines.append(f'{len(bad)} mis-shaped key(s): ' + _fmt(
         [f'{k} (checkpoint {a}, model {b})' for k, (a, b) in bad.items()]))
-  lines.append('  (check config.model.variant / config.init.format; image size changes are handled '
+  lines.append('check config.model.variant / config.init.format (image size changes are handled '
                'by position-embedding resize)')
-  raise CheckpointError('\n'.join(lines))
+  raise CheckpointError('; '.join(lines))

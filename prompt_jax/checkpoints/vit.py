@@ -4,8 +4,8 @@ Formats (`config.init.format`):
   npz     original ViT / augreg `.npz` (already our names; `pre_logits/*` and `head/*` are dropped:
           the prompt-tuning seeds classify CLS after encoder_norm with a new head). A flax msgpack
           checkpoint is detected and read too: vit_jax/train.py's `checkpoint_<step>` of
-          (params, opt_state, step) gives its params; a {'params': tree} or a bare params tree
-          also loads.
+          (params, opt_state, step) gives its params, as do flax.optim's {'target': params, ...},
+          a TrainState's {'step', 'params', 'opt_state'}, {'params': tree} or a bare params tree.
 The original Flax ViT uses tanh-approximated GELU (flax `nn.gelu`): `model.act='gelu_tanh'`
 reproduces its outputs; the default exact GELU reproduces the PyTorch releases.
   timm    a timm-style state dict (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.i.*`,
@@ -22,6 +22,7 @@ import re
 from typing import Any
 from collections.abc import Callable, Mapping
 
+from absl import logging
 import numpy as np
 
 from prompt_jax import checkpoints
@@ -122,11 +123,16 @@ def _flat(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
 
 
 def _flax_params(raw: Mapping[str, Any], path: str) -> Mapping[str, Any]:
-  """The params tree of a flax msgpack checkpoint (vit_jax/train.py: (params, opt_state, step)
-  is saved as {'0': params, '1': opt_state, '2': step})."""
+  """The params tree of a flax msgpack checkpoint: vit_jax/train.py's (params, opt_state, step),
+  saved as {'0': params, '1': opt_state, '2': step}; the older flax.optim Optimizer's
+  {'target': params, 'state': ...}; a flax TrainState {'step', 'params', 'opt_state', ...}."""
   tree = raw
   if set(tree) == {'0', '1', '2'}:
     tree = tree['0']
+  elif 'target' in tree and 'Transformer' not in tree:  # flax.optim Optimizer: {target, state}
+    tree = tree['target']
+  elif {'params', 'step'} <= set(tree):  # a flax TrainState: {step, params, opt_state, ...}
+    tree = tree['params']
   while isinstance(tree, Mapping) and set(tree) == {'params'}:
     tree = tree['params']
   if not (isinstance(tree, Mapping) and 'Transformer' in tree):
@@ -173,6 +179,9 @@ def load(path: str, fmt: str, expected: Mapping[str, tuple[int, ...]], *, num_he
   with errors.reading(path, fmt, EXPECTED[fmt]):
     params = READERS[fmt](path, num_heads)
   if POSEMB in params and POSEMB in expected:
+    if np.shape(params[POSEMB])[1] != expected[POSEMB][1]:
+      logging.info('%s: position embedding resized from %d to %d tokens (%s)', path,
+                   np.shape(params[POSEMB])[1], expected[POSEMB][1], posemb_resize)
     params[POSEMB] = posemb_lib.resize_posemb(params[POSEMB], expected[POSEMB][1],
                                               method=posemb_resize)
   errors.validate(params, expected, source=f'{path} ({fmt})')

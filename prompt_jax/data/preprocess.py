@@ -1,6 +1,7 @@
 """The image path shared by every source: decoding, resizing / cropping, value-range normalisation.
 
-`decode_image` decodes like PIL; `resize_crop` resizes (square or shorter side) and centre-crops.
+`decode_image` decodes like PIL (`read_image`: a file, for prediction); `resize_crop` resizes
+(square or shorter side) and centre-crops.
 `normalize` (a config field, never a constant): float images in [0, 1], shape [..., 3]. Modes:
   'minus_one_to_one' (Google ViT, SHIP: same as mean=std=0.5), 'zero_one', 'imagenet' (mean/std),
   'clip' (CLIP mean/std), 'half' (mean=std=0.5, identical to minus_one_to_one).
@@ -39,6 +40,23 @@ def decode_image(contents, channels: int = 3):
       tf.io.is_jpeg(contents),
       lambda: tf.io.decode_jpeg(contents, channels=channels, dct_method='INTEGER_ACCURATE'),
       lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False))
+
+
+class ImageError(ValueError):
+  """An image file that does not decode (corrupt, truncated, or not an image)."""
+
+
+def read_image(path: str) -> np.ndarray:
+  """An image file -> uint8 [H, W, 3] through `decode_image`, the op the trainer's folder sources
+  use, so training, evaluation and prediction see the same array (16-bit PNGs scaled to 8 bits,
+  grayscale / palette / RGBA / CMYK to RGB; EXIF orientation is not applied, as in training).
+  Raises ImageError naming the file when it does not decode."""
+  import tensorflow as tf
+  try:
+    return decode_image(tf.io.read_file(path)).numpy()
+  except (tf.errors.OpError, ValueError) as e:
+    why = str(getattr(e, 'message', e)).splitlines()[0][:120]
+    raise ImageError(f'{path}: not a decodable image ({why})') from None
 
 
 def resize_crop(image, image_size: int, resize: str = 'bilinear', crop_pct: float = 1.0,

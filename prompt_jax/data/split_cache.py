@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from absl import logging
 import numpy as np
 
 
@@ -50,12 +51,31 @@ def to_dtype(images01: np.ndarray, dtype) -> np.ndarray:
   return np.asarray(images01, np.float32)
 
 
+def _read_cached(path: str, labels_path: str, shape: tuple[int, ...], dtype
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+  """The cached split, or None (with a warning; it is rebuilt) when a file is truncated, damaged
+  or of another shape / dtype."""
+  try:
+    images = np.load(path, mmap_mode='r', allow_pickle=False)
+    labels = np.load(labels_path, allow_pickle=False)
+    if images.shape != shape or images.dtype != np.dtype(dtype) or labels.shape != shape[:1]:
+      raise ValueError(f'holds {images.shape} {images.dtype} and {labels.shape} labels, '
+                       f'{shape} {np.dtype(dtype)} expected')
+  except (ValueError, OSError, EOFError) as e:
+    logging.warning('the cached split %s is damaged (%s): rebuilding it', path,
+                    ' '.join(str(e).split())[:160])
+    return None
+  return images, labels
+
+
 def fill(batches: Iterable[tuple[np.ndarray, np.ndarray]], n: int, shape: tuple[int, ...],
          dtype, path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Collects a split (see the module docstring). Raises if it does not hold `n` examples."""
   labels_path = None if path is None else path[:-len('.npy')] + '.labels.npy'
   if path is not None and os.path.exists(path) and os.path.exists(labels_path):
-    return np.load(path, mmap_mode='r'), np.load(labels_path)
+    cached = _read_cached(path, labels_path, (n,) + tuple(shape), dtype)
+    if cached is not None:
+      return cached
   if path is None:
     images = np.zeros((n,) + tuple(shape), dtype)
   else:
@@ -78,4 +98,4 @@ def fill(batches: Iterable[tuple[np.ndarray, np.ndarray]], n: int, shape: tuple[
   del images
   np.save(labels_path, labels)
   os.replace(path + '.tmp', path)
-  return np.load(path, mmap_mode='r'), labels
+  return np.load(path, mmap_mode='r', allow_pickle=False), labels

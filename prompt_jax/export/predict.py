@@ -9,10 +9,11 @@
 --split scores a split of the run's own data source (its config.data; --data_dir replaces
 data.data_dir) with the trainer's padded, masked batches, and writes {split, accuracy, n, ...} as
 JSON. --images classifies image files (a folder, searched recursively, or files; sorted) through
-the run's evaluation image path (`prompt_jax.preprocess`: decode as PIL, resize / crop as the
-config's source, normalise) and writes CSV rows `path,top1,p_top1,top_k,p_top_k`.
---tuned may also be a `.safetensors` state dict in a release's names
-(`prompt_jax.export.torch_state`):
+the run's evaluation image path (decoded by the trainer's own decoder, `preprocess.read_image`;
+resized / cropped as the config's source, normalised) and writes CSV rows
+`path,top1,p_top1,top_k,p_top_k`; a file that does not decode is named on stderr and skipped, the
+rest are scored, and the exit status is then non-zero.
+--tuned may also be a `.safetensors` state dict in a release's names (`prompt_jax.export.torch_state`):
 --like gives the tuned/ export or config that defines its model (default: the file's metadata).
 The backbone digest check of `load_tuned` applies (--allow_other_backbone to insist).
 """
@@ -25,14 +26,14 @@ import csv
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import numpy as np
-from PIL import Image
 
 from prompt_jax import evaluators
 from prompt_jax.data import eval_image
+from prompt_jax.data import preprocess
 from prompt_jax.data import registry
 from prompt_jax.export import torch_state as torch_export
 from prompt_jax.export import tuned as export
@@ -121,22 +122,41 @@ def image_files(paths: Sequence[str]) -> list[str]:
   return sorted(os.path.abspath(f) for f in out)
 
 
-def predict_files(model: Any, params: Any, config: Any, files: Sequence[str],
-                  batch_size: int = 64) -> np.ndarray:
-  """Class probabilities [N, C] of image files through the config's evaluation image path."""
+def read_images(files: Sequence[str]) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
+  """Decodes `files` as the trainer does (`preprocess.read_image`): (images, their files, {file:
+  why} of those that do not decode, skipped)."""
+  images, good, bad = [], [], {}
+  for f in files:
+    try:
+      with console.stderr_fd_silenced():  # libjpeg's own warnings; the file is named instead
+        images.append(preprocess.read_image(f))
+      good.append(f)
+    except preprocess.ImageError as e:
+      bad[f] = str(e)
+  return images, good, bad
+
+
+def predict_images(model: Any, params: Any, config: Any, images: Sequence[np.ndarray],
+                   batch_size: int = 64) -> np.ndarray:
+  """Class probabilities [N, C] of decoded uint8 [H, W, 3] images through the config's
+  evaluation image path."""
   logits_fn = _logits_fn(model)
   probs = []
-  for i in range(0, len(files), batch_size):
-    raw = []
-    for f in files[i:i + batch_size]:
-      with Image.open(f) as im:
-        raw.append(np.asarray(im.convert('RGB')))
-    images = eval_image.preprocess(raw, config)
-    for chunk, n in _padded(images, batch_size):
+  for i in range(0, len(images), batch_size):
+    batch = eval_image.preprocess(list(images[i:i + batch_size]), config)
+    for chunk, n in _padded(batch, batch_size):
       z = np.asarray(logits_fn(params, chunk), np.float64)[:n]
       e = np.exp(z - z.max(-1, keepdims=True))
       probs.append(e / e.sum(-1, keepdims=True))
   return np.concatenate(probs)
+
+
+def predict_files(model: Any, params: Any, config: Any, files: Sequence[str],
+                  batch_size: int = 64) -> np.ndarray:
+  """Class probabilities [N, C] of image files (decoded as the trainer does; one that does not
+  decode raises `preprocess.ImageError`)."""
+  return predict_images(model, params, config, [preprocess.read_image(f) for f in files],
+                        batch_size)
 
 
 def write_predictions(path: str, files: Sequence[str], probs: np.ndarray, top_k: int) -> None:
@@ -171,30 +191,74 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  a = parse_args(sys.argv[1:] if argv is None else argv)
-  console.setup(verbose=False)  # as quiet as prompt-jax
+def fail(msg: str, code: int = 2) -> NoReturn:
+  """One line on stderr, then exit `code`."""
+  print(f'prompt-jax-predict: {msg}', file=sys.stderr)
+  sys.exit(code)
+
+
+def _check_tuned(a: argparse.Namespace) -> None:
+  """The inputs that are paths, checked before TensorFlow or the model loads."""
   for path in (a.tuned,) + ((a.weights,) if a.weights != 'random' else ()):
     if '://' not in path and not os.path.exists(path):
-      raise SystemExit(f'prompt-jax-predict: {path} does not exist')
+      fail(f'{path} does not exist')
+  if a.tuned.endswith('.safetensors'):
+    torch_export.read_safetensors(a.tuned)
+  elif os.path.isdir(a.tuned):
+    export.verify(os.path.abspath(a.tuned))
+  else:
+    fail(f"{a.tuned} is neither a run's tuned/ directory nor a .safetensors state dict")
+
+
+def _read_inputs(files: list[str]) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
+  """Every image decoded before the model loads; undecodable ones named on stderr, skipped."""
+  images, files, bad = read_images(files)
+  for why in bad.values():
+    print(f'prompt-jax-predict: skipped {why}', file=sys.stderr)
+  if not images:
+    fail(f'none of the {len(bad)} image files decodes')
+  return images, files, bad
+
+
+def _run(a: argparse.Namespace, files: list[str]) -> None:
+  if a.images:
+    images, files, bad = _read_inputs(files)
   model, params, config = load(a.tuned, os.path.abspath(a.weights) if a.weights != 'random'
                                else 'random', like=a.like, backbone_format=a.weights_format,
                                allow_other_backbone=a.allow_other_backbone)
+  if a.allow_other_backbone:
+    print('prompt-jax-predict: --allow_other_backbone: the backbone digest was not checked '
+          '(recorded in the output)', file=sys.stderr)
   if a.split:
     if a.data_dir:
       config.unlock()
       config.data.data_dir = a.data_dir
     res = evaluate_split(model, params, config, a.split, a.batch_size)
-    res.update(tuned=os.path.abspath(a.tuned), weights=a.weights)
+    res.update(tuned=os.path.abspath(a.tuned), weights=a.weights,
+               allow_other_backbone=a.allow_other_backbone)
     out = a.out or f'eval_{a.split}.json'
     workdir_lib.write_json(out, res)
     print(f'{res["task"]} {a.split}: top-1 {res["accuracy"]:.4f} over {res["n"]} images -> {out}')
-  else:
-    files = image_files(a.images)
-    probs = predict_files(model, params, config, files, a.batch_size)
-    out = a.out or 'predictions.csv'
-    write_predictions(out, files, probs, a.top_k)
-    print(f'{len(files)} images -> {out}')
+    return
+  probs = predict_images(model, params, config, images, a.batch_size)
+  out = a.out or 'predictions.csv'
+  write_predictions(out, files, probs, a.top_k)
+  print(f'{len(files)} images -> {out}')
+  if bad:
+    fail(f'{len(bad)} of {len(files) + len(bad)} image files did not decode and were skipped '
+         f'(named above); the other {len(files)} are in {out}', code=1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  a = parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    _check_tuned(a)  # the paths, before TensorFlow (console.setup imports it) or the model
+    files = image_files(a.images) if a.images else []
+    console.setup(verbose=False)  # as quiet as prompt-jax
+    _run(a, files)
+  except (ValueError, KeyError, FileNotFoundError) as e:  # ExportError, CheckpointError, ...
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    fail(' '.join(msg.split()))
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 
   path = to_safetensors('/tmp/run/tuned')            # -> /tmp/run/tuned/state_dict.safetensors
   model, params, config = load_safetensors('ViT-B_16.npz', path, like='/tmp/run/tuned')
-  python -m prompt_jax.export.torch_state --tuned=/tmp/run/tuned [--out=prompts.safetensors]
+  prompt-jax-torch-export --tuned=/tmp/run/tuned [--out=prompts.safetensors]
 
 Names, declared by each method (`Method.torch_naming` in prompt_jax/methods/M.py; PyTorch layout:
 Linear weights [out, in]; prompts as the release stores them):
@@ -47,7 +47,9 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+
 from prompt_jax.methods import base
+from prompt_jax.train.errors import PromptFileError
 from prompt_jax.util import tree
 from prompt_jax.util import treeio
 from prompt_jax.export import tuned as export
@@ -83,7 +85,11 @@ def from_state_dict(sd: Mapping[str, Any], config: Any, shapes: Mapping[str, tup
   the model's tuned tensors). Unknown names are an error unless `ignore_other` (a release's
   whole-model checkpoint: its backbone keys are then ignored); missing or mis-shaped ones always."""
   rest = {k: np.asarray(v, np.float32) for k, v in sd.items()}
-  flat = _naming(config.method)[1](rest, config)
+  try:
+    flat = _naming(config.method)[1](rest, config)
+  except KeyError as e:  # a release name the method's naming reads
+    raise KeyError(f'the state dict has no {e.args[0]!r}, which the {config.method} model needs '
+                   '(a missing key)') from None
   if rest and not ignore_other:
     raise KeyError(f'{len(rest)} state dict keys are not {config.method} prompt/head tensors: '
                    f'{sorted(rest)[:8]}; pass ignore_other=True (--ignore_other) to take only the '
@@ -110,6 +116,7 @@ def from_state_dict(sd: Mapping[str, Any], config: Any, shapes: Mapping[str, tup
 def _tuned(tuned_dir: str) -> tuple[Arrays, ml_collections.ConfigDict, dict[str, Any], Any]:
   import orbax.checkpoint as ocp
   tuned_dir = os.path.abspath(tuned_dir)
+  export.verify(tuned_dir)  # the seal: an edited, damaged or truncated file is refused
   with open(os.path.join(tuned_dir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   with open(os.path.join(tuned_dir, 'meta.json')) as f:
@@ -139,11 +146,24 @@ def to_safetensors(tuned_dir: str, out: str | None = None) -> str:
   return out
 
 
+
+
 def read_safetensors(path: str) -> tuple[Arrays, dict[str, str]]:
-  """(state dict, metadata) of a safetensors file."""
+  """(state dict, metadata) of a safetensors file. Raises PromptFileError when `path` is not one or
+  a floating tensor holds NaN / inf (naming the tensor)."""
   from safetensors import safe_open
-  with safe_open(path, framework='numpy') as f:
-    return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+  try:
+    with safe_open(path, framework='numpy') as f:
+      sd, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+  except Exception as e:  # whatever safetensors raises on a file that is not one
+    raise PromptFileError(f'{path} is not a readable .safetensors file ({type(e).__name__}: '
+                          f'{str(e)[:120]}); pass a file written by prompt-jax-torch-export or '
+                          'safetensors.save_file') from None
+  for k in sorted(sd):
+    if sd[k].dtype.kind == 'f' and not np.isfinite(sd[k]).all():
+      raise PromptFileError(f'{path}: tensor {k} holds NaN or inf values; these prompts are '
+                            'damaged or diverged, use another file')
+  return sd, meta
 
 
 def load_safetensors(backbone_ckpt: str, path: str, *, like: Any = None,
@@ -167,7 +187,8 @@ def load_safetensors(backbone_ckpt: str, path: str, *, like: Any = None,
       keys = json.load(f)['keys']
   else:
     config = _config_of(like, meta)
-    model, params, keys = _fresh(config, backbone_ckpt, backbone_format, sd, meta)
+    model, params, keys = _fresh(config, backbone_ckpt, backbone_format, sd, meta,
+                                 allow_other_backbone=allow_other_backbone, path=path)
   flat = tree.flat(params)
   new = from_state_dict(sd, config, {k: np.shape(flat[k]) for k in keys},
                         ignore_other=ignore_other)
@@ -186,8 +207,9 @@ def _config_of(like: Any, meta: Mapping[str, str]) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(like.to_dict() if hasattr(like, 'to_dict') else like)
 
 
-def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
-  """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys."""
+def _fresh(config, backbone_ckpt, backbone_format, sd, meta, *, allow_other_backbone, path):
+  """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys.
+  The backbone's digest must be the one in the file's metadata (`export.check_backbone`)."""
   m = base.get(config.method)
   if m.prepare is not None:
     raise ValueError(f'method {config.method!r} derives its model from the training data (SHIP\'s '
@@ -201,23 +223,34 @@ def _fresh(config, backbone_ckpt, backbone_format, sd, meta):
   if backbone_format:
     config.init.format = backbone_format
   config.lock()
+  backbone = backbone_lib.load(m, config)
+  want = meta.get('backbone_digest')
+  export.check_backbone(tree.digest(backbone), None if want in (None, '', 'None') else want, path,
+                        backbone_ckpt, meta.get('backbone_checkpoint'),
+                        allow_other_backbone=allow_other_backbone)
   model = m.model(config, num_classes, None)
-  params = m.init_params(backbone_lib.init_with(model, config, backbone_lib.load(m, config)), None,
-                         config)
+  params = m.init_params(backbone_lib.init_with(model, config, backbone), None, config)
   trainable, frozen = tree.split(params, *m.trainable_patterns(config))
   keys = list(tree.flat(trainable)) + [k for k in tree.flat(frozen) if k.startswith('prompt/')]
   return model, params, keys
 
 
 def main(argv: list[str] | None = None) -> None:
-  """python -m prompt_jax.export.torch_state --tuned=DIR [--out=FILE]: the PyTorch state dict."""
+  """prompt-jax-torch-export --tuned=DIR [--out=FILE]: the PyTorch state dict. An export that is
+  not sealed and unchanged (`export.verify`) is one line on stderr, exit 2, nothing written."""
   import argparse
+  import sys
   p = argparse.ArgumentParser(prog='prompt-jax-torch-export', description=main.__doc__)
   p.add_argument('--tuned', required=True, help='a run\'s tuned/ export')
   p.add_argument('--out', default=None, help='default: TUNED/state_dict.safetensors')
   a = p.parse_args(argv)
-  path = to_safetensors(a.tuned, a.out)
-  sd, meta = read_safetensors(path)
+  try:
+    path = to_safetensors(a.tuned, a.out)
+    sd, meta = read_safetensors(path)
+  except (ValueError, KeyError, OSError) as e:  # ExportError, a method without release names
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    print(f'prompt-jax-torch-export: {" ".join(msg.split())}', file=sys.stderr)
+    sys.exit(2)
   print(f'{path}: {meta["method"]} ({meta["release"]} names), '
         + ', '.join(f'{k} {list(v.shape)}' for k, v in sd.items()))
 

@@ -18,16 +18,35 @@ import orbax.checkpoint as ocp
 
 from prompt_jax.checkpoints import backbone as backbone_lib
 from prompt_jax.methods import base
-from prompt_jax.train.tuned import MANIFEST, ExportError, export_tuned, seal, verify
+from prompt_jax.train.errors import BackboneMismatchError, ExportError
+from prompt_jax.train.tuned import MANIFEST, export_tuned, seal, verify
 from prompt_jax.util import tree
 from prompt_jax.util import treeio
 
-__all__ = ['MANIFEST', 'BackboneMismatchError', 'ExportError', 'export_tuned', 'load_tuned',
-           'seal', 'verify']
+__all__ = ['MANIFEST', 'BackboneMismatchError', 'ExportError', 'check_backbone', 'export_tuned',
+           'load_tuned', 'seal', 'verify']
 
 
-class BackboneMismatchError(ValueError):
-  """The backbone given to `load_tuned` is not the one the prompts were tuned on."""
+
+
+def check_backbone(digest: str, want: str | None, source: str, backbone_ckpt: str,
+                   tuned_on: str | None, *, allow_other_backbone: bool) -> None:
+  """Raises unless `digest` (`tree.digest` of the loaded backbone) is `want`, the digest recorded
+  with the prompts of `source`; a source recording none is refused too. `allow_other_backbone`
+  lets both through (the caller records that it did)."""
+  if allow_other_backbone:
+    return
+  if want is None:
+    raise ExportError(
+        f'{source} records no backbone_digest: cannot check that {backbone_ckpt!r} is the '
+        'backbone it was tuned on. Export it again, or pass allow_other_backbone=True '
+        '(--allow_other_backbone) to load it anyway.')
+  if digest != want:
+    raise BackboneMismatchError(
+        f'{source} was tuned on backbone {want[:16]}... ({tuned_on!r}), but {backbone_ckpt!r} '
+        f'holds other weights ({digest[:16]}...): its prompts and head would give wrong '
+        'predictions. Load the weights it was tuned on, or pass allow_other_backbone=True '
+        '(--allow_other_backbone) to use these anyway.')
 
 
 def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | None = None,
@@ -57,18 +76,8 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
     config.init.format = backbone_format
   method = base.get(config.method)
   backbone = backbone_lib.load(method, config)
-  digest, want = tree.digest(backbone), meta.get('backbone_digest')
-  if want is None and not allow_other_backbone:
-    raise ExportError(
-        f'{tuned_ckpt}/meta.json records no backbone_digest: cannot check that {backbone_ckpt!r} '
-        'is the backbone it was tuned on. Export it again, or pass allow_other_backbone=True to '
-        'load it anyway.')
-  if want is not None and digest != want and not allow_other_backbone:
-    raise BackboneMismatchError(
-        f'{tuned_ckpt} was tuned on backbone {want[:16]}... ({meta.get("backbone_checkpoint")!r})'
-        f', but {backbone_ckpt!r} holds other weights ({digest[:16]}...): its prompts and head '
-        'would give wrong predictions. Load the weights it was tuned on, or pass '
-        'allow_other_backbone=True to use these anyway.')
+  check_backbone(tree.digest(backbone), meta.get('backbone_digest'), tuned_ckpt, backbone_ckpt,
+                 meta.get('backbone_checkpoint'), allow_other_backbone=allow_other_backbone)
   tuned = ocp.StandardCheckpointer().restore(os.path.join(tuned_ckpt, 'params'))
   model = method.model(config, meta['num_classes'], prepared)
   return model, tree.merge(tuned, backbone), config

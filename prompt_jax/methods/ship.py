@@ -91,7 +91,7 @@ def prototype_bank(features: np.ndarray, k: int, seed: int = 0, n_init: int = 1)
 def load_affinity(path: str, depth: int) -> np.ndarray:
   """The release's `save_affinity/<task>/affinity.npy`: float [depth, depth], symmetric, unit
   diagonal, entries in [-1, 1]. Anything else is a ValueError naming the file and the problem."""
-  aff = np.load(path)
+  aff = np.load(path, allow_pickle=False)
   problem = ''
   if aff.shape != (depth, depth):
     problem = f'shape {aff.shape}, expected ({depth}, {depth}) (one row per block of the ViT)'
@@ -110,7 +110,7 @@ def load_affinity(path: str, depth: int) -> np.ndarray:
 def load_prototypes(path: str, num_prototypes: int, width: int) -> np.ndarray:
   """The release's `save_attribute/<task>/prototype_200_clusters.npy`: float [K, width] with
   K = ship.num_prototypes. Anything else is a ValueError naming the file and the problem."""
-  bank = np.load(path)
+  bank = np.load(path, allow_pickle=False)
   problem = ''
   if bank.ndim != 2 or bank.shape[1] != width:
     problem = f'shape {bank.shape}, expected [K, {width}] (K prototypes of the ViT width)'

@@ -112,7 +112,7 @@ def level_prototypes(ctx: base.PrepareContext, level: int, num_prompts: int) -> 
   name = f'spt_{strategy}{window}_P{num_prompts}_L{level}_s{seed}_f{fraction}_{key[:12]}.npz'
   path = os.path.join(ctx.workdir, name)
   if os.path.exists(path):
-    return np.load(path)['prototypes']
+    return np.load(path, allow_pickle=False)['prototypes']
   split = ctx.config.data.train_split
   n = ctx.source.splits[split]
   keep = max(1, math.ceil(fraction * n))

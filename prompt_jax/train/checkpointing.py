@@ -1,10 +1,12 @@
 """Orbax checkpoints of the train state in `workdir/checkpoints` (state pytree + JSON meta).
 
 Only finite states are saved (`save` refuses others), each with a sha256 of its content in its
-meta (`state_digest`), and `restore` takes the newest step that restores, matches its digest and is
-finite: a newer step that fails to read (a corrupt or half-deleted file), whose bytes changed since
-it was saved (a flipped byte restores without error otherwise) or holds a NaN / inf is skipped
-with a warning naming the step and why, and moved out of the way to
+meta (`state_digest`) and a sha256 of the meta itself (`meta_digest`: eval history, last loss and
+the state digest; a step without it is not used), and `restore` takes the newest step that
+restores, matches its digests and is finite: a newer step that fails to read (a corrupt or
+half-deleted file), whose bytes changed since it was saved (a flipped byte restores without error
+otherwise) or holds a NaN / inf is skipped with a warning naming the step and why, and moved out
+of the way to
 `workdir/checkpoints_skipped/<step>` (deleted on remote workdirs) so that training can save that
 step again. When no step restores, nothing is moved and `RestoreError` lists every step's reason.
 """
@@ -12,6 +14,7 @@ step again. When no step restores, nothing is moved and `RestoreError` lists eve
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from typing import Any
@@ -26,6 +29,7 @@ from prompt_jax.util import tree
 
 
 DIGEST = 'state_digest'  # meta key: `state_digest` of the saved state
+META_DIGEST = 'meta_digest'  # meta key: `meta_digest` of the rest of the meta (with DIGEST)
 
 
 def _abspath(path: str) -> str:
@@ -51,6 +55,24 @@ def state_digest(state: Any) -> str:
   return h.hexdigest()
 
 
+def meta_digest(meta: dict[str, Any]) -> str:
+  """sha256 of a step's JSON meta but its own META_DIGEST entry: the eval history and last loss
+  (which decide the selected checkpoint and reported numbers) and the state's digest."""
+  rest = {k: v for k, v in meta.items() if k != META_DIGEST}
+  return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+  """Why a restored meta cannot be trusted, or None."""
+  want = meta.get(META_DIGEST)
+  if want is None:
+    return ('it was saved without a digest of its metadata (eval history), so edits to it would '
+            'go unnoticed')
+  if meta_digest(meta) != want:
+    return 'its metadata (eval history) does not match the digest saved with it (edited)'
+  return None
+
+
 def save(mngr: ocp.CheckpointManager, state: Any, meta: dict[str, Any]) -> None:
   """Saves at `state['step']` unless that step is already the latest; raises NonFiniteError (and
   saves nothing) when a float leaf of `state` is not finite."""
@@ -61,6 +83,7 @@ def save(mngr: ocp.CheckpointManager, state: Any, meta: dict[str, Any]) -> None:
   if bad:
     raise NonFiniteError(f'refusing to save the state of step {step}: non-finite values in {bad}')
   meta = {**meta, DIGEST: state_digest(state)}
+  meta[META_DIGEST] = meta_digest(meta)
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           meta=ocp.args.JsonSave(meta)))
 
@@ -108,12 +131,16 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any
       why = f'it does not restore ({type(e).__name__}: {str(e)[:300]})'
     else:
       bad = tree.nonfinite_paths(got['state'])
+      meta_why = _meta_problem(got['meta'])
       want = got['meta'].pop(DIGEST, None)  # None: saved by a version without digests
+      got['meta'].pop(META_DIGEST, None)
       if want is not None and state_digest(got['state']) != want:
         why = ('its bytes do not match the digest saved with it (a damaged or partly rewritten '
                'file)')
       elif bad:
         why = f'it holds non-finite values in {bad[:5]}'
+      elif meta_why:
+        why = meta_why
       else:
         break
       got = None

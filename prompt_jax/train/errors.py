@@ -1,5 +1,5 @@
-"""What a run raises when it stops early; light (no JAX), so the command line can name them before
-anything heavy is imported."""
+"""What a run raises when it stops early, and what an export or prompt file that cannot be used
+raises; light (no JAX), so the command line can name them before anything heavy is imported."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ class Interrupted(Exception):
     self.signum, self.step = signum, step
     super().__init__(f'{signal.Signals(signum).name}: stopped after saving the checkpoint of step '
                      f'{step} in {workdir}; rerun the same command to resume from it')
+
+
+class ExportError(ValueError):
+  """An export directory that is incomplete or changed since it was written."""
+
+
+class BackboneMismatchError(ValueError):
+  """The backbone given to `load_tuned` is not the one the prompts were tuned on."""
+
+
+class PromptFileError(ValueError):
+  """A prompt state dict that cannot be used: not a safetensors file, or non-finite values."""

@@ -169,6 +169,11 @@ def flag_error(e: BaseException, argv: list[str]) -> str:
            and (f'.{key}=' in a or f'.{key}.' in a)]
     return (f'unknown config key {key!r} in {bad[0] if bad else "an override"}'
             f'{": " + hint if hint else ""}; --show_config lists every field')
-  text = ' '.join(str(e).split())
+  raw = str(e)
+  if 'Traceback (most recent call last)' in raw:  # the config file's get_config raised: its error
+    where = raw.split(': Error whilst parsing', 1)[0] if ': Error whilst' in raw else 'config'
+    last = [line.strip() for line in raw.splitlines() if line.strip()][-1]
+    return f'{where}: {last}'
+  text = ' '.join(raw.split())
   kind = '' if text.startswith('flag ') else f'{type(e).__name__}: '
   return f'{kind}{text}; --show_config lists every field'

@@ -26,6 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from prompt_jax.train import workdir as workdir_lib
+from prompt_jax.train.errors import ExportError
 from prompt_jax.util import tree
 from prompt_jax.util import treeio
 
@@ -33,8 +34,6 @@ from prompt_jax.util import treeio
 MANIFEST = 'manifest.json'
 
 
-class ExportError(ValueError):
-  """An export directory that is incomplete or changed since it was written."""
 
 
 def _sha256(path: str) -> str:

@@ -194,6 +194,18 @@ def _devices(c: Config, num_devices: int) -> list[str]:
   return out
 
 
+LR_WARN_ABOVE = 100.0  # no recipe searches higher (VPT's SGD grid tops at 50)
+
+
+def warnings(config: Config) -> list[str]:
+  """Values that are valid but almost certainly a mistake; main prints each, and runs."""
+  lr = config.train.lr
+  if lr > LR_WARN_ABOVE:
+    return [f'train.lr={lr!r} is above {LR_WARN_ABOVE:g}, higher than any recipe searches (VPT\'s '
+            'SGD grid tops at 50); training will likely diverge. Did you mean a smaller value?']
+  return []
+
+
 def _raise(problems: list[str]) -> None:
   if problems:
     raise ConfigError('invalid config:\n' + '\n'.join(f'  {p}' for p in problems))

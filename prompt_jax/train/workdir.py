@@ -117,8 +117,19 @@ def _write_text(path: epath.Path, text: str) -> None:
 
 
 def read_run(workdir: str) -> dict[str, Any] | None:
-  """wd/run.json, or None when absent."""
-  return _read_json(epath.Path(workdir) / RUN_FILE)
+  """wd/run.json, or None when absent. Raises WorkdirError when it does not read as a run record
+  (it decides which config and backbone the workdir's results belong to)."""
+  path = epath.Path(workdir) / RUN_FILE
+  try:
+    run = _read_json(path)
+  except (ValueError, UnicodeDecodeError) as e:
+    run, why = None, f'{type(e).__name__}: {e}'
+  else:
+    why = None if run is None or (isinstance(run, dict) and 'config' in run) else 'no config'
+  if why:
+    raise WorkdirError(f'{path} does not read as a run record ({why}): restore it, or use a new '
+                       '--workdir (or move this one away) to start afresh')
+  return run
 
 
 def has_state(workdir: str) -> bool:
@@ -139,12 +150,18 @@ def check(workdir: str, config: ml_collections.ConfigDict, digest: str | None = 
   another backbone), or stopped on a non-finite step under this same config; unless
   `config.train.allow_config_change`."""
   run = read_run(workdir)
-  if run is None:
-    if has_state(workdir):
-      logging.warning('%s holds a run but no %s (an older version wrote it): its config cannot be '
-                      'compared with this one', workdir, RUN_FILE)
-    return
   allow = config.train.allow_config_change
+  if run is None:
+    if has_state(workdir) and not allow:
+      raise WorkdirError(
+          f'{workdir} holds a run (checkpoints or results.json) but no {RUN_FILE}: its config '
+          'cannot be compared with this one, and two configs must not share one results file. '
+          f'Use a new --workdir, or pass --config.{OVERRIDE}=True to continue it under this '
+          'config.')
+    if has_state(workdir):
+      logging.warning('%s holds a run but no %s: continued under this config (%s=True)',
+                      workdir, RUN_FILE, OVERRIDE)
+    return
   changed = diff(run['config'], config_dict(config))
   fix = (f'Use a new --workdir, or pass --config.{OVERRIDE}=True to continue this run under the '
          f'new config (the change is recorded in {RUN_FILE}).')

@@ -29,7 +29,7 @@ class _OwnInfoOnly(logging.Filter):
 
 
 @contextlib.contextmanager
-def _stderr_fd_silenced():
+def stderr_fd_silenced():
   """Points file descriptor 2 at /dev/null (C++ libraries write there directly, bypassing
   sys.stderr), restoring it afterwards."""
   sys.stderr.flush()
@@ -55,7 +55,7 @@ def setup(verbose: bool = False) -> None:
   handler.addFilter(_OwnInfoOnly())
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   if 'tensorflow' not in sys.modules:
-    with _stderr_fd_silenced():
+    with stderr_fd_silenced():
       try:
         import tensorflow  # noqa: F401  (first import: its C++ start-up messages)
       except ImportError:

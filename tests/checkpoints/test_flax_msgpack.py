@@ -46,3 +46,23 @@ def test_other_msgpack_is_named_with_how_to_convert(tmp_path):
                                            'step': 1}))
   with pytest.raises(errors.CheckpointError, match='flax msgpack checkpoint .* Convert it'):
     vit_ckpt.load(str(path), 'npz', {'cls': (1, 1, 4)}, num_heads=1)
+
+
+@pytest.mark.parametrize('layout', ['optim_target', 'train_state'])
+def test_older_and_train_state_layouts_load_their_params(tmp_path, layout):
+  flat = micro_params()
+  expected = {k: v.shape for k, v in flat.items()}
+  heads = flat['Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel'].shape[1]
+  params = jax.tree_util.tree_map(np.asarray, _nested(flat))
+  momentum = jax.tree_util.tree_map(np.zeros_like, params)
+  if layout == 'optim_target':  # flax.optim.Optimizer's state_dict
+    state = {'target': params, 'state': {'step': 7, 'param_states': momentum}}
+  else:  # flax.training.train_state.TrainState's state_dict
+    state = {'step': 7, 'params': {'params': params},
+             'opt_state': optax.sgd(0.1, momentum=0.9).init(params)}
+  path = tmp_path / 'checkpoint_7'
+  path.write_bytes(serialization.to_bytes(state))
+  got = vit_ckpt.load(str(path), 'npz', expected, num_heads=heads)
+  assert set(got) == set(flat)
+  for k in flat:
+    np.testing.assert_array_equal(got[k], flat[k], err_msg=k)

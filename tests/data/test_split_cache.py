@@ -35,3 +35,17 @@ def test_a_split_of_another_size_than_declared_is_an_error(tmp_path):
   with pytest.raises(ValueError, match='more than its declared 4'):
     split_cache.fill(_batches(x, y), 4, (2, 2, 3), np.uint8, str(tmp_path / 'x.npy'))
   assert not (tmp_path / 'x.npy').exists()
+
+
+def test_a_truncated_cache_is_rebuilt_and_said_so(tmp_path, caplog):
+  rng = np.random.default_rng(0)
+  x = rng.random((10, 4, 4, 3)).astype(np.float32)
+  y = np.arange(10, dtype=np.int32)
+  path = str(tmp_path / 'c' / 'test.npy')
+  split_cache.fill(_batches(x, y), 10, (4, 4, 3), np.uint8, path)
+  with open(path, 'r+b') as f:
+    f.truncate(200)
+  images, labels = split_cache.fill(_batches(x, y), 10, (4, 4, 3), np.uint8, path)
+  np.testing.assert_array_equal(images, np.round(x * 255).astype(np.uint8))
+  np.testing.assert_array_equal(labels, y)
+  assert f'the cached split {path} is damaged' in caplog.text and 'rebuilding it' in caplog.text
