@@ -13,7 +13,7 @@ the run's evaluation image path (decoded by the trainer's own decoder, `preproce
 resized / cropped as the config's source, normalised) and writes CSV rows
 `path,top1,p_top1,top_k,p_top_k`; a file that does not decode is named on stderr and skipped, the
 rest are scored, and the exit status is then non-zero.
---tuned may also be a `.safetensors` state dict in a release's names (`prompt_jax.export.torch_state`):
+--tuned may also be a `.safetensors` state dict in a release's names (`export/torch_state.py`):
 --like gives the tuned/ export or config that defines its model (default: the file's metadata).
 The backbone digest check of `load_tuned` applies (--allow_other_backbone to insist).
 """
