@@ -4,14 +4,18 @@
   trainable, frozen = prompt_jax.split_params(params, 'vpt')
   images = prompt_jax.preprocess(uint8_images, 'configs/vpt_vtab.py')
   model, params, config = prompt_jax.load_tuned('ViT-B_16.npz', 'workdir/tuned')
+  model = prompt_jax.load_tasks({'dtd': 'runs/dtd/tuned', 'pets': 'runs/pets/tuned'},
+                                'ViT-B_16.npz')
+  logits, mask = model(images, ['dtd', 'pets'])   # one batch, each image with its own task
 
-(see prompt_jax.api and prompt_jax.export; the names import their modules on first use.)
+(see prompt_jax.api, prompt_jax.export and prompt_jax.export.serving; the names import their
+modules on first use.)
 """
 
 __version__ = '0.1.0'
 
 _API = {'create_model': 'api', 'split_params': 'api', 'model_config': 'api', 'preprocess': 'api',
-        'load_tuned': 'export'}
+        'load_tuned': 'export', 'load_tasks': 'export.serving'}
 __all__ = sorted(_API)
 
 

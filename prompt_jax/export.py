@@ -37,6 +37,8 @@ from prompt_jax.methods import base
 
 
 MANIFEST = 'manifest.json'
+# The export layer's other modules (serving.py) live in the folder export/ beside this file.
+__path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), 'export')]
 
 
 class BackboneMismatchError(ValueError):
@@ -119,16 +121,9 @@ def export_tuned(path: str, trainable: Any, frozen: Any, config: ml_collections.
   return path
 
 
-def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | None = None,
-               allow_other_backbone: bool = False
-               ) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
-  """Rebuilds the tuned model: backbone weights from `backbone_ckpt` + the exported subtree.
-
-  backbone_ckpt: path of the weights the prompts were tuned on ('random' for the seeded random
-  init recorded in the config, for tests). Weights of another digest than the export's are an
-  error unless `allow_other_backbone`. Returns (model, params, config). Raises ExportError when
-  `tuned_ckpt` is not a complete, unchanged export (`verify`), naming the file.
-  """
+def read_export(tuned_ckpt: str, backbone_ckpt: str, backbone_format: str | None = None
+                ) -> tuple[ml_collections.ConfigDict, dict[str, Any], Any]:
+  """(config, meta, prepared) of a verified export, its config pointed at `backbone_ckpt`."""
   tuned_ckpt = os.path.abspath(tuned_ckpt)
   verify(tuned_ckpt)
   with open(os.path.join(tuned_ckpt, 'config.json')) as f:
@@ -144,9 +139,13 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
   config.init.checkpoint = backbone_ckpt
   if backbone_format:
     config.init.format = backbone_format
-  method = base.get(config.method)
-  backbone = backbone_lib.load(method, config)
-  digest, want = tree.digest(backbone), meta.get('backbone_digest')
+  return config, meta, prepared
+
+
+def check_backbone(tuned_ckpt: str, meta: dict[str, Any], digest: str, backbone_ckpt: str,
+                   allow_other_backbone: bool = False) -> None:
+  """Raises unless `digest` (of the weights `backbone_ckpt`) is the export's backbone_digest."""
+  want = meta.get('backbone_digest')
   if want is None and not allow_other_backbone:
     raise ExportError(
         f'{tuned_ckpt}/meta.json records no backbone_digest: cannot check that {backbone_ckpt!r} '
@@ -158,6 +157,23 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
         f', but {backbone_ckpt!r} holds other weights ({digest[:16]}...): its prompts and head '
         'would give wrong predictions. Load the weights it was tuned on, or pass '
         'allow_other_backbone=True to use these anyway.')
+
+
+def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | None = None,
+               allow_other_backbone: bool = False
+               ) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
+  """Rebuilds the tuned model: backbone weights from `backbone_ckpt` + the exported subtree.
+
+  backbone_ckpt: path of the weights the prompts were tuned on ('random' for the seeded random
+  init recorded in the config, for tests). Weights of another digest than the export's are an
+  error unless `allow_other_backbone`. Returns (model, params, config). Raises ExportError when
+  `tuned_ckpt` is not a complete, unchanged export (`verify`), naming the file.
+  """
+  tuned_ckpt = os.path.abspath(tuned_ckpt)
+  config, meta, prepared = read_export(tuned_ckpt, backbone_ckpt, backbone_format)
+  method = base.get(config.method)
+  backbone = backbone_lib.load(method, config)
+  check_backbone(tuned_ckpt, meta, tree.digest(backbone), backbone_ckpt, allow_other_backbone)
   tuned = ocp.StandardCheckpointer().restore(os.path.join(tuned_ckpt, 'params'))
   model = method.model(config, meta['num_classes'], prepared)
   return model, tree.merge(tuned, backbone), config
