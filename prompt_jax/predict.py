@@ -14,6 +14,13 @@ config's source, normalise) and writes CSV rows `path,top1,p_top1,top_k,p_top_k`
 --tuned may also be a `.safetensors` state dict in a release's names (`prompt_jax.torch_export`):
 --like gives the tuned/ export or config that defines its model (default: the file's metadata).
 The backbone digest check of `load_tuned` applies (--allow_other_backbone to insist).
+
+Several tasks on one backbone (`prompt_jax.load_tasks`): repeat --tuned (NAME=DIR names a task;
+default: its config's data.task). --images then takes a CSV of `path,task` rows or folders of one
+subfolder per task and writes `path,task,top1,p_top1,...` rows, mixed-task batches through one
+backbone copy; --split scores every export's split and writes {task: {accuracy, n, ...}}.
+  prompt-jax-predict --tuned=runs/dtd/tuned --tuned=runs/pets/tuned --weights=ViT-B_16.npz \\
+      --images=photos.csv
 """
 
 from __future__ import annotations
@@ -123,14 +130,18 @@ def write_predictions(path: str, files: Sequence[str], probs: np.ndarray, top_k:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='prompt-jax-predict', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--tuned', required=True, help="a run's tuned/ folder, or a .safetensors file")
+  p.add_argument('--tuned', required=True, action='append',
+                 help="a run's tuned/ folder, or a .safetensors file; repeat it (NAME=DIR) to "
+                      'serve several tasks on one backbone')
   p.add_argument('--weights', required=True,
                  help='the backbone checkpoint the prompts were tuned on (as --config.init.'
                       "checkpoint; 'random' for a seeded random backbone)")
   p.add_argument('--weights_format', default=None, help="default: the run's init.format")
   what = p.add_mutually_exclusive_group(required=True)
   what.add_argument('--split', help="score this split of the run's data source, e.g. test")
-  what.add_argument('--images', nargs='+', help='image files or folders to classify')
+  what.add_argument('--images', nargs='+',
+                    help='image files or folders to classify (several --tuned: a CSV of '
+                         'path,task rows, or folders of one subfolder per task)')
   p.add_argument('--data_dir', default=None, help="replaces the run's data.data_dir")
   p.add_argument('--like', default=None, help='for a .safetensors --tuned: the tuned/ export or '
                                                'config file that defines its model')
@@ -142,13 +153,60 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
+def _name_and_path(tuned: str) -> tuple[str, str]:
+  """('NAME', 'DIR') of a NAME=DIR --tuned value, ('', tuned) of a plain path."""
+  name, eq, path = tuned.partition('=')
+  return (name, path) if eq and name and os.sep not in name else ('', tuned)
+
+
+def _named_exports(tuned: Sequence[str]) -> dict[str, str] | list[str]:
+  """NAME=DIR values as {name: dir}; plain DIRs as a list (named by their config's data.task)."""
+  pairs = [_name_and_path(t) for t in tuned]
+  if any(n for n, _ in pairs) and not all(n for n, _ in pairs):
+    raise SystemExit('prompt-jax-predict: name every --tuned (NAME=DIR) or none')
+  return dict(pairs) if pairs[0][0] else [p for _, p in pairs]
+
+
+def main_tasks(a: argparse.Namespace) -> None:
+  """Several --tuned: one backbone, mixed-task batches (`prompt_jax.load_tasks`)."""
+  from prompt_jax.export import serving
+  from prompt_jax.export import serving_io
+  from prompt_jax import workdir as workdir_lib
+  exports = _named_exports(a.tuned)
+  model = serving.load_tasks(exports, os.path.abspath(a.weights) if a.weights != 'random'
+                             else 'random', backbone_format=a.weights_format,
+                             allow_other_backbone=a.allow_other_backbone)
+  if a.split:
+    if a.data_dir:
+      for task in model.tasks:
+        task.config.unlock()
+        task.config.data.data_dir = a.data_dir
+    res = serving_io.evaluate_tasks(model, a.split, a.batch_size)
+    out = a.out or f'eval_{a.split}.json'
+    workdir_lib.write_json(out, res)
+    for name, r in res.items():
+      print(f'{name} {a.split}: top-1 {r["accuracy"]:.4f} over {r["n"]} images')
+    print(f'-> {out}')
+    return
+  items = serving_io.task_images(a.images, model.names)
+  probs = serving_io.predict_tasks(model, items, a.batch_size)
+  out = a.out or 'predictions.csv'
+  classes = model.num_classes[model.task_ids([t for _, t in items])]
+  serving_io.write_task_predictions(out, items, probs, classes, a.top_k)
+  print(f'{len(items)} images of {len(model.names)} tasks -> {out}')
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   a = parse_args(sys.argv[1:] if argv is None else argv)
   from prompt_jax import console
   console.setup(verbose=False)  # as quiet as prompt-jax
-  for path in (a.tuned,) + ((a.weights,) if a.weights != 'random' else ()):
+  paths = [_name_and_path(t)[1] for t in a.tuned]
+  for path in paths + ([a.weights] if a.weights != 'random' else []):
     if '://' not in path and not os.path.exists(path):
       raise SystemExit(f'prompt-jax-predict: {path} does not exist')
+  if len(a.tuned) > 1:
+    return main_tasks(a)
+  a.tuned = paths[0]
   model, params, config = load(a.tuned, os.path.abspath(a.weights) if a.weights != 'random'
                                else 'random', like=a.like, backbone_format=a.weights_format,
                                allow_other_backbone=a.allow_other_backbone)

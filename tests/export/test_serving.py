@@ -175,3 +175,31 @@ def test_an_8_device_mesh_gives_the_1_device_result(exports, tmp_path):
 def test_bucket_sizes_fit_the_mesh():
   assert serving._bucket(7, 7, 1) == 7 and serving._bucket(3, 7, 1) == 4
   assert serving._bucket(3, 7, 8) == 8 and serving._bucket(9, 16, 8) == 16
+
+
+def test_predict_cli_writes_one_csv_with_each_rows_task(exports, tmp_path):
+  """prompt-jax-predict with two --tuned and a path,task CSV: each row's top-k is what the
+  single-task CLI path gives for that image with its own export."""
+  import csv
+  from PIL import Image
+  from prompt_jax import predict
+  paths = {'dtd': exports('vpt_deep')[0], 'pets': exports('lora')[1]}
+  rows = []
+  for i, task in enumerate(['pets', 'dtd', 'dtd', 'pets', 'dtd']):
+    Image.fromarray(RNG.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(tmp_path / f'{i}.png')
+    rows.append(f'{i}.png,{task}\n')
+  (tmp_path / 'in.csv').write_text('path,task\n' + ''.join(rows))
+  out = tmp_path / 'pred.csv'
+  predict.main([f'--tuned=dtd={paths["dtd"]}', f'--tuned=pets={paths["pets"]}',
+                '--weights=random', f'--images={tmp_path / "in.csv"}', f'--out={out}',
+                '--top_k=4', '--batch_size=3'])
+  got = list(csv.DictReader(out.open()))
+  assert [r['task'] for r in got] == ['pets', 'dtd', 'dtd', 'pets', 'dtd']
+  for task, path in paths.items():
+    mine = [r for r in got if r['task'] == task]
+    files = [r['path'] for r in mine]
+    probs = predict.predict_files(*predict.load(path, 'random'), files, 2)
+    np.testing.assert_array_equal([int(r['top1']) for r in mine], probs.argmax(-1))
+    np.testing.assert_allclose([float(r['p_top1']) for r in mine], probs.max(-1), atol=1e-5)
+    # the 3-class task has no 4th prediction; the 5-class one has
+    assert all((r['top4'] == '') == (probs.shape[-1] < 4) for r in mine)
