@@ -58,7 +58,8 @@ class _Group:
   model: Any
   stacked: Any            # {path: [T_g, ...]} nested, on the mesh (replicated)
   tasks: np.ndarray       # [T_g] global task indices
-  fn: Any                 # jitted (backbone, stacked, images [b,S,S,3], local ids [b]) -> [b, C]
+  mixed: Any              # jitted (backbone, stacked, images [b,S,S,3], local ids [b]) -> [b, C]
+  single: Any             # jitted (backbone, stacked, images [b,S,S,3], one local id) -> [b, C]
 
 
 def _restore(path: str) -> dict[str, np.ndarray]:
@@ -97,14 +98,20 @@ def _signature(model: Any, flat: dict[str, np.ndarray], backbone: Any, image_siz
   return str(closed.jaxpr), consts, layout
 
 
-def _group_fn(model: Any):
-  """jit of: each example through `model` with its own task's slice of the stacked subtrees."""
-  def logits(frozen, stacked, images, ids):
+def _group_fns(model: Any):
+  """jits of: each example through `model` with its own task's slice of the stacked subtrees
+  (ids [b]); and every example with one task's slice (a scalar id: the single-task model)."""
+  def own(frozen, stacked, i):
+    return tree.merge(jax.tree_util.tree_map(lambda s: s[i], stacked), frozen)
+
+  def mixed(frozen, stacked, images, ids):
     def one(image, i):
-      own = jax.tree_util.tree_map(lambda s: s[i], stacked)
-      return model.apply({'params': tree.merge(own, frozen)}, image[None])[0][0]
+      return model.apply({'params': own(frozen, stacked, i)}, image[None])[0][0]
     return jax.vmap(one)(images, ids)
-  return jax.jit(logits)
+
+  def single(frozen, stacked, images, i):
+    return model.apply({'params': own(frozen, stacked, i)}, images)[0]
+  return jax.jit(mixed), jax.jit(single)
 
 
 def _bucket(n: int, total: int, multiple: int) -> int:
@@ -170,8 +177,12 @@ class MultiTaskModel:
         continue
       size = _bucket(len(rows), len(ids), self.mesh.size)
       take = np.concatenate([rows, np.repeat(rows[:1], size - len(rows))])
-      z = group.fn(self.backbone, group.stacked, self._place(images[take]),
-                   self._place(self._local[ids[take]]))
+      local = self._local[ids[take]]
+      if (local == local[0]).all():  # one task: its own model, no per-example gathers
+        z = group.single(self.backbone, group.stacked, self._place(images[take]), local[0])
+      else:
+        z = group.mixed(self.backbone, group.stacked, self._place(images[take]),
+                        self._place(local))
       z = np.asarray(z, np.float32)[:len(rows)]
       out[rows, :z.shape[-1]] = z
     mask = np.arange(self.max_classes)[None] < self.num_classes[ids][:, None]
@@ -250,5 +261,6 @@ def load_tasks(exports: Mapping[str, str] | Sequence[str], weights: str, *,
     stacked = {k: np.stack([m[2][k] for m in members]) for k in members[0][2]}
     stacked = jax.device_put(tree.nest(stacked), sharding.replicated(mesh))
     model = members[0][1]
-    groups.append(_Group(model, stacked, np.array([m[0] for m in members]), _group_fn(model)))
+    groups.append(_Group(model, stacked, np.array([m[0] for m in members]),
+                         *_group_fns(model)))
   return MultiTaskModel([t for t, *_ in read], frozen, groups, mesh)
