@@ -7,7 +7,7 @@ N exports per (method, variant) on a seeded random backbone, trainable params ra
 `--classes` classes; the batch's rows cycle over the N tasks.
 
   python -m benchmarks.multitask [--variants=B/16,S/16] [--methods=vpt_deep,ship]
-      [--tasks=1,4,19] [--batch=64] [--iters=3] [--image_size=224]
+      [--tasks=1,4,19] [--batch=64] [--iters=3] [--image_size=224] [--memory_only]
   python -m benchmarks.multitask --variants=Mu/8 --image_size=32 --tasks=1,2 --batch=8  # smoke
 
 Prints JSON (machine and load average included); nothing is asserted.
@@ -111,6 +111,28 @@ def measure(name: str, variant: str, n: int, args: argparse.Namespace) -> dict:
   }
 
 
+def params_memory(name: str, variant: str, n: int, args: argparse.Namespace) -> dict:
+  """Parameter MB of one backbone + n tuned parts against n models, from shapes only."""
+  method, options, make_prepared = RECIPES[name]
+  config = prompt_jax.model_config(variant, method, checkpoint='random',
+                                   image_size=args.image_size, **options)
+  arch = vit.decode_variant(variant)
+  prepared = make_prepared(arch['depth'], arch['width'], config) if make_prepared else None
+  model = base.get(method).model(config, args.classes, prepared)
+  images = jax.numpy.zeros((1, args.image_size, args.image_size, 3))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images))['params']
+  tuned, frozen = tree.split(shapes, *base.get(method).trainable_patterns(config))
+  consts = sum(int(np.prod(v.shape)) for k, v in tree.flat(frozen).items()
+               if k.startswith('prompt/'))  # exported with the tuned part (SHIP's bank)
+  backbone_mb = (tree.count(frozen) - consts) * 4 / 2**20
+  tuned_mb = (tree.count(tuned) + consts) * 4 / 2**20
+  shared, apart = backbone_mb + n * tuned_mb, n * (backbone_mb + tuned_mb)
+  return {'recipe': name, 'variant': variant, 'tasks': n,
+          'params_mb': {'backbone': backbone_mb, 'per_task': tuned_mb, 'shared': shared,
+                        'separate_models': apart},
+          'memory_separate_over_shared': apart / shared}
+
+
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument('--variants', default='B/16,S/16')
@@ -120,9 +142,11 @@ def main() -> None:
   ap.add_argument('--classes', type=int, default=100)
   ap.add_argument('--image_size', type=int, default=224)
   ap.add_argument('--iters', type=int, default=3)
+  ap.add_argument('--memory_only', action='store_true', help='parameter memory from shapes only')
   args = ap.parse_args()
   start = time.time()
-  rows = [measure(m, v, int(n), args) for v in args.variants.split(',')
+  row = params_memory if args.memory_only else measure
+  rows = [row(m, v, int(n), args) for v in args.variants.split(',')
           for m in args.methods.split(',') for n in args.tasks.split(',')]
   print(json.dumps({'rows': rows, 'seconds': time.time() - start, 'machine': bench.machine()},
                    indent=1))
