@@ -203,3 +203,12 @@ def test_predict_cli_writes_one_csv_with_each_rows_task(exports, tmp_path):
     np.testing.assert_allclose([float(r['p_top1']) for r in mine], probs.max(-1), atol=1e-5)
     # the 3-class task has no 4th prediction; the 5-class one has
     assert all((r['top4'] == '') == (probs.shape[-1] < 4) for r in mine)
+  # the same images as one folder per task: the same rows
+  for r in got:
+    (tmp_path / 'photos' / r['task']).mkdir(parents=True, exist_ok=True)
+    os.link(r['path'], tmp_path / 'photos' / r['task'] / os.path.basename(r['path']))
+  predict.main([f'--tuned=dtd={paths["dtd"]}', f'--tuned=pets={paths["pets"]}',
+                '--weights=random', f'--images={tmp_path / "photos"}', f'--out={out}',
+                '--top_k=4', '--batch_size=3'])
+  again = {(os.path.basename(r['path']), r['task']): r['top1'] for r in csv.DictReader(out.open())}
+  assert again == {(os.path.basename(r['path']), r['task']): r['top1'] for r in got}
