@@ -51,9 +51,9 @@ METHODS = {
 }
 
 
-def make_export(path, method, options, task, seed=0):
+def make_export(path, method, options, task, seed=0, overrides=None):
   """A Mu/8 export of `method` on the seed's random backbone, trainable params random."""
-  kw = dict(checkpoint='random', image_size=32, seed=seed, **options)
+  kw = dict(checkpoint='random', image_size=32, seed=seed, overrides=overrides, **options)
   config = prompt_jax.model_config('Mu/8', method, **kw)
   prepared = _prepared(method, task)
   _, params = prompt_jax.create_model('Mu/8', method, num_classes=CLASSES[task],
@@ -212,3 +212,33 @@ def test_predict_cli_writes_one_csv_with_each_rows_task(exports, tmp_path):
                 '--top_k=4', '--batch_size=3'])
   again = {(os.path.basename(r['path']), r['task']): r['top1'] for r in csv.DictReader(out.open())}
   assert again == {(os.path.basename(r['path']), r['task']): r['top1'] for r in got}
+
+
+def test_predict_cli_scores_every_exports_split_through_one_backbone(tmp_path):
+  """--split with two --tuned: each task's accuracy on its own folder data equals the single-task
+  `evaluate_split` of its export."""
+  from PIL import Image
+  from prompt_jax import predict
+  paths = {}
+  for t, task in enumerate(('dtd', 'eurosat')):
+    folder = tmp_path / 'data' / task
+    (folder / 'img').mkdir(parents=True)
+    lines = []
+    for i in range(5):
+      Image.fromarray(RNG.integers(0, 256, (36, 32, 3), dtype=np.uint8)).save(
+          folder / 'img' / f'{i}.png')
+      lines.append(f'img/{i}.png {i % CLASSES[t]}\n')
+    for split in ('train800', 'val200', 'train800val200', 'test'):
+      (folder / f'{split}.txt').write_text(''.join(lines))
+    over = {'data.source': 'folder', 'data.task': task, 'data.data_dir': str(tmp_path / 'data')}
+    paths[task] = make_export(tmp_path / f'{task}_tuned', *METHODS['vpt_deep'], t,
+                              overrides=over)
+  out = tmp_path / 'eval.json'
+  predict.main([f'--tuned={p}' for p in paths.values()] +
+               ['--weights=random', '--split=test', f'--out={out}', '--batch_size=4'])
+  res = json.loads(out.read_text())
+  assert sorted(res) == ['dtd', 'eurosat']
+  for task, path in paths.items():
+    want = predict.evaluate_split(*predict.load(path, 'random'), 'test', 4)
+    assert res[task]['n'] == want['n'] == 5
+    assert abs(res[task]['accuracy'] - want['accuracy']) < 1e-9
