@@ -153,14 +153,15 @@ a = prompt_jax.load_tasks(paths, 'random')
 b = prompt_jax.load_tasks(paths, 'random', mesh=one)
 assert a.mesh.size == 8
 za, zb = a(images, ids)[0], b(images, ids)[0]
-print(json.dumps({'max_diff': float(np.nanmax(np.abs(np.where(np.isinf(zb), 0, za - zb))))}))
+print(json.dumps({'max_diff': float(np.nanmax(np.abs(np.where(np.isinf(zb), 0, za - zb)))),
+                  'max_abs': float(np.abs(np.where(np.isinf(zb), 0, zb)).max())}))
 '''
 
 
 def test_an_8_device_mesh_gives_the_1_device_result(exports, tmp_path):
   paths = [exports('vpt_deep')[0], exports('vpt_deep')[1], exports('lora')[2]]
   ids = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 0, 1])  # groups of 5 and 3 rows: both padded
-  images = RNG.normal(size=(len(ids), 32, 32, 3)).astype(np.float32)
+  images = np.random.default_rng(1).normal(size=(len(ids), 32, 32, 3)).astype(np.float32)
   np.save(tmp_path / 'images.npy', images)
   np.save(tmp_path / 'ids.npy', ids)
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
@@ -169,7 +170,9 @@ def test_an_8_device_mesh_gives_the_1_device_result(exports, tmp_path):
                         str(tmp_path / 'images.npy'), str(tmp_path / 'ids.npy')],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert json.loads(out.stdout.strip().splitlines()[-1])['max_diff'] < 1e-5
+  res = json.loads(out.stdout.strip().splitlines()[-1])
+  # float32 rounding of other compiled shapes only: ~5e-7 of the largest logit (|z| ~ 20) seen
+  assert res['max_diff'] <= 2e-6 * max(1.0, res['max_abs']), res
 
 
 def test_bucket_sizes_fit_the_mesh():
