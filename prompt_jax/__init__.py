@@ -4,8 +4,12 @@
   trainable, frozen = prompt_jax.split_params(params, 'vpt')
   images = prompt_jax.preprocess(uint8_images, 'configs/vpt_vtab.py')
   model, params, config = prompt_jax.load_tuned('ViT-B_16.npz', 'workdir/tuned')
+  model = prompt_jax.load_tasks({'dtd': 'runs/dtd/tuned', 'pets': 'runs/pets/tuned'},
+                                'ViT-B_16.npz')
+  logits, mask = model(images, ['dtd', 'pets'])   # one batch, each image with its own task
 
-(see prompt_jax.api and prompt_jax.export.tuned; the names import their modules on first use.)
+(see prompt_jax.api, prompt_jax.export.tuned and prompt_jax.export.serving; the names import
+their modules on first use.)
 
 Layers, low to high; a module imports only from its own layer and those below
 (tests/test_structure.py checks it, docs/architecture.md explains it):
@@ -16,7 +20,7 @@ Layers, low to high; a module imports only from its own layer and those below
 __version__ = '0.1.0'
 
 _API = {'create_model': 'api', 'split_params': 'api', 'model_config': 'api', 'preprocess': 'api',
-        'load_tuned': 'export.tuned'}
+        'load_tuned': 'export.tuned', 'load_tasks': 'export.serving'}
 __all__ = sorted(_API)
 
 

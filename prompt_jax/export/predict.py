@@ -16,6 +16,13 @@ rest are scored, and the exit status is then non-zero.
 --tuned may also be a `.safetensors` state dict in a release's names (`export/torch_state.py`):
 --like gives the tuned/ export or config that defines its model (default: the file's metadata).
 The backbone digest check of `load_tuned` applies (--allow_other_backbone to insist).
+
+Several tasks on one backbone (`prompt_jax.load_tasks`): repeat --tuned (NAME=DIR names a task;
+default: its config's data.task). --images then takes a CSV of `path,task` rows or folders of one
+subfolder per task and writes `path,task,top1,p_top1,...` rows, mixed-task batches through one
+backbone copy; --split scores every export's split and writes {task: {accuracy, n, ...}}.
+  prompt-jax-predict --tuned=runs/dtd/tuned --tuned=runs/pets/tuned --weights=ViT-B_16.npz \\
+      --images=photos.csv
 """
 
 from __future__ import annotations
@@ -34,13 +41,15 @@ import numpy as np
 from prompt_jax import evaluators
 from prompt_jax.data import eval_image
 from prompt_jax.data import preprocess
+from prompt_jax.export.images import IMAGE_EXTENSIONS, image_files, read_images  # noqa: F401
 from prompt_jax.data import registry
+from prompt_jax.export import serving
+from prompt_jax.export import serving_io
 from prompt_jax.export import torch_state as torch_export
 from prompt_jax.export import tuned as export
 from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.util import console
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 
 def load(tuned: str, weights: str, *, like: str | None = None, backbone_format: str | None = None,
@@ -106,36 +115,6 @@ def evaluate_program(config: Any, workdir: str) -> dict[str, Any]:
   return res
 
 
-def image_files(paths: Sequence[str]) -> list[str]:
-  """Image files under `paths` (folders searched recursively), sorted."""
-  out = []
-  for p in paths:
-    if os.path.isdir(p):
-      for root, _, files in os.walk(p):
-        out += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-    elif os.path.isfile(p):
-      out.append(p)
-    else:
-      raise FileNotFoundError(f'{p}: no such image file or folder')
-  if not out:
-    raise FileNotFoundError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) under {list(paths)}')
-  return sorted(os.path.abspath(f) for f in out)
-
-
-def read_images(files: Sequence[str]) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
-  """Decodes `files` as the trainer does (`preprocess.read_image`): (images, their files, {file:
-  why} of those that do not decode, skipped)."""
-  images, good, bad = [], [], {}
-  for f in files:
-    try:
-      with console.stderr_fd_silenced():  # libjpeg's own warnings; the file is named instead
-        images.append(preprocess.read_image(f))
-      good.append(f)
-    except preprocess.ImageError as e:
-      bad[f] = str(e)
-  return images, good, bad
-
-
 def predict_images(model: Any, params: Any, config: Any, images: Sequence[np.ndarray],
                    batch_size: int = 64) -> np.ndarray:
   """Class probabilities [N, C] of decoded uint8 [H, W, 3] images through the config's
@@ -172,14 +151,18 @@ def write_predictions(path: str, files: Sequence[str], probs: np.ndarray, top_k:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='prompt-jax-predict', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--tuned', required=True, help="a run's tuned/ folder, or a .safetensors file")
+  p.add_argument('--tuned', required=True, action='append',
+                 help="a run's tuned/ folder, or a .safetensors file; repeat it (NAME=DIR) to "
+                      'serve several tasks on one backbone')
   p.add_argument('--weights', required=True,
                  help='the backbone checkpoint the prompts were tuned on (as --config.init.'
                       "checkpoint; 'random' for a seeded random backbone)")
   p.add_argument('--weights_format', default=None, help="default: the run's init.format")
   what = p.add_mutually_exclusive_group(required=True)
   what.add_argument('--split', help="score this split of the run's data source, e.g. test")
-  what.add_argument('--images', nargs='+', help='image files or folders to classify')
+  what.add_argument('--images', nargs='+',
+                    help='image files or folders to classify (several --tuned: a CSV of '
+                         'path,task rows, or folders of one subfolder per task)')
   p.add_argument('--data_dir', default=None, help="replaces the run's data.data_dir")
   p.add_argument('--like', default=None, help='for a .safetensors --tuned: the tuned/ export or '
                                                'config file that defines its model')
@@ -249,9 +232,61 @@ def _run(a: argparse.Namespace, files: list[str]) -> None:
          f'(named above); the other {len(files)} are in {out}', code=1)
 
 
+def _name_and_path(tuned: str) -> tuple[str, str]:
+  """('NAME', 'DIR') of a NAME=DIR --tuned value, ('', tuned) of a plain path."""
+  name, eq, path = tuned.partition('=')
+  return (name, path) if eq and name and os.sep not in name else ('', tuned)
+
+
+def _named_exports(tuned: Sequence[str]) -> dict[str, str] | list[str]:
+  """NAME=DIR values as {name: dir}; plain DIRs as a list (named by their config's data.task)."""
+  pairs = [_name_and_path(t) for t in tuned]
+  if any(n for n, _ in pairs) and not all(n for n, _ in pairs):
+    fail('name every --tuned (NAME=DIR) or none')
+  return dict(pairs) if pairs[0][0] else [p for _, p in pairs]
+
+
+def main_tasks(a: argparse.Namespace) -> None:
+  """Several --tuned: one backbone, mixed-task batches (`prompt_jax.load_tasks`)."""
+  exports = _named_exports(a.tuned)
+  for path in (exports.values() if isinstance(exports, dict) else exports):
+    if '://' not in path and not os.path.isdir(path):
+      fail(f"{path} is not a run's tuned/ directory")
+    export.verify(os.path.abspath(path))
+  console.setup(verbose=False)  # as quiet as prompt-jax
+  model = serving.load_tasks(exports, os.path.abspath(a.weights) if a.weights != 'random'
+                             else 'random', backbone_format=a.weights_format,
+                             allow_other_backbone=a.allow_other_backbone)
+  if a.split:
+    if a.data_dir:
+      for task in model.tasks:
+        task.config.unlock()
+        task.config.data.data_dir = a.data_dir
+    res = serving_io.evaluate_tasks(model, a.split, a.batch_size)
+    out = a.out or f'eval_{a.split}.json'
+    workdir_lib.write_json(out, res)
+    for name, r in res.items():
+      print(f'{name} {a.split}: top-1 {r["accuracy"]:.4f} over {r["n"]} images')
+    print(f'-> {out}')
+    return
+  items = serving_io.task_images(a.images, model.names)
+  probs = serving_io.predict_tasks(model, items, a.batch_size)
+  out = a.out or 'predictions.csv'
+  classes = model.num_classes[model.task_ids([t for _, t in items])]
+  serving_io.write_task_predictions(out, items, probs, classes, a.top_k)
+  print(f'{len(items)} images of {len(model.names)} tasks -> {out}')
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   a = parse_args(sys.argv[1:] if argv is None else argv)
   try:
+    for path in [_name_and_path(t)[1] for t in a.tuned] + (
+        [a.weights] if a.weights != 'random' else []):
+      if '://' not in path and not os.path.exists(path):
+        fail(f'{path} does not exist')
+    if len(a.tuned) > 1:
+      return main_tasks(a)
+    a.tuned = _name_and_path(a.tuned[0])[1]
     _check_tuned(a)  # the paths, before TensorFlow (console.setup imports it) or the model
     files = image_files(a.images) if a.images else []
     console.setup(verbose=False)  # as quiet as prompt-jax

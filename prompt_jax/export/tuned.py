@@ -49,6 +49,27 @@ def check_backbone(digest: str, want: str | None, source: str, backbone_ckpt: st
         '(--allow_other_backbone) to use these anyway.')
 
 
+def read_export(tuned_ckpt: str, backbone_ckpt: str, backbone_format: str | None = None
+                ) -> tuple[ml_collections.ConfigDict, dict[str, Any], Any]:
+  """(config, meta, prepared) of a verified export, its config pointed at `backbone_ckpt`."""
+  tuned_ckpt = os.path.abspath(tuned_ckpt)
+  verify(tuned_ckpt)
+  with open(os.path.join(tuned_ckpt, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(os.path.join(tuned_ckpt, 'meta.json')) as f:
+    meta = json.load(f)
+  prepared_path = os.path.join(tuned_ckpt, 'prepared.npz')
+  if not os.path.exists(prepared_path):
+    raise FileNotFoundError(
+        f'{prepared_path} is missing: {tuned_ckpt} was exported by an older prompt_jax (a pickle, '
+        'which is not loaded since it can run code); export it again with this version')
+  prepared = treeio.load(prepared_path)
+  config.init.checkpoint = backbone_ckpt
+  if backbone_format:
+    config.init.format = backbone_format
+  return config, meta, prepared
+
+
 def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | None = None,
                allow_other_backbone: bool = False
                ) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:

@@ -32,6 +32,7 @@ from prompt_jax.util import treeio
 
 
 MANIFEST = 'manifest.json'
+# The export layer's other modules (serving.py) live in the folder export/ beside this file.
 
 
 
