@@ -1,5 +1,6 @@
 """Image files in: found under folders, decoded as the trainer decodes them
-(`preprocess.read_image`), those that do not decode named and skipped. Shared by single- and many-task prediction.
+(`preprocess.read_image`), those that do not decode named and skipped.
+Shared by single- and many-task prediction.
 """
 
 from __future__ import annotations
