@@ -1,5 +1,6 @@
 """Shared test fixtures: a micro config on the offline digits task and a cached pretrained .npz."""
 
+import importlib.util
 import os
 import sys
 
@@ -7,6 +8,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+HAS_TORCH = importlib.util.find_spec('torch') is not None
+# A test that compares against PyTorch (or runs a benchmark's PyTorch candidate) skips without it.
+needs_torch = pytest.mark.skipif(
+    not HAS_TORCH, reason='needs torch: pip install ".[test]" (the CI leg with torch)')
 
 # One JAX persistent compilation cache per test session, shared by the xdist workers and the
 # processes tests start (CLIs, benchmarks, notebooks): many tests compile the same micro programs
