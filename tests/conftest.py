@@ -9,6 +9,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from benchmarks import torch_side  # ROOT is on sys.path (above)
+
+torch_side.load_triton_first()  # a CUDA torch's triton dies when loaded after TensorFlow
+
 HAS_TORCH = importlib.util.find_spec('torch') is not None
 # A test that compares against PyTorch (or runs a benchmark's PyTorch candidate) skips without it.
 needs_torch = pytest.mark.skipif(

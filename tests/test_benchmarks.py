@@ -99,6 +99,18 @@ def test_train_step_times_torch_compile_apart():
     assert t['rounds'] == 2 and t['images_per_s_best'] >= t['images_per_s_median'] > 0
 
 
+def test_pytorch_beside_tensorflow_that_crashes_is_one_line():
+  """A candidate stack whose torch dies beside TensorFlow (a CUDA torch's triton: exit 139 or an
+  LLVM abort) is found in a child process and named in one line, with what to do."""
+  from benchmarks import torch_side
+  crash = 'import os, signal; os.kill(os.getpid(), signal.SIGSEGV)'
+  line = torch_side.probe_problem(crash)
+  assert line and 'SIGSEGV' in line and '--no_torch' in line and '\n' not in line, line
+  line = torch_side.probe_problem('raise SystemExit("no torch here")')
+  assert line and 'no torch here' in line and '\n' not in line, line
+  assert torch_side.probe_problem('pass') is None
+
+
 def _sleep_step(seconds: float):
   import time
   return lambda: time.sleep(seconds), {'pid': os.getpid(),
