@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common as bench
+from benchmarks import torch_side
 
 METHODS = {'vpt_deep': 'vpt_vtab', 'ship': 'ship_vtab', 'davpt': 'davpt_vtab', 'spt': 'spt_vtab'}
 
@@ -345,6 +346,8 @@ def main() -> None:
   ap.add_argument('--env', default='', help='NAME=VALUE,...: added to the candidates\' '
                   'processes (e.g. OMP_WAIT_POLICY=PASSIVE, GLIBC_TUNABLES=glibc.malloc.hugetlb=1)')
   args = ap.parse_args()
+  if not args.no_torch:
+    torch_side.exit_if_problem('benchmarks.run')  # one line, not a crash in a candidate
   gpu = jax.default_backend() != 'cpu'
   dtype = args.dtype or ('bfloat16' if gpu else 'float32')
   grid = [('Mu/8', 8, 32)] if args.quick else [(v, 8, 224) for v in args.variants.split(',')]

@@ -32,6 +32,7 @@ import sys
 import numpy as np
 
 from benchmarks import common as bench
+from benchmarks import torch_side
 from prompt_jax.configs import vpt_vtab
 from prompt_jax.train import trainer as train
 from prompt_jax.util import tree
@@ -130,6 +131,8 @@ def main() -> None:
   ap.add_argument('--env', default='', help='NAME=VALUE,...: added to the candidates\' '
                   'processes (e.g. OMP_WAIT_POLICY=PASSIVE, GLIBC_TUNABLES=glibc.malloc.hugetlb=1)')
   args = ap.parse_args()
+  if not args.no_torch:
+    torch_side.exit_if_problem('benchmarks.train_step')  # one line, not a crash in a candidate
   from prompt_jax.models import vit
   arch = vit.decode_variant(args.variant)
   env = bench.parse_env(args.env)

@@ -29,3 +29,26 @@ def __getattr__(name: str):
     import importlib
     return getattr(importlib.import_module(f'prompt_jax.{_API[name]}'), name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def _source_checkout_configs() -> None:
+  """Imported from a source checkout (not installed), the repository's top-level configs/ folder
+  is the package prompt_jax.configs, as setup.py installs it (an installed copy has its own)."""
+  import os
+  here = os.path.dirname(os.path.abspath(__file__))
+  src = os.path.join(os.path.dirname(here), 'configs')
+  init = os.path.join(src, '__init__.py')
+  if os.path.isdir(os.path.join(here, 'configs')) or not os.path.isfile(init):
+    return
+  import importlib.util
+  import sys
+  name = f'{__name__}.configs'
+  if name in sys.modules:
+    return
+  spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[src])
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+
+
+_source_checkout_configs()

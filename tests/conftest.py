@@ -9,6 +9,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from benchmarks import torch_side  # ROOT is on sys.path (above)
+
+torch_side.load_triton_first()  # a CUDA torch's triton dies when loaded after TensorFlow
+
 # One JAX persistent compilation cache per test session, shared by the xdist workers and the
 # processes tests start (CLIs, benchmarks, notebooks): many tests compile the same micro programs
 # afresh (`pytest -n 2` 22.0 -> 17.6 min on a 2-core Xeon with it). A hit is the same executable

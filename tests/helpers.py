@@ -1,4 +1,15 @@
-"""What tests import by name: a micro config on the offline digits task."""
+"""What tests import by name: a micro config on the offline digits task, and whether torch is
+there (tests that compare against PyTorch skip without it)."""
+
+import importlib.util
+
+import pytest
+
+HAS_TORCH = importlib.util.find_spec('torch') is not None
+# A test that compares against PyTorch (or runs a benchmark's PyTorch candidate) skips without it.
+needs_torch = pytest.mark.skipif(
+    not HAS_TORCH, reason='needs torch: pip install ".[test]" (the CI leg with torch)')
+
 
 
 def micro_config(method: str = 'vpt', **train):

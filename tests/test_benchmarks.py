@@ -13,9 +13,12 @@ import sys
 
 import pytest
 
+from helpers import needs_torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@needs_torch
 def test_quick_suite_rows_and_pytorch_checks():
   # inline: the per-process harness is covered by the train-step test (it would add 16 worker
   # start-ups here)
@@ -36,6 +39,7 @@ def test_quick_suite_rows_and_pytorch_checks():
     assert r['check']['ok'], (name, r['check'])
 
 
+@needs_torch
 def test_suite_process_harness_measures_pytorch_peak_memory():
   """With one process per candidate, the eager PyTorch worker also reports its step's peak RSS
   increase (the counterpart of the row's XLA memory analysis)."""
@@ -72,6 +76,7 @@ def test_input_loop_rows():
   assert len(rows) == 7 and all(v > 0 for v in rows.values()), rows
 
 
+@needs_torch
 def test_train_step_times_torch_compile_apart():
   """The torch.compile anchor: compiled PyTorch is a candidate, its compile time is reported apart
   and the ratio is against the faster of eager and compiled, at both the best and median round;
@@ -92,6 +97,18 @@ def test_train_step_times_torch_compile_apart():
   for k in ('jax_live', 'torch', 'torch_compiled'):
     t = row[f'{k}_timing']
     assert t['rounds'] == 2 and t['images_per_s_best'] >= t['images_per_s_median'] > 0
+
+
+def test_pytorch_beside_tensorflow_that_crashes_is_one_line():
+  """A candidate stack whose torch dies beside TensorFlow (a CUDA torch's triton: exit 139 or an
+  LLVM abort) is found in a child process and named in one line, with what to do."""
+  from benchmarks import torch_side
+  crash = 'import os, signal; os.kill(os.getpid(), signal.SIGSEGV)'
+  line = torch_side.probe_problem(crash)
+  assert line and 'SIGSEGV' in line and '--no_torch' in line and '\n' not in line, line
+  line = torch_side.probe_problem('raise SystemExit("no torch here")')
+  assert line and 'no torch here' in line and '\n' not in line, line
+  assert torch_side.probe_problem('pass') is None
 
 
 def _sleep_step(seconds: float):
@@ -126,6 +143,7 @@ def test_time_candidates_one_process_each_and_build_errors_named():
     common.time_candidates({'a': spec(0.0), 'bad': ('tests.test_benchmarks', '_broken_step', {})})
 
 
+@needs_torch
 @pytest.mark.slow
 def test_gpu_check_cpu_dry_mode():
   """benchmarks/gpu_check.sh --cpu: every stage of the GPU check runs (micro model on CPU)."""
@@ -141,6 +159,7 @@ def test_gpu_check_cpu_dry_mode():
   assert vs['torch_compile_s'] > 0 and vs['jax_over_best_torch'] > 0
 
 
+@needs_torch
 def test_torch_memory_rows():
   out = subprocess.run([sys.executable, '-m', 'benchmarks.torch_memory', '--variant=Mu/8',
                         '--batch=2', '--prompts=4,16', '--threads=1'], cwd=ROOT,

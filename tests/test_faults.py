@@ -162,7 +162,7 @@ def kit(tmp_path_factory):
   """The inputs the scenarios use: a sealed VPT export (random micro backbone), damaged copies,
   prompt files, images and a code-running weights file."""
   import jax
-  from conftest import micro_config
+  from helpers import micro_config
   from prompt_jax.export import tuned as export
   from prompt_jax.train import trainer as train
   from prompt_jax.util import tree

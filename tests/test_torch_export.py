@@ -9,15 +9,20 @@ import jax
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
-import torch
 
+from helpers import HAS_TORCH
+from helpers import needs_torch
 from prompt_jax.export import tuned as export
 from prompt_jax.export import torch_state as torch_export
 from prompt_jax.util import tree
 from prompt_jax.data import registry
 from prompt_jax.data.source import ArraySource
 from prompt_jax.models import vit
-from references import torch_davpt, torch_petl, torch_ship, torch_vit
+
+if HAS_TORCH:  # the PyTorch comparison skips without torch; the import checks run either way
+  import torch
+
+  from references import torch_davpt, torch_petl, torch_ship, torch_vit
 
 IMAGE, CLASSES = 32, 5
 PETL = ('lora', 'adapter', 'prefix', 'bitfit')
@@ -134,6 +139,7 @@ def _reference(method, cfg, setup, sd, meta):
   return model, own
 
 
+@needs_torch
 @pytest.mark.slow
 @pytest.mark.parametrize('method', ['vpt', 'spt', 'ship', 'davpt', *PETL])
 def test_state_dict_in_the_releases_names_gives_our_logits_in_pytorch(method, tmp_path,

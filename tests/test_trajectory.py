@@ -20,12 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
 
 from prompt_jax.train import optim
 from prompt_jax.util import tree
 from prompt_jax.methods import base
 from prompt_jax.models import clip
+
+torch = pytest.importorskip('torch', reason='the trajectories are compared against torch.optim')
 
 EPOCHS, WARMUP, STEPS_PER_EPOCH, BATCH, FEATURES, CLASSES = 10, 2, 4, 8, 6, 3
 

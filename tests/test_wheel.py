@@ -52,8 +52,10 @@ def fresh_env(wheel, tmp_path_factory):
   deps = deps or [sysconfig.get_paths()['purelib']]
   with open(os.path.join(purelib.stdout.strip(), '_test_deps.pth'), 'w') as f:
     f.write('\n'.join(deps) + '\n')
-  _run([sys.executable, '-m', 'pip', '--python', python, 'install', '--no-deps', '--no-index', '-q',
-        wheel])
+  # --ignore-installed: a prompt_jax installed in the running environment (seen through the .pth)
+  # must not stand in for the wheel
+  _run([sys.executable, '-m', 'pip', '--python', python, 'install', '--no-deps', '--no-index',
+        '--ignore-installed', '-q', wheel])
   return env / 'bin'
 
 

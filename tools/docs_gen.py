@@ -264,7 +264,7 @@ def performance_md() -> str:
   ship = _load('ship_inference_s16_cpu.json')
   return '\n'.join([
       '# Performance', '', GENERATED.format('benchmarks/results/*.json'), '',
-      'Training throughput on CPU against the PyTorch models of `tests/references/`, ViT-B/16 '
+      'Training throughput on CPU against the PyTorch models of `references/`, ViT-B/16 '
       'at 224px, batch 8, fp32 unless named.',
       'Each cell is the median images/s over the rounds, then (best, rounds); each candidate '
       'runs in its own process and the rounds interleave, so a change of load hits all alike.',
