@@ -58,7 +58,7 @@ SCENARIOS = [
              r'1 state dict keys are not vpt prompt/head tensors', 60),
     Scenario('weights: runs code', 'predict --weights {evil_pth} --weights_format timm '
              '--tuned {tuned} --images {images}', 2,
-             r'evil\.pth: refused to unpickle the global (builtins|io)\.open', 60),
+             r'evil\.pth: refused to unpickle the global (builtins|_?io)\.open', 60),
     Scenario('images: empty folder', f'{P} --tuned {{tuned}} --images {{empty}}', 2,
              r'no image files \(\.jpg', 20),
     Scenario('images: only corrupt', f'{P} --tuned {{tuned}} --images {{bad_images}}', 2,

@@ -66,8 +66,9 @@ class FakeTrain:
 @pytest.fixture
 def fake(monkeypatch):
   from prompt_jax import main
+  from prompt_jax.protocol import programs
   f = FakeTrain()
-  monkeypatch.setitem(main.PROGRAMS, 'train', f)
+  monkeypatch.setitem(main.PROGRAMS, 'train', programs.Program(f))
   return f
 
 

@@ -1,5 +1,6 @@
 """protocol.plan is pure: jobs, their configs, grids and finished-run checks without running
-anything or importing jax / TensorFlow."""
+anything, importing TensorFlow or starting a JAX backend (config files import the methods'
+sections, so flax and jax are imported, but no device is touched)."""
 
 import os
 import subprocess
@@ -20,8 +21,11 @@ for job in trials + plan.finals('dtd', {'train.lr': 0.5, 'train.wd': 0.0}):
   sweep_plan.check_job(job, cfg)
   assert sweep_plan.finished(job, cfg) is None and cfg.train.epochs == 3
 assert len(trials) == len(protocol.SEARCHES['vpt'].trials())
-heavy = sorted(m for m in ('jax', 'tensorflow', 'flax') if m in sys.modules)
+heavy = sorted(m for m in ('tensorflow', 'tensorflow_datasets', 'torch') if m in sys.modules)
 assert not heavy, heavy
+if 'jax' in sys.modules:
+  from jax._src import xla_bridge
+  assert not xla_bridge._backends, 'a JAX backend was started'
 print('ok')
 """
 

@@ -96,6 +96,8 @@ def problems(config: Config) -> list[str]:
 def get(config: Config) -> Program:
   """The Program of `config.program`; ValueError naming the choices."""
   name = config.get('program', 'train')
+  if name in PROGRAMS and not PROGRAMS[name].open_vocabulary:
+    return PROGRAMS[name]  # any method runs it: no method module (nor JAX) is imported
   if name not in names(config.method):
     raise ValueError(problems(config)[0])
   return PROGRAMS[name]

@@ -93,7 +93,8 @@ def check_rows(model, paths, images, ids):
     want = own_logits(path, images[rows])
     c = want.shape[-1]
     assert mask[rows].sum(-1).tolist() == [c] * len(rows)
-    np.testing.assert_allclose(logits[rows, :c], want, atol=1e-5, rtol=0)
+    # Another batch size may round differently in float32: 1e-5 plus 1e-6 of the logit.
+    np.testing.assert_allclose(logits[rows, :c], want, atol=1e-5, rtol=1e-6)
     assert np.isneginf(logits[rows, c:]).all()
   return logits
 
@@ -145,7 +146,7 @@ import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh
 import prompt_jax
-from prompt_jax import sharding
+from prompt_jax.train import sharding
 paths, images, ids = json.loads(sys.argv[1]), np.load(sys.argv[2]), np.load(sys.argv[3])
 assert jax.device_count() == 8
 one = Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), sharding.DATA_AXES)
