@@ -1,7 +1,7 @@
 """prompt_jax.load_tasks: a batch mixing three tasks' exports gives, row by row, each task's own
-single-task model (`load_tuned`) within 1e-5, for every method on the shared ViT; tasks of other
-prompt counts or methods mix in one call; another backbone is refused naming the export; an
-8-device mesh gives the 1-device result."""
+single-task model (`load_tuned`) within 1e-5 of the rows' largest logit, for every method on the
+shared ViT; tasks of other prompt counts or methods mix in one call; another backbone is refused
+naming the export; an 8-device mesh gives the 1-device result."""
 
 import json
 import os
@@ -93,8 +93,10 @@ def check_rows(model, paths, images, ids):
     want = own_logits(path, images[rows])
     c = want.shape[-1]
     assert mask[rows].sum(-1).tolist() == [c] * len(rows)
-    # Another batch size may round differently in float32: 1e-5 plus 1e-6 of the logit.
-    np.testing.assert_allclose(logits[rows, :c], want, atol=1e-5, rtol=1e-6)
+    # Another batch size rounds differently in float32, and the error scales with the largest
+    # logit of the rows (not with each logit): 1e-5 of it. Another task's params differ by ~1.
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(logits[rows, :c], want, rtol=0, atol=1e-5 * scale)
     assert np.isneginf(logits[rows, c:]).all()
   return logits
 
