@@ -2,7 +2,7 @@
 
   python -m benchmarks.run --quick      # Mu/8 at 32px, ~1 minute on 2 CPU cores
   python -m benchmarks.run              # S/16 and B/16 at 224px (CPU: tens of minutes)
-  python -m benchmarks.run --dtype=bfloat16 --no_torch   # the bf16 train step (CPU avx512_bf16)
+  python -m benchmarks.run --dtype=bfloat16   # bf16: ours, and PyTorch under CPU autocast
 
 Each row also reports XLA's cost analysis of the compiled step (`jax_step_flops`,
 `jax_step_bytes_accessed`, of the step compiled for the device it runs on) and a roofline
@@ -173,13 +173,14 @@ def _torch_model(name: str, cfg, prepared: dict, variant: str, image: int, class
 
 def _check(name: str, ctx: dict, model) -> dict:
   """Copies the JAX params into `model`; compares logits and loss of one training-mode forward with
-  drop path off (JAX: the same model cloned with drop_path=0; PyTorch: eval mode = no drop path)."""
+  drop path off (JAX: the same model cloned with drop_path=0; PyTorch: eval mode = no drop path).
+  Both in float32 whatever dtype is timed: the check is of the function, not of its rounding."""
   import torch
   from prompt_jax.methods import base
   setup, cfg = ctx['setup'], ctx['cfg']
   params = jax.tree_util.tree_map(np.asarray, setup.params)
   model.load_jax(params)
-  jm = setup.model.clone(drop_path=0.0)
+  jm = setup.model.clone(drop_path=0.0, dtype=jnp.float32)
   b = {'image': jnp.asarray(ctx['x']), 'label': jnp.asarray(ctx['y']),
        'mask': jnp.ones(len(ctx['y']), bool)}
   (logits, out), mut = jm.apply({'params': setup.params}, b['image'], train=True,
@@ -206,13 +207,26 @@ def _check(name: str, ctx: dict, model) -> dict:
                      abs(float(loss_j) - float(loss_t)) < 1e-4 * max(1.0, abs(float(loss_j))))}
 
 
+def _in_dtype(run, dtype: str):
+  """`run` under CPU autocast for bfloat16 (matmuls in bf16, parameters and optimizer in float32):
+  the PyTorch counterpart of our model.compute_dtype='bfloat16'; `run` itself for float32."""
+  if dtype == 'float32':
+    return run
+  import torch
+
+  def amp_run():
+    with torch.autocast('cpu', dtype=getattr(torch, dtype)):
+      return run()
+  return amp_run
+
+
 def torch_worker(name: str, cfg: dict, prepared: dict, variant: str, image: int, classes: int,
                  x: np.ndarray, y: np.ndarray, compile: bool = False,
-                 measure_memory: bool = False):
+                 measure_memory: bool = False, dtype: str = 'float32'):
   """The PyTorch counterpart's train step for method `name` as a `common.time_candidates` spec
-  (eager, or `torch.compile`d with the first call's seconds as `first_call_s`). measure_memory
-  (eager, in a fresh process): `peak_increase_bytes`, the resident set's rise over two steps after
-  the model and inputs exist, sampled (`common.peak_rss_increase`)."""
+  (eager, or `torch.compile`d with the first call's seconds as `first_call_s`), in `dtype`.
+  measure_memory (eager, in a fresh process): `peak_increase_bytes`, the resident set's rise over
+  two steps after the model and inputs exist, sampled (`common.peak_rss_increase`)."""
   import ml_collections
   import torch
   model, step, _ = _torch_model(name, ml_collections.ConfigDict(cfg), prepared, variant, image,
@@ -220,17 +234,17 @@ def torch_worker(name: str, cfg: dict, prepared: dict, variant: str, image: int,
   xt = torch.as_tensor(x).permute(0, 3, 1, 2).contiguous()
   yt = torch.as_tensor(y).long()
   if not compile:
-    run, info = step(model, xt, yt), {'threads': torch.get_num_threads()}
+    run, info = _in_dtype(step(model, xt, yt), dtype), {'threads': torch.get_num_threads()}
     if measure_memory:
       info['peak_increase_bytes'] = bench.peak_rss_increase(lambda: (run(), run()))
     return run, info
   model.compile()  # torch.compile, mode default, in place
-  run, first_s = bench.torch_compiled(lambda: step(model, xt, yt))
+  run, first_s = bench.torch_compiled(lambda: _in_dtype(step(model, xt, yt), dtype))
   return run, {'first_call_s': first_s}
 
 
-def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int
-               ) -> tuple[dict, dict]:
+def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, iters: int,
+               dtype: str = 'float32') -> tuple[dict, dict]:
   """(row, worker kwargs): the PyTorch model's check, FLOPs and 1-thread timing, and the keyword
   arguments of `torch_worker` (picklable) for the caller to time with the JAX step."""
   import torch
@@ -245,7 +259,7 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
     row['check'] = f'failed: {type(e).__name__}: {e}'[:300]
   xt = torch.as_tensor(ctx['x']).permute(0, 3, 1, 2).contiguous()
   yt = torch.as_tensor(ctx['y']).long()
-  run = step(model, xt, yt)
+  run = _in_dtype(step(model, xt, yt), dtype)
   try:
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc:
@@ -261,7 +275,7 @@ def _torch_row(name: str, ctx: dict, variant: str, image: int, classes: int, ite
     torch.set_num_threads(default)
   row['torch_threads'] = default
   kwargs = dict(name=name, cfg=ctx['cfg'].to_dict(), prepared=prepared, variant=variant,
-                image=image, classes=classes, x=ctx['x'], y=ctx['y'])
+                image=image, classes=classes, x=ctx['x'], y=ctx['y'], dtype=dtype)
   return row, kwargs
 
 
@@ -279,11 +293,9 @@ def bench_one(name, module, variant, batch, image, iters, peak, dtype, with_torc
   specs = {'live': ('benchmarks.run', 'jax_worker', kw),
            'all_live': ('benchmarks.run', 'jax_worker', dict(kw, live_tokens=False))}
   tr = {}
-  if with_torch and dtype != 'float32':
-    row['torch'] = f'skipped: the PyTorch rows are float32 only (JAX ran {dtype})'
-  elif with_torch:
+  if with_torch:
     try:
-      tr, torch_kw = _torch_row(name, ctx, variant, image, classes, iters)
+      tr, torch_kw = _torch_row(name, ctx, variant, image, classes, iters, dtype)
       specs['torch'] = ('benchmarks.run', 'torch_worker',
                         dict(torch_kw, measure_memory=harness == 'process'))
       if compile_torch:

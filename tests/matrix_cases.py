@@ -79,10 +79,33 @@ def case_id(kind: str, name: str, task: str) -> str:
 OPTION_VARIANTS = ('vpt_shallow', 'linear', 'full', 'spt_random', 'spt_mean_pooling',
                    'spt_max_pooling')
 OPTION_TASKS = ('cifar100', 'patch_camelyon', 'smallnorb_ele')
+# PROMPT_JAX_MATRIX=cover (CI's second stack, where the first runs the default matrix): every
+# config and every task at least once, not every pair: the recipes (vpt_deep, ship, davpt,
+# spt_kmeans) take the 19 tasks in turn, each option one task of OPTION_TASKS, the FGVC configs
+# the 5 sets in turn; PETL and SAP as by default (35 cases).
+RECIPES = ('vpt_deep', 'ship', 'davpt', 'spt_kmeans')
+
+
+def _cover_cases() -> list[dict[str, str]]:
+  out = [{'kind': 'vtab', 'name': RECIPES[i % len(RECIPES)], 'task': t}
+         for i, t in enumerate(tasks.VTAB_TASKS)]
+  out += [{'kind': 'vtab', 'name': n, 'task': OPTION_TASKS[i % len(OPTION_TASKS)]}
+          for i, n in enumerate(OPTION_VARIANTS)]
+  out += [{'kind': 'vtab', 'name': n, 'task': PETL_TASKS[n]} for n in PETL_CONFIGS]
+  names = list(FGVC_CONFIGS)
+  out += [{'kind': 'fgvc', 'name': names[i % len(names)], 'task': t}
+          for i, t in enumerate(tasks.FGVC_TASKS)]
+  out.append({'kind': 'sap', 'name': 'sap_b2n', 'task': 'dtd'})
+  return out
 
 
 def all_cases() -> list[dict[str, str]]:
-  full = os.environ.get('PROMPT_JAX_MATRIX', '') == 'full'
+  mode = os.environ.get('PROMPT_JAX_MATRIX', '')
+  if mode not in ('', 'full', 'cover'):
+    raise ValueError(f"PROMPT_JAX_MATRIX={mode!r}: use 'full', 'cover' or leave it unset")
+  if mode == 'cover':
+    return _cover_cases()
+  full = mode == 'full'
   out = [{'kind': 'vtab', 'name': n, 'task': t} for n in VTAB_CONFIGS for t in tasks.VTAB_TASKS
          if full or n not in OPTION_VARIANTS or t in OPTION_TASKS]
   out += [{'kind': 'vtab', 'name': n, 'task': PETL_TASKS[n]} for n in PETL_CONFIGS]

@@ -4,6 +4,7 @@ mock data with each task's real class count and image shape; the recipes' option
 SPT's random / mean / max pooling initialisers) on one task per group (`PROMPT_JAX_MATRIX=full`:
 on every task); LoRA, Adapter, Prefix and BitFit on one task each; DA-VPT's FGVC config and VPT
 on the 5 FGVC sets through the folder/json layout; SAP base-to-novel on a mocked few-shot set.
+`PROMPT_JAX_MATRIX=cover` (CI's second stack) runs every config and every task, not every pair.
 Each case: prepare + 2 train steps + eval + export on Mu/8 at 32px, with no error.
 
 The cases run in worker processes (tests/matrix_cases.py; one per core, up to 2), each case
@@ -22,6 +23,7 @@ import pytest
 
 from helpers import HAS_TORCH
 from helpers import needs_torch
+from prompt_jax.data import tasks
 from tests import matrix_cases
 from tests import mocked
 
@@ -92,12 +94,25 @@ def matrix(request, tmp_path_factory):
 
 def test_matrix_case_ids_are_unique(monkeypatch):
   # 4 recipes x 19 tasks + (4 options, linear, full) x 3 tasks (x 19 with
-  # PROMPT_JAX_MATRIX=full) + 4 PETL + 2 FGVC configs x 5 sets + SAP
-  for full, n in (('', 4 * 19 + 6 * 3 + 4 + 2 * 5 + 1), ('full', 10 * 19 + 4 + 2 * 5 + 1)):
-    monkeypatch.setenv('PROMPT_JAX_MATRIX', full)
+  # PROMPT_JAX_MATRIX=full) + 4 PETL + 2 FGVC configs x 5 sets + SAP; cover: 19 + 6 + 4 + 5 + 1
+  for mode, n in (('', 4 * 19 + 6 * 3 + 4 + 2 * 5 + 1), ('full', 10 * 19 + 4 + 2 * 5 + 1),
+                  ('cover', 19 + 6 + 4 + 5 + 1)):
+    monkeypatch.setenv('PROMPT_JAX_MATRIX', mode)
     ids = [matrix_cases.case_id(c['kind'], c['name'], c['task'])
            for c in matrix_cases.all_cases()]
-    assert len(ids) == len(set(ids)) == n, full
+    assert len(ids) == len(set(ids)) == n, mode
+
+
+def test_the_cover_matrix_runs_every_config_and_every_task(monkeypatch):
+  monkeypatch.setenv('PROMPT_JAX_MATRIX', 'cover')
+  cases = matrix_cases.all_cases()
+  names = {**matrix_cases.VTAB_CONFIGS, **matrix_cases.PETL_CONFIGS, **matrix_cases.FGVC_CONFIGS}
+  assert {c['name'] for c in cases} == set(names) | {'sap_b2n'}
+  for kind, want in (('vtab', tasks.VTAB_TASKS), ('fgvc', tasks.FGVC_TASKS)):
+    assert {c['task'] for c in cases if c['kind'] == kind} == set(want), kind
+  monkeypatch.setenv('PROMPT_JAX_MATRIX', 'al')
+  with pytest.raises(ValueError, match="PROMPT_JAX_MATRIX='al'"):
+    matrix_cases.all_cases()
 
 
 @pytest.mark.parametrize('case', _params())

@@ -83,7 +83,7 @@ def exports(tmp_path_factory):
 
 def own_logits(path, images):
   model, params, _ = export.load_tuned('random', path)
-  return np.asarray(model.apply({'params': params}, images)[0])
+  return np.asarray(jax.jit(model.apply)({'params': params}, images)[0])
 
 
 def check_rows(model, paths, images, ids):
