@@ -78,7 +78,8 @@ def main(argv: list[str]) -> None:
   except ValueError as e:
     _exit_config_error(str(e))
   try:  # every value and the files it names, before TensorFlow is imported
-    preflight.check(config, _WORKDIR.value, rules=(programs.problems,))
+    preflight.check(config, _WORKDIR.value,
+                    rules=(programs.problems, programs.schedule_problems))
   except validation.ConfigError as e:
     _exit_config_error(str(e))
   for warning in validation.warnings(config):
@@ -93,14 +94,16 @@ def main(argv: list[str]) -> None:
 
 
 def run_program(config: ml_collections.ConfigDict, workdir_path: str) -> Any:
-  """Runs `config.program`; a known failure (bad config, workdir, checkpoint, a damaged export or
-  prompt file, non-finite step, out of memory) exits 1 with one message naming the fix, a signal
-  exits 128 + n."""
+  """Runs `config.program`; a known failure exits with one message naming the fix: 2 for an
+  input found wrong once loaded (config against the data, workdir of another run or backbone,
+  checkpoint, a damaged export or prompt file), 1 for a run that failed (non-finite step, no
+  checkpoint restores, out of memory); a signal exits 128 + n."""
   try:
     return programs.get(config)(config, workdir_path)
   except (validation.ConfigError, workdir.WorkdirError, checkpoints.CheckpointError,
-          errors.NonFiniteError, errors.RestoreError, errors.ExportError,
-          errors.BackboneMismatchError, errors.PromptFileError) as e:
+          errors.ExportError, errors.BackboneMismatchError, errors.PromptFileError) as e:
+    _exit_config_error(str(e))
+  except (errors.NonFiniteError, errors.RestoreError) as e:
     sys.exit(f'error: {e}')
   except errors.Interrupted as e:
     print(e, file=sys.stderr)

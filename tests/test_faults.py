@@ -67,9 +67,22 @@ SCENARIOS = [
              r'1 of 4 image files did not decode and were skipped.*other 3 are in predictions',
              60, lines=2, writes=('predictions.csv',)),
     Scenario('split: typo', f'{P} --tuned {{tuned}} --split tst', 2,
-             r"split 'tst' is not in", 60),
+             r"split 'tst' is not in digits:downstream .*its splits are \['test', 'train800'", 10),
     Scenario('main: typo in a task spec', 'main --config={demo}:tsk=dtd --workdir=wd', 2,
              r"demo\.py:tsk=dtd: ValueError: unknown config argument 'tsk'", 10),
+    Scenario('main: garbage run.json', 'main --config={demo} --workdir={garbage_wd}', 2,
+             r'run\.json does not read as a run record .*use a new --workdir', 10),
+    Scenario('main: warm-up longer than training', 'main --config={demo} --config.program=train '
+             '--config.init.checkpoint=random --config.train.epochs=1 --workdir=wd', 2,
+             r'train\.warmup_epochs=3 > train\.epochs=1: the learning rate would never reach', 10),
+    Scenario('main: batch larger than the data', 'main --config={demo} --config.program=train '
+             '--config.init.checkpoint=random --config.train.warmup_epochs=1 '
+             '--config.train.batch_size=1000 --config.train.drop_last=True --workdir=wd', 2,
+             r'train\.batch_size=1000 exceeds the 300 examples of data\.train_split=.train800.',
+             10),
+    Scenario('main: bad eval split', 'main --config={demo} --workdir=wd '
+             "--config.data.eval_splits=('val200','tst')", 2,
+             r"data\.eval_splits='tst': the digits source has no such split; it has \['test'", 10),
     Scenario('main: bad PROMPT_JAX_MALLOC', 'main --config={demo} --workdir=wd', 2,
              r"PROMPT_JAX_MALLOC='bogus': use system .* or reuse", 5,
              env=('PROMPT_JAX_MALLOC=bogus',)),
@@ -154,7 +167,7 @@ NAMES = {'edited': 'edited', 'flipped': 'flipped', 'truncated': 'truncated',
          'missing_st': 'missing.safetensors', 'extra_st': 'extra.safetensors',
          'fake_st': 'fake.safetensors', 'not_prompts': 'prompts.txt', 'images': 'images',
          'empty': 'empty', 'bad_images': 'bad_images', 'fake_jpg': 'fake.jpg',
-         'evil_pth': 'evil.pth', 'marker': 'PWNED'}
+         'evil_pth': 'evil.pth', 'marker': 'PWNED', 'garbage_wd': 'garbage_wd'}
 
 
 @pytest.fixture(scope='module')
@@ -180,6 +193,8 @@ def kit(tmp_path_factory):
   _prompt_files(k, tuned)
   _images(k)
   _evil_weights(k)
+  os.makedirs(k['garbage_wd'])
+  open(os.path.join(k['garbage_wd'], 'run.json'), 'w').write('{"config": {"trunc')
   return k
 
 

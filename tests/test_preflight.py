@@ -73,3 +73,22 @@ def test_a_startup_mistake_is_one_line_exit_2_without_tensorflow(tmp_path, case)
   assert 'Traceback' not in message and len(message.strip().splitlines()) < 5, message
   assert fill(expected) in message, message
   assert not os.path.exists(tmp_path / 'wd' / 'results.json')
+
+
+def test_split_names_known_before_loading_are_the_sources_own():
+  """preflight.split_names and the digits sizes (told without loading) against what the loaded
+  sources and the VTAB definitions build."""
+  from prompt_jax.data import digits
+  from prompt_jax.data import tasks
+  from prompt_jax.data import vtab
+  from prompt_jax.train import preflight
+  for task in vtab.TASKS.values():
+    assert tuple(task.split_strings(10000)) == preflight.split_names(
+        {'source': 'vtab', 'task': 'dtd'})
+  for name in ('pretrain', 'downstream'):
+    got = preflight.split_names({'source': 'digits', 'task': name})
+    source = digits.digits_source(name, 8)
+    assert sorted(got) == sorted(source.splits)
+    assert digits.split_sizes(name) == dict(source.splits)
+  assert preflight.split_names({'source': 'folder', 'layout': 'fgvc'}) == tasks.FGVC_SPLITS
+  assert preflight.split_names({'source': 'folder', 'layout': 'vtab1k'}) is None

@@ -56,12 +56,14 @@ def test_a_changed_config_conflicts_only_once_the_workdir_holds_a_run(tmp_path):
   with pytest.raises(workdir.WorkdirError, match='other weights'):
     workdir.check(str(tmp_path), cfg, 'digest-b')
   allowed = _changed(other, train__allow_config_change=True)
-  workdir.check(str(tmp_path), allowed, 'digest-b')
-  workdir.record(str(tmp_path), allowed, 'digest-b')
+  with pytest.raises(workdir.WorkdirError, match='other weights, which --config.train.allow_'):
+    workdir.check(str(tmp_path), allowed, 'digest-b')  # the override covers keys, not weights
+  workdir.check(str(tmp_path), allowed, 'digest-a')
+  workdir.record(str(tmp_path), allowed, 'digest-a')
   run = workdir.read_run(str(tmp_path))
-  assert run['backbone_digest'] == 'digest-b' and run['config']['train']['lr'] == 0.5
+  assert run['backbone_digest'] == 'digest-a' and run['config']['train']['lr'] == 0.5
   change = run['changes'][-1]['keys']
-  assert change['train.lr'] == [2.0, 0.5] and change['backbone_digest'] == ['digest-a', 'digest-b']
+  assert change['train.lr'] == [2.0, 0.5] and 'backbone_digest' not in change
 
 
 def test_a_nonfinite_stop_refuses_an_unchanged_rerun(tmp_path):
@@ -245,7 +247,9 @@ def test_the_backbone_check_does_not_compare_the_config_again(tmp_path, monkeypa
   workdir.check_backbone(str(tmp_path), cfg, 'digest-a')
   with pytest.raises(workdir.WorkdirError, match='other weights'):
     workdir.check_backbone(str(tmp_path), cfg, 'digest-b')
-  workdir.check_backbone(str(tmp_path), _changed(cfg, train__allow_config_change=True), 'digest-b')
+  with pytest.raises(workdir.WorkdirError, match='other weights'):
+    workdir.check_backbone(str(tmp_path), _changed(cfg, train__allow_config_change=True),
+                           'digest-b')
 
 
 def test_a_garbage_or_deleted_run_record_is_refused(tmp_path):

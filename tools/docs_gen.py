@@ -171,7 +171,8 @@ def configuration_md() -> str:
 # -------------------------------------------------------------------------------- performance
 
 # The files whose figures are current, by table; every other file is listed as a reference.
-SUITES = ('suite_b16_malloc_reuse_epyc_cpu.json', 'suite_b16_malloc_reuse_amx_cpu.json')
+SUITES = ('suite_b16_malloc_reuse_epyc_cpu.json', 'suite_b16_malloc_reuse_amx_cpu.json',
+          'suite_b16_f32_torch_jax012_cpu.json', 'suite_b16_bf16_torch_jax012_cpu.json')
 TRAIN_STEPS = ('train_step_b16_malloc_reuse_epyc_cpu.json',
                'train_step_b16_malloc_system_epyc_cpu.json',
                'train_step_b16_p50_f32_reuse_amx_cpu.json',

@@ -31,6 +31,24 @@ def _images(image_size: int) -> tuple[np.ndarray, np.ndarray]:
   return x[order], d.target[order].astype(np.int32)
 
 
+def _labels() -> np.ndarray:
+  from sklearn.datasets import load_digits
+  y = load_digits().target
+  return y[np.random.default_rng(0).permutation(len(y))].astype(np.int32)  # as `_images` orders
+
+
+def split_sizes(task: str) -> dict[str, int]:
+  """Examples per split of `task`, from the labels alone (no image is decoded): what preflight
+  checks the batch size against before anything loads."""
+  y = _labels()
+  n = int((y < 5).sum() if task == 'pretrain' else (y >= 5).sum())
+  if task == 'pretrain':
+    return {'train': n - 100, 'val': 100}
+  if task == 'downstream':
+    return {'train800': 300, 'val200': 100, 'train800val200': 400, 'test': n - 400}
+  raise KeyError(f"digits task must be 'pretrain' or 'downstream', got {task!r}")
+
+
 def digits_source(task: str, image_size: int = 32, normalization: str = 'minus_one_to_one'
                   ) -> ArraySource:
   x, y = _images(image_size)

@@ -116,7 +116,7 @@ def vtab1k_files(data_dir: str, task: str) -> dict[str, tuple[list[str], list[in
 def fgvc_files(data_dir: str, image_root: str
                ) -> tuple[dict[str, tuple[list[str], list[int]]], int]:
   raw = {}
-  for split in ('train', 'val', 'test'):
+  for split in tasks.FGVC_SPLITS:
     path = os.path.join(data_dir, f'{split}.json')
     if not tf.io.gfile.exists(path):
       raise _missing(path, 'Expected VPT-style FGVC splits train.json/val.json/test.json.')

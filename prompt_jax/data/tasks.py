@@ -54,6 +54,12 @@ TFDS_NAMES: dict[str, str] = {
 # Examples of each VTAB-1k split name but test (every task's TFDS train split is larger).
 VTAB1K_SIZES: dict[str, int] = {'train800': 800, 'val200': 200, 'train800val200': 1000,
                                 'train1000': 1000}
+# The split names each source offers, told without loading it (`data.vtab`, `data.digits` and the
+# FGVC folder layout build exactly these).
+VTAB1K_SPLITS: tuple[str, ...] = ('train800', 'val200', 'train800val200', 'train1000', 'test')
+DIGITS_SPLITS: dict[str, tuple[str, ...]] = {
+    'pretrain': ('train', 'val'), 'downstream': ('train800', 'val200', 'train800val200', 'test')}
+FGVC_SPLITS: tuple[str, ...] = ('train', 'val', 'test')
 
 # VPT's FGVC benchmark (folder source, layout='fgvc').
 FGVC_TASKS: tuple[str, ...] = ('cub', 'nabirds', 'oxford_flowers', 'stanford_dogs', 'stanford_cars')

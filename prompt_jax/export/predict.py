@@ -47,6 +47,7 @@ from prompt_jax.export import serving
 from prompt_jax.export import serving_io
 from prompt_jax.export import torch_state as torch_export
 from prompt_jax.export import tuned as export
+from prompt_jax.train import preflight
 from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.util import console
 
@@ -189,8 +190,21 @@ def _check_tuned(a: argparse.Namespace) -> None:
     torch_export.read_safetensors(a.tuned)
   elif os.path.isdir(a.tuned):
     export.verify(os.path.abspath(a.tuned))
+    if a.split:
+      check_split(a.split, a.tuned)
   else:
     fail(f"{a.tuned} is neither a run's tuned/ directory nor a .safetensors state dict")
+
+
+def check_split(split: str, tuned: str) -> None:
+  """A split the export's data source does not offer, answered from its config.json before
+  TensorFlow or the model loads (where the source's split names are known without loading it)."""
+  with open(os.path.join(tuned, 'config.json')) as f:
+    data = json.load(f).get('data', {})
+  names = preflight.split_names(data)
+  if names is not None and split not in names:
+    fail(f"split {split!r} is not in {data.get('source')}:{data.get('task')} ({tuned}); its "
+         f'splits are {sorted(names)}')
 
 
 def _read_inputs(files: list[str]) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
@@ -253,6 +267,8 @@ def main_tasks(a: argparse.Namespace) -> None:
     if '://' not in path and not os.path.isdir(path):
       fail(f"{path} is not a run's tuned/ directory")
     export.verify(os.path.abspath(path))
+    if a.split and '://' not in path:
+      check_split(a.split, path)
   console.setup(verbose=False)  # as quiet as prompt-jax
   model = serving.load_tasks(exports, os.path.abspath(a.weights) if a.weights != 'random'
                              else 'random', backbone_format=a.weights_format,

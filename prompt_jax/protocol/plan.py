@@ -22,6 +22,7 @@ import ml_collections
 from prompt_jax.util import config_files
 from prompt_jax.protocol import programs
 from prompt_jax.protocol import searches as protocol
+from prompt_jax.util import checks
 from prompt_jax.train import workdir as workdir_lib
 
 FAILED = 'sweep_failed.json'
@@ -224,10 +225,8 @@ class Plan:
 
 def check_job(job: Job, config: ml_collections.ConfigDict) -> None:
   """What no job may do: a warm-up longer than training; a search trial reading test."""
-  if config.train.warmup_epochs > config.train.epochs:
-    raise SweepError(f'{job.name}: train.warmup_epochs={config.train.warmup_epochs} > '
-                     f'train.epochs={config.train.epochs}: the learning rate would never reach '
-                     'its peak. Lower --config.train.warmup_epochs or raise --config.train.epochs.')
+  for problem in checks.warmup_within(config.train):
+    raise SweepError(f'{job.name}: {problem}')
   if job.phase == 'trial':
     check_no_test(job, config)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import ml_collections
 
 from prompt_jax.methods.registry import METHODS
+from prompt_jax.util import checks
 
 Config = ml_collections.ConfigDict
 
@@ -75,6 +76,9 @@ PROGRAMS: dict[str, Program] = {
 }
 
 
+TRAINS_ON_CONFIG = ('train', 'b2n')
+
+
 def names(method: str) -> list[str]:
   """The programs a config of `method` may run."""
   open_vocabulary = method in METHODS and METHODS.get(method).open_vocabulary
@@ -91,6 +95,14 @@ def problems(config: Config) -> list[str]:
     return [f'program={name!r}: method {method!r} runs {names(method)}; {name!r} needs an '
             f'open-vocabulary method ({" / ".join(others)}): set --config.method']
   return [f'program={name!r}: method {method!r} runs {names(method)}']
+
+
+def schedule_problems(config: Config) -> list[str]:
+  """For the programs that train on `config.train` as given (the demo derives its runs'): a
+  warm-up longer than training."""
+  if config.get('program', 'train') in TRAINS_ON_CONFIG:
+    return checks.warmup_within(config.train)
+  return []
 
 
 def get(config: Config) -> Program:

@@ -4,11 +4,12 @@
   preflight.flag_error(exc, argv)    # one line for a config file / override that does not parse
 
 `validation.check` (every value of the config) plus what can be told from the file system alone:
-the backbone weights file exists, the task is known, the dataset is present under data.data_dir
+the backbone weights file exists, the task is known, the split names are the source's (where known
+without loading it: VTAB-1k, digits, the FGVC layout), the dataset is present under data.data_dir
 (a prepared TFDS dataset's dataset_info.json, the folder layout's lists) and the training split
-holds at least one batch when train.drop_last; then the workdir can be written. A mistake costs a
-second, not the 60-80 s that importing TensorFlow and loading the data take on 2 cores; the
-trainer checks again once loaded.
+holds at least one batch when train.drop_last; then the workdir can be written and a run.json
+there reads as a run record. A mistake costs a second, not the 60-80 s that importing TensorFlow
+and loading the data take on 2 cores; the trainer checks again once loaded.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import tempfile
 
 import ml_collections
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from prompt_jax.train import validation
+from prompt_jax.train import workdir as workdir_lib
+from prompt_jax.data import digits
 from prompt_jax.data import tasks
 
 Config = ml_collections.ConfigDict
@@ -67,7 +71,7 @@ def _folder(c: Config) -> tuple[list[str], int | None]:
   if _remote(d.data_dir):
     return [], None
   if d.layout == 'fgvc':
-    lists = {s: os.path.join(d.data_dir, f'{s}.json') for s in ('train', 'val', 'test')}
+    lists = {s: os.path.join(d.data_dir, f'{s}.json') for s in tasks.FGVC_SPLITS}
   else:
     canon = tasks.canonical_task(d.task)
     names = list(dict.fromkeys([d.task, canon, tasks.FOLDER_NAMES.get(canon, canon)]))
@@ -91,6 +95,9 @@ def _folder(c: Config) -> tuple[list[str], int | None]:
 
 def _data(c: Config) -> list[str]:
   d = c.data
+  names = split_names(d)  # the source's split names, where known before loading it
+  if names is not None and validation.split_problems(c, names):
+    return validation.split_problems(c, names)
   if d.source in ('vtab', 'folder') and not (d.source == 'folder' and d.layout == 'fgvc'):
     if not tasks.is_vtab_task(d.task):
       return [f'data.task={d.task!r}: not a VTAB-1k task; one of {", ".join(tasks.VTAB_TASKS)} '
@@ -99,6 +106,8 @@ def _data(c: Config) -> list[str]:
     out, n = _vtab(c)
   elif d.source == 'folder':
     out, n = _folder(c)
+  elif d.source == 'digits' and d.task in tasks.DIGITS_SPLITS:
+    out, n = [], digits.split_sizes(d.task).get(d.train_split)
   elif d.source == 'fewshot' and d.split_file and not os.path.exists(d.split_file):
     return [f'data.split_file={d.split_file!r}: no such file; pass the CoOp split JSON']
   else:
@@ -113,7 +122,7 @@ def _data(c: Config) -> list[str]:
 
 def _workdir(workdir: str) -> list[str]:
   """Creates `workdir` and a probe file in it (only once the config passed: a mistake leaves no
-  directory behind)."""
+  directory behind); a run.json there must read as a run record."""
   if _remote(workdir):
     return []
   try:
@@ -123,7 +132,24 @@ def _workdir(workdir: str) -> list[str]:
   except OSError as e:
     return [f'--workdir={workdir}: cannot write there ({type(e).__name__}: {e.strerror}); pass a '
             'directory on a writable disk']
+  try:  # a damaged run.json: the run cannot tell whose results the workdir holds
+    workdir_lib.read_run(workdir)
+  except workdir_lib.WorkdirError as e:
+    return [str(e)]
   return []
+
+
+def split_names(data: Any) -> tuple[str, ...] | None:
+  """The split names `data` (a config's data section, or its JSON dict) offers, told without
+  loading the source; None where only the loaded source can tell."""
+  source, task = data.get('source'), data.get('task')
+  if source == 'vtab':
+    return tasks.VTAB1K_SPLITS
+  if source == 'digits':
+    return tasks.DIGITS_SPLITS.get(task)
+  if source == 'folder' and data.get('layout') == 'fgvc':
+    return tasks.FGVC_SPLITS
+  return None
 
 
 def check(config: Config, workdir: str | None = None, *,

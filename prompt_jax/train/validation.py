@@ -12,7 +12,7 @@ values and the fix, and every problem of the config is listed at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import ml_collections
 
@@ -234,11 +234,15 @@ def check(config: Config, num_devices: int | None = None, *,
   _passed[0] = key
 
 
+def split_problems(config: Config, splits: Collection[str]) -> list[str]:
+  """The training, evaluation and validation splits not among the source's `splits` (names)."""
+  d, have = config.data, sorted(splits)
+  return [f'data.{key}={name!r}: the {d.source} source has no such split; it has {have}'
+          for key, names in (('train_split', [d.train_split]), ('eval_splits', d.eval_splits),
+                             ('val_split', [d.val_split] if d.val_split else []))
+          for name in names if name not in splits]
+
+
 def check_splits(config: Config, splits: dict[str, int]) -> None:
   """The training, evaluation and validation splits exist in the source (`splits`: name -> size)."""
-  d, have = config.data, sorted(splits)
-  problems = [f'data.{key}={name!r}: the {d.source} source has no such split; it has {have}'
-              for key, names in (('train_split', [d.train_split]), ('eval_splits', d.eval_splits),
-                                 ('val_split', [d.val_split] if d.val_split else []))
-              for name in names if name not in splits]
-  _raise(problems)
+  _raise(split_problems(config, splits))

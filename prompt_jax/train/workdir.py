@@ -146,9 +146,9 @@ def _show(v: Any) -> str:
 
 
 def check(workdir: str, config: ml_collections.ConfigDict, digest: str | None = None) -> None:
-  """Raises WorkdirError when the workdir holds a run of another config (or, given `digest`, of
-  another backbone), or stopped on a non-finite step under this same config; unless
-  `config.train.allow_config_change`."""
+  """Raises WorkdirError when the workdir holds a run of another config, or stopped on a
+  non-finite step under this same config, unless `config.train.allow_config_change`; given
+  `digest`, when it holds a run of another backbone (whatever the override)."""
   run = read_run(workdir)
   allow = config.train.allow_config_change
   if run is None:
@@ -174,6 +174,8 @@ def check(workdir: str, config: ml_collections.ConfigDict, digest: str | None = 
         f'and pass --config.{OVERRIDE}=True to resume from the newest finite checkpoint '
         f'(step {bad.get("checkpoint")}), pass --config.{OVERRIDE}=True alone to retry as is, '
         'or use a new --workdir.')
+  if digest is not None:
+    check_backbone(workdir, config, digest)  # whatever the override
   if allow or not has_state(workdir):
     return
   if changed:
@@ -182,25 +184,23 @@ def check(workdir: str, config: ml_collections.ConfigDict, digest: str | None = 
         f'{workdir} holds a run of another config ({workdir}/{RUN_FILE}); differing keys:\n'
         + '\n'.join(lines) + '\nRerunning would resume (or return) that run, not this config. '
         + fix)
-  if digest is not None:
-    check_backbone(workdir, config, digest)
 
 
 def check_backbone(workdir: str, config: ml_collections.ConfigDict, digest: str) -> None:
   """The backbone half of `check`, once the weights are loaded (the config half ran before any
-  work): WorkdirError when the workdir's run was trained on other weights (unless
-  `train.allow_config_change`)."""
+  work): WorkdirError when the workdir's run was trained on other weights, also under
+  `train.allow_config_change`: that covers config keys, not the weights, since continuing would
+  report one backbone's results (and train its prompts) as another's."""
   run = read_run(workdir)
-  if run is None or config.train.allow_config_change or not has_state(workdir):
+  if run is None or not has_state(workdir):
     return
   old = run.get('backbone_digest')
   if old and old != digest:
     raise WorkdirError(
         f'{workdir} was trained on backbone {old[:16]}... ({run.get("backbone_checkpoint")!r}) '
         f'but the weights now loaded ({config.init.checkpoint!r}) are {digest[:16]}...: other '
-        f'weights. Point --config.init.checkpoint at the original file, or use a new --workdir, '
-        f'or pass --config.{OVERRIDE}=True to continue this run under the new config (the change '
-        f'is recorded in {RUN_FILE}).')
+        f'weights, which --config.{OVERRIDE} does not cover. Point --config.init.checkpoint at '
+        'the original file, or use a new --workdir for these weights.')
 
 
 def record(workdir: str, config: ml_collections.ConfigDict, digest: str) -> None:

@@ -21,3 +21,14 @@ def at_least(key: str, value: Any, low: float) -> list[str]:
 
 def fraction(key: str, value: float) -> list[str]:
   return [] if 0 <= value < 1 else [f'{key}={value!r}: must be in [0, 1)']
+
+
+def warmup_within(train: Any) -> list[str]:
+  """`train` (config.train): a warm-up longer than training, where the learning rate would never
+  reach its peak. The command line and the sweep refuse it; the trainer itself runs it (short
+  test runs)."""
+  if train.warmup_epochs > train.epochs:
+    return [f'train.warmup_epochs={train.warmup_epochs} > train.epochs={train.epochs}: the '
+            'learning rate would never reach its peak. Lower --config.train.warmup_epochs or '
+            'raise --config.train.epochs.']
+  return []

@@ -128,8 +128,8 @@ def train_section() -> ConfigDict:
       max_steps=-1,               # stop after N steps (-1: epochs decide)
       export=True,                # write workdir/tuned at the end
       drop_last=False,            # False: the last partial batch trains, padded + masked (VPT)
-      # Continue a workdir whose recorded run (run.json) has another config or backbone, or that
-      # stopped on a non-finite step under this config (prompt_jax/train/workdir.py).
+      # Continue a workdir whose recorded run (run.json) has another config, or that stopped on a
+      # non-finite step under this config; never another backbone (prompt_jax/train/workdir.py).
       allow_config_change=False))
 
 
