@@ -96,8 +96,9 @@ def _folder(c: Config) -> tuple[list[str], int | None]:
 def _data(c: Config) -> list[str]:
   d = c.data
   names = split_names(d)  # the source's split names, where known before loading it
-  if names is not None and validation.split_problems(c, names):
-    return validation.split_problems(c, names)
+  bad_splits = validation.split_problems(c, names) if names is not None else []
+  if bad_splits:
+    return bad_splits
   if d.source in ('vtab', 'folder') and not (d.source == 'folder' and d.layout == 'fgvc'):
     if not tasks.is_vtab_task(d.task):
       return [f'data.task={d.task!r}: not a VTAB-1k task; one of {", ".join(tasks.VTAB_TASKS)} '
@@ -114,9 +115,7 @@ def _data(c: Config) -> list[str]:
     return []
   t = c.train
   if n is not None and t.drop_last and t.batch_size > n:
-    out.append(f'train.batch_size={t.batch_size} exceeds the {n} examples of '
-               f'data.train_split={d.train_split!r}: with train.drop_last=True no step would run; '
-               'pass a smaller --config.train.batch_size')
+    out.append(validation.batch_exceeds(c, n))
   return out
 
 

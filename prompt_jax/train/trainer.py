@@ -191,10 +191,7 @@ def _steps(cfg: Config, n_train: int) -> tuple[int, int]:
   # masked out of the loss and metrics (batch['mask']).
   steps_per_epoch = n_train // t.batch_size if t.drop_last else -(-n_train // t.batch_size)
   if steps_per_epoch == 0:  # preflight tells it before loading where it knows the split's size
-    raise validation.ConfigError(
-        f'train.batch_size={t.batch_size} exceeds the {n_train} examples of data.train_split='
-        f'{cfg.data.train_split!r}: with train.drop_last=True no step would run; pass a smaller '
-        '--config.train.batch_size')
+    raise validation.ConfigError(validation.batch_exceeds(cfg, n_train))
   total_steps = steps_per_epoch * t.epochs
   if t.max_steps > 0:
     total_steps = min(total_steps, t.max_steps)

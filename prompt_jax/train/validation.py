@@ -234,6 +234,13 @@ def check(config: Config, num_devices: int | None = None, *,
   _passed[0] = key
 
 
+def batch_exceeds(config: Config, n_train: int) -> str:
+  """The message for a training split of `n_train` examples smaller than one drop_last batch."""
+  return (f'train.batch_size={config.train.batch_size} exceeds the {n_train} examples of '
+          f'data.train_split={config.data.train_split!r}: with train.drop_last=True no step would '
+          'run; pass a smaller --config.train.batch_size')
+
+
 def split_problems(config: Config, splits: Collection[str]) -> list[str]:
   """The training, evaluation and validation splits not among the source's `splits` (names)."""
   d, have = config.data, sorted(splits)
