@@ -13,15 +13,17 @@ from prompt_jax.util import cpu_malloc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Page faults of each call of a function whose XLA temp buffer (sin(x), 256 MiB) is allocated
-# each call. With reuse most calls fault nothing, but not every one: glibc's aligned allocation
-# of a block needs a little more than the block freed, so the heap still grows on some calls
-# (more often early) until it holds enough free room.
+# each call. The optimization barrier keeps that buffer on every XLA version (JAX 0.12.1's
+# XLA:CPU otherwise fuses sin(x) into the dot and allocates nothing). With reuse most calls
+# fault nothing, but not every one: glibc's aligned allocation of a block needs a little more
+# than the block freed, so the heap still grows on some calls (more often early) until it holds
+# enough free room.
 _PROBE = r'''
 import json, resource, sys
 from prompt_jax.util import cpu_malloc
 applied = cpu_malloc.maybe_apply()
 import jax, jax.numpy as jnp
-f = jax.jit(lambda x, w: (jnp.sin(x) @ w).sum())
+f = jax.jit(lambda x, w: (jax.lax.optimization_barrier(jnp.sin(x)) @ w).sum())
 x, w = jnp.ones((16384, 4096), jnp.float32), jnp.ones((4096, 64), jnp.float32)
 faults = []
 for _ in range(20):
