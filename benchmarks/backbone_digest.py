@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks import common as bench
 from prompt_jax.checkpoints import backbone
+from prompt_jax.models import arch
 from prompt_jax.util import tree
 from prompt_jax.train import workdir
 from prompt_jax.checkpoints import vit as vit_ckpt
@@ -34,7 +35,7 @@ def main():
   args = ap.parse_args()
   cfg = common.base()
   cfg.model.variant = args.variant
-  model = backbone.build_vit(cfg, 0, None)
+  model = backbone.build_vit(cfg, arch.decode(args.variant), 0, None)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                              backbone.dummy_images(cfg)))['params']
   expected = {k: v.shape for k, v in tree.flat(shapes).items()}

@@ -299,7 +299,7 @@ def trainer_state(setup: Any):
   cfg = setup.config
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
-  state = steps.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
+  state = steps.initial_state(trainable, tx, setup.method.recipe, setup.prepared, cfg,
                               jax.random.PRNGKey(0))
   return trainable, frozen, tx, state
 
@@ -314,7 +314,7 @@ def compile_trainer_step(setup: Any, x: np.ndarray, y: np.ndarray):
   trainable, frozen, tx, state = trainer_state(setup)
   b = {'image': jnp.asarray(x), 'label': jnp.asarray(y), 'mask': jnp.ones(len(y), bool)}
   t = time.perf_counter()
-  step = steps.make_train_step(setup.model, setup.method, setup.config, tx)
+  step = steps.make_train_step(setup.model, setup.method.recipe, setup.config, tx)
   compiled = jax.jit(step).lower(state, frozen, b).compile()
   compile_s = time.perf_counter() - t
   holder = {'s': state}

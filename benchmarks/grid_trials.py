@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
   cfg.vpt.num_prompts = args.num_prompts
   cfg.lock()
   method = base.get('vpt')
-  model = method.model(cfg, args.num_classes, None)
+  model = method.build(cfg, args.num_classes, None)
   params = jax.jit(model.init)(jax.random.PRNGKey(0), backbone.dummy_images(cfg))['params']
   trainable, frozen = tree.split(params, *method.trainable_patterns(cfg))
   rng = np.random.default_rng(0)

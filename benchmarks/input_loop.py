@@ -84,10 +84,11 @@ def train_loop(src, cfg, epochs: int, host_path: bool = False) -> float:
   labels = src.arrays['train'][1]
   if host_path:
     images01 = src.decoded('train', np.float32)[0]
-    step = jax.jit(steps.make_train_step(model, base.get('linear'), cfg, tx), donate_argnums=0)
+    step = jax.jit(steps.make_train_step(model, base.get('linear').recipe, cfg, tx),
+                   donate_argnums=0)
   else:
     cache = inputs.put_train_split(src, cfg, mesh)
-    cached = jax.jit(steps.make_cached_train_step(model, base.get('linear'), cfg, tx),
+    cached = jax.jit(steps.make_cached_train_step(model, base.get('linear').recipe, cfg, tx),
                      donate_argnums=0)
 
   def one_epoch(state, epoch):

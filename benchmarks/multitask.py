@@ -118,7 +118,7 @@ def params_memory(name: str, variant: str, n: int, args: argparse.Namespace) -> 
                                    image_size=args.image_size, **options)
   arch = vit.decode_variant(variant)
   prepared = make_prepared(arch['depth'], arch['width'], config) if make_prepared else None
-  model = base.get(method).model(config, args.classes, prepared)
+  model = base.get(method).build(config, args.classes, prepared)
   images = jax.numpy.zeros((1, args.image_size, args.image_size, 3))
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images))['params']
   tuned, frozen = tree.split(shapes, *base.get(method).trainable_patterns(config))

@@ -185,8 +185,8 @@ def _check(name: str, ctx: dict, model) -> dict:
        'mask': jnp.ones(len(ctx['y']), bool)}
   (logits, out), mut = jm.apply({'params': setup.params}, b['image'], train=True,
                                 rngs={'dropout': jax.random.PRNGKey(0)}, mutable=['aux'])
-  loss_j, _ = setup.method.loss(base.LossInputs(logits, out, mut.get('aux', {}), b,
-                                                ctx['method_state'], cfg))
+  loss_j, _ = setup.method.recipe.loss(base.LossInputs(logits, out, mut.get('aux', {}), b,
+                                                       ctx['method_state'], cfg))
   xt = torch.as_tensor(ctx['x']).permute(0, 3, 1, 2).contiguous()
   yt = torch.as_tensor(ctx['y']).long()
   model.eval()

@@ -83,16 +83,17 @@ def create_model(variant: str, method: str = config_lib.DEFAULT_METHOD, *, num_c
                         checkpoint_format=checkpoint_format, image_size=image_size, seed=seed,
                         overrides=overrides, **method_options)
   m = base.get(method)
-  if m.prepare is not None and prepared is None:
+  if m.recipe.prepare is not None and prepared is None:
     raise ValueError(
         f'method {method!r} derives state from the training data before its model exists; pass '
         f'prepared= (the path of a run\'s workdir/prepared.npz), or build from a config and data '
         f'with prompt_jax.train.trainer.build(config, workdir).')
   if isinstance(prepared, (str, os.PathLike)):
     prepared = treeio.load(os.fspath(prepared))['value']
-  model = m.model(config, num_classes, prepared)
-  params = backbone_lib.init_with(model, config, backbone_lib.load(m, config))
-  return model, m.init_params(params, prepared, config)
+  arch = m.arch(config)
+  model = m.build(config, num_classes, prepared, arch)
+  params = backbone_lib.init_with(model, config, backbone_lib.load(m, config, arch))
+  return model, m.model.init_params(params, prepared, config)
 
 
 def split_params(params: Any, method: str = config_lib.DEFAULT_METHOD, **method_options: Any

@@ -61,12 +61,13 @@ def micro_params(variant: str = 'Mu/8', image_size: int = 32, seed: int = 0
   zero biases); shapes from the model without compiling it."""
   import jax
   from prompt_jax.checkpoints import backbone
+  from prompt_jax.models import arch
   from prompt_jax.util import tree
   from prompt_jax.configs import common
   cfg = common.base()  # every model field at its default
   cfg.model.update(variant=variant, head_init='zeros')
   cfg.data.image_size = image_size
-  model = backbone.build_vit(cfg, 0, None)
+  model = backbone.build_vit(cfg, arch.decode(variant), 0, None)
   shapes = tree.flat(jax.eval_shape(model.init, jax.random.PRNGKey(0),
                                     backbone.dummy_images(cfg))['params'])
   rng = np.random.default_rng(seed)

@@ -62,13 +62,13 @@ def test_train_and_eval_steps_lower_for_tpu_and_cuda_in_bf16(method, tmp_path):
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
   state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
            'opt_state': tx.init(trainable),
-           'method_state': setup.method.init_state(setup.prepared, cfg),
+           'method_state': setup.method.recipe.init_state(setup.prepared, cfg),
            'rng': jax.random.PRNGKey(0)}
   s, b = cfg.data.image_size, cfg.train.batch_size
   cache = {'image': jax.ShapeDtypeStruct((1000, s, s, 3), jnp.uint8),
            'label': jax.ShapeDtypeStruct((1000,), jnp.int32)}
   idx = {'index': jax.ShapeDtypeStruct((b,), jnp.int32), 'mask': jax.ShapeDtypeStruct((b,), bool)}
-  train_step = jax.jit(steps.make_cached_train_step(setup.model, setup.method, cfg, tx))
+  train_step = jax.jit(steps.make_cached_train_step(setup.model, setup.method.recipe, cfg, tx))
   exp = jax.export.export(train_step, platforms=PLATFORMS)(_shapes(state), _shapes(frozen), cache,
                                                            idx)
   _check(exp)
@@ -93,13 +93,13 @@ def test_sap_train_and_eval_steps_lower_for_tpu_and_cuda_in_bf16(assets):  # noq
   trainable, frozen = tree.split(params, *sap.SAP.trainable_patterns(config))
   tx, _ = optim.make_optimizer(config.train, trainable, 10)
   state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
-           'opt_state': tx.init(trainable), 'method_state': sap.SAP.init_state(None, config),
+           'opt_state': tx.init(trainable), 'method_state': sap.SAP.recipe.init_state(None, config),
            'rng': jax.random.PRNGKey(0)}
   b = config.train.batch_size
   batch = {'image': jax.ShapeDtypeStruct((b, 32, 32, 3), jnp.float32),
            'label': jax.ShapeDtypeStruct((b,), jnp.int32),
            'mask': jax.ShapeDtypeStruct((b,), bool)}
-  step = jax.jit(steps.make_train_step(model, sap.SAP, config, tx))
+  step = jax.jit(steps.make_train_step(model, sap.SAP.recipe, config, tx))
   _check(jax.export.export(step, platforms=PLATFORMS)(_shapes(state), _shapes(frozen), batch))
   _check(jax.export.export(jax.jit(steps.make_eval_step(model)), platforms=PLATFORMS)(
       _shapes(trainable), _shapes(frozen), batch))

@@ -42,9 +42,9 @@ def _run(dtype: str, tmp_path) -> tuple[list[float], list[set], str]:
   setup = train.build(cfg, str(tmp_path / dtype))
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, STEPS)
-  state = steps.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
+  state = steps.initial_state(trainable, tx, setup.method.recipe, setup.prepared, cfg,
                               jax.random.PRNGKey(0))
-  step_fn = steps.make_train_step(setup.model, setup.method, cfg, tx)
+  step_fn = steps.make_train_step(setup.model, setup.method.recipe, cfg, tx)
   batches = list(setup.source.iterate('train800', BATCH, shuffle_seed=0))  # cycled
   jaxpr = str(jax.make_jaxpr(step_fn)(state, frozen, batches[0]))
   step = jax.jit(step_fn)

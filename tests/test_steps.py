@@ -35,9 +35,9 @@ def test_padding_rows_change_nothing(method, tmp_path):
   setup = train.build(cfg, str(tmp_path))
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, _ = optim.make_optimizer(cfg.train, trainable, 10)
-  state = steps.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
+  state = steps.initial_state(trainable, tx, setup.method.recipe, setup.prepared, cfg,
                               jax.random.PRNGKey(0))
-  step = jax.jit(steps.make_train_step(setup.model, setup.method, cfg, tx))
+  step = jax.jit(steps.make_train_step(setup.model, setup.method.recipe, cfg, tx))
   real = next(setup.source.iterate('train800', 12, shuffle_seed=0))
   rng = np.random.default_rng(0)
   pad = 20  # garbage rows: large random images, random labels, mask False

@@ -229,3 +229,30 @@ def test_tests_import_helpers_not_conftest_and_benchmarks_not_tests():
         found += [f'{os.path.relpath(path, ROOT)}:{node.lineno} imports {n}' for n in names
                   if any(n == b or n.startswith(b + '.') for b in banned)]
   assert not found, found
+
+
+def _decoder_calls(root=ROOT):
+  """(file:line, name) of every call of a `model.variant` decoder in the package."""
+  out = []
+  for rel, path in _package_files(root):
+    with open(path) as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Call):
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, 'id', '')
+        owner = ast.unparse(f.value).rsplit('.', 1)[-1] if isinstance(f, ast.Attribute) else ''
+        if name in ('decode_variant', 'clip_kwargs') or (name == 'decode' and 'arch' in owner):
+          out.append((rel, node.lineno, name))
+  return out
+
+
+def test_the_model_variant_is_decoded_in_one_place():
+  """The families' tables are read by models/arch.py alone, and arch.decode is called by
+  `Method.arch` alone: builders get the run's Arch, never the variant string."""
+  allowed = {('prompt_jax/models/arch.py', 'decode_variant'), ('prompt_jax/models/arch.py',
+                                                               'clip_kwargs'),
+             ('prompt_jax/methods/base.py', 'decode')}
+  calls = _decoder_calls()
+  assert {(rel, name) for rel, _, name in calls} == allowed, calls
+  assert len(calls) == 3, calls

@@ -66,7 +66,7 @@ def _tree(method):
   if method == 'ship':
     prepared = {'anchors': np.array([0, 2]), 'bank': np.zeros((8, 64), np.float32)}
   m = base.get(c.method)
-  shapes = jax.eval_shape(m.model(c, CLASSES, prepared).init, jax.random.PRNGKey(0),
+  shapes = jax.eval_shape(m.build(c, CLASSES, prepared).init, jax.random.PRNGKey(0),
                           jnp.zeros((1, 32, 32, 3)))['params']
   trainable, _ = tree.split(shapes, *m.trainable_patterns(c))
   return {k: tuple(v.shape) for k, v in tree.flat(trainable).items()}

@@ -148,12 +148,13 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
     calls.append(ctx.backbone_digest)
     return {'anchors': (0, 2), 'bank': np.full((2, 3), len(calls), np.float32)}
 
-  method = base.Method(name='fake', prepare=prepare, prepare_keys=('data.task', 'vpt.num_prompts'))
+  method = base.Recipe(prepare=prepare, prepare_keys=('data.task', 'vpt.num_prompts'))
   cfg = micro_config('vpt')
 
   def ctx(config, digest):
     return base.PrepareContext(config=config, source=None, backbone=None, backbone_params=None,
-                               workdir=str(tmp_path), features=None, backbone_digest=digest)
+                               arch=None, workdir=str(tmp_path), features=None,
+                               backbone_digest=digest)
 
   first = train.prepare_cached(method, ctx(cfg, 'random-backbone'))
   assert first['anchors'] == (0, 2) and first['bank'][0, 0] == 1
@@ -165,7 +166,7 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
   assert len(calls) == 3
   stored = treeio.load(str(tmp_path / train.PREPARED))
   assert stored['inputs']['backbone'] == 'pretrained-backbone'
-  undeclared = base.Method(name='fake', prepare=prepare)  # keyed by the whole config
+  undeclared = base.Recipe(prepare=prepare)  # keyed by the whole config
   train.prepare_cached(undeclared, ctx(cfg, 'pretrained-backbone'))
   train.prepare_cached(undeclared, ctx(_changed(cfg, train__lr=0.1), 'pretrained-backbone'))
   assert len(calls) == 5

@@ -1,6 +1,6 @@
 """Model construction and backbone weights: the one place that builds a model and fills it.
 
-  model = backbone.build_vit(config, num_classes, prompter)       # ViT of config.model
+  model = backbone.build_vit(config, arch, num_classes, prompter) # ViT of config.model
   params = backbone.load(method, config)                          # frozen prompt-free backbone
   params = backbone.init_with(model, config, params)              # + fresh prompt/head params
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from prompt_jax import checkpoints
 from prompt_jax.util import tree
+from prompt_jax.models import arch as arch_lib
 from prompt_jax.models import vit
 
 Config = ml_collections.ConfigDict
@@ -52,22 +53,24 @@ def missing_checkpoint_message(config: Config) -> str:
           f"purpose, pass --config.init.checkpoint={RANDOM}.")
 
 
-def build_vit(config: Config, num_classes: int, prompter: nn.Module | None
-              ) -> vit.VisionTransformer:
-  """The ViT of `config.model` with `prompter` attached (num_classes 0: no head)."""
+def build_vit(config: Config, arch: arch_lib.Arch, num_classes: int,
+              prompter: nn.Module | None) -> vit.VisionTransformer:
+  """The ViT of `arch` and `config.model` with `prompter` attached (num_classes 0: no head)."""
   m = config.model
   return vit.VisionTransformer(
-      **vit.decode_variant(m.variant), num_classes=num_classes, prompt=prompter,
+      **arch.constructor_kwargs(), num_classes=num_classes, prompt=prompter,
       drop_path=m.drop_path, act=m.act, ln_eps=m.ln_eps, pool=m.pool, head_init=m.head_init,
       head_init_std=m.head_init_std, head_bias_init=m.head_bias_init, attention=m.attention,
       dtype=jnp.dtype(m.compute_dtype), remat=m.get('remat', False))
 
 
-def backbone_model(method: Any, config: Config) -> nn.Module:
-  """The prompt-free, head-free model whose params the checkpoint fills."""
-  if method.build_backbone is not None:
-    return method.build_backbone(config)
-  return build_vit(config, 0, None)
+def backbone_model(method: Any, config: Config, arch: arch_lib.Arch | None = None) -> nn.Module:
+  """The prompt-free, head-free model whose params the checkpoint fills (`arch`: the run's, else
+  decoded from the config by `method.arch`)."""
+  arch = arch or method.arch(config)
+  if method.model.build_backbone is not None:
+    return method.model.build_backbone(config, arch)
+  return build_vit(config, arch, 0, None)
 
 
 def dummy_images(config: Config) -> jax.Array:
@@ -81,10 +84,10 @@ def rngs(config: Config) -> tuple[jax.Array, jax.Array]:
   return r_backbone, r_model
 
 
-def load(method: Any, config: Config) -> dict[str, Any]:
+def load(method: Any, config: Config, arch: arch_lib.Arch | None = None) -> dict[str, Any]:
   """The backbone's nested params: `config.init.checkpoint` in `config.init.format` (every key and
   shape validated, every value finite), or a seeded random init for `checkpoint='random'`."""
-  model = backbone_model(method, config)
+  model = backbone_model(method, config, arch)
   r_backbone, _ = rngs(config)
   path = config.init.checkpoint
   if not path:

@@ -204,7 +204,7 @@ def _read(exports: Mapping[str, str] | Sequence[str], weights: str, backbone_for
   out = []
   for name, path in named:
     config, meta, prepared = export.read_export(path, weights, backbone_format)
-    if base.get(config.method).build_backbone is not None:
+    if base.get(config.method).model.build_backbone is not None:
       raise ValueError(f'{path}: method {config.method!r} runs on a backbone of its own, not the '
                        'shared ViT; serve it alone with prompt_jax.load_tuned')
     name = name or str(config.data.get('task', '')) or os.path.basename(os.path.dirname(path))
@@ -243,7 +243,7 @@ def load_tasks(exports: Mapping[str, str] | Sequence[str], weights: str, *,
   read = _read(exports, weights, backbone_format)
   first = read[0][0]
   method = base.get(first.config.method)
-  frozen = backbone_lib.load(method, first.config)
+  frozen = backbone_lib.load(method, first.config, method.arch(first.config))
   meta = read[0][2]
   export.check_backbone(tree.digest(frozen), meta.get('backbone_digest'), first.path, weights,
                         meta.get('backbone_checkpoint'), allow_other_backbone=allow_other_backbone)
@@ -254,7 +254,7 @@ def load_tasks(exports: Mapping[str, str] | Sequence[str], weights: str, *,
   for i, (task, prepared, _, flat) in enumerate(read):
     padded = _pad_head(flat, task.num_classes, width)
     classes = width if padded is not None else task.num_classes
-    model = base.get(task.config.method).model(task.config, classes, prepared)
+    model = base.get(task.config.method).build(task.config, classes, prepared)
     flat = padded if padded is not None else flat
     key = _signature(model, flat, frozen, task.config.data.image_size)
     keyed.setdefault(key, []).append((i, model, flat))

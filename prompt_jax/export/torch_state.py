@@ -4,8 +4,8 @@
   model, params, config = load_safetensors('ViT-B_16.npz', path, like='/tmp/run/tuned')
   prompt-jax-torch-export --tuned=/tmp/run/tuned [--out=prompts.safetensors]
 
-Names, declared by each method (`Method.torch_naming` in prompt_jax/methods/M.py; PyTorch layout:
-Linear weights [out, in]; prompts as the release stores them):
+Names, declared by each method (`ModelParts.torch_naming` in prompt_jax/methods/M.py; PyTorch
+layout: Linear weights [out, in]; prompts as the release stores them):
   vpt    KMnP/vpt src/models/vit_prompt/vit.py + vit_models.py: enc.transformer.prompt_embeddings
          [1, P, D], enc.transformer.deep_prompt_embeddings [depth-1, P, D] (deep),
          enc.transformer.prompt_proj.{weight,bias} (project_dim > 0), head.last_layer.{weight,bias}.
@@ -60,11 +60,11 @@ Arrays = dict[str, np.ndarray]
 
 def _naming(method: str):
   """The method's `torch_naming` (its module under prompt_jax/methods/ declares it)."""
-  naming = base.get(method).torch_naming
+  naming = base.get(method).model.torch_naming
   if naming is None:
-    known = sorted(m for m in base.METHODS.names() if base.get(m).torch_naming is not None)
+    known = sorted(m for m in base.METHODS.names() if base.get(m).model.torch_naming is not None)
     raise ValueError(f'no PyTorch release naming for method {method!r}; known: {known} '
-                     '(a method declares one with Method.torch_naming)')
+                     '(a method declares one with ModelParts.torch_naming)')
   return naming.to_torch, naming.from_torch, naming.release
 
 
@@ -211,7 +211,7 @@ def _fresh(config, backbone_ckpt, backbone_format, sd, meta, *, allow_other_back
   """The model of `config` on `backbone_ckpt` (methods without a preparation); its tuned keys.
   The backbone's digest must be the one in the file's metadata (`export.check_backbone`)."""
   m = base.get(config.method)
-  if m.prepare is not None:
+  if m.recipe.prepare is not None:
     raise ValueError(f'method {config.method!r} derives its model from the training data (SHIP\'s '
                      'anchors and bank, DA-VPT\'s clusters): pass like= a tuned/ export of a run '
                      'with the same config')
@@ -223,13 +223,14 @@ def _fresh(config, backbone_ckpt, backbone_format, sd, meta, *, allow_other_back
   if backbone_format:
     config.init.format = backbone_format
   config.lock()
-  backbone = backbone_lib.load(m, config)
+  arch = m.arch(config)
+  backbone = backbone_lib.load(m, config, arch)
   want = meta.get('backbone_digest')
   export.check_backbone(tree.digest(backbone), None if want in (None, '', 'None') else want, path,
                         backbone_ckpt, meta.get('backbone_checkpoint'),
                         allow_other_backbone=allow_other_backbone)
-  model = m.model(config, num_classes, None)
-  params = m.init_params(backbone_lib.init_with(model, config, backbone), None, config)
+  model = m.build(config, num_classes, None, arch)
+  params = m.model.init_params(backbone_lib.init_with(model, config, backbone), None, config)
   trainable, frozen = tree.split(params, *m.trainable_patterns(config))
   keys = list(tree.flat(trainable)) + [k for k in tree.flat(frozen) if k.startswith('prompt/')]
   return model, params, keys

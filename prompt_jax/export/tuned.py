@@ -96,9 +96,10 @@ def load_tuned(backbone_ckpt: str, tuned_ckpt: str, *, backbone_format: str | No
   if backbone_format:
     config.init.format = backbone_format
   method = base.get(config.method)
-  backbone = backbone_lib.load(method, config)
+  arch = method.arch(config)
+  backbone = backbone_lib.load(method, config, arch)
   check_backbone(tree.digest(backbone), meta.get('backbone_digest'), tuned_ckpt, backbone_ckpt,
                  meta.get('backbone_checkpoint'), allow_other_backbone=allow_other_backbone)
   tuned = ocp.StandardCheckpointer().restore(os.path.join(tuned_ckpt, 'params'))
-  model = method.model(config, meta['num_classes'], prepared)
+  model = method.build(config, meta['num_classes'], prepared, arch)
   return model, tree.merge(tuned, backbone), config

@@ -9,13 +9,12 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Callable
 
-from prompt_jax.models import vit
+from prompt_jax.methods import base
 
 
-def block_dims(section: Any, name: str, variant: str) -> tuple[int, ...]:
-  """The per-block dims of `config.<name>` for a ViT `variant`; a bad value is a ValueError that
-  names the field and the fix."""
-  depth = vit.decode_variant(variant)['depth']
+def block_dims(section: Any, name: str, depth: int, variant: str) -> tuple[int, ...]:
+  """The per-block dims of `config.<name>` for a ViT of `depth` blocks (`variant`: its name in
+  messages); a bad value is a ValueError that names the field and the fix."""
   dims = tuple(int(d) for d in section.dims) or (int(section.dim),) * depth
   if len(dims) != depth:
     raise ValueError(f'{name}.dims has {len(dims)} values but {variant} has {depth} blocks: give '
@@ -32,12 +31,16 @@ def check_rate(value: float, field: str) -> float:
   return float(value)
 
 
-def checker(build_prompter: Callable[[Any, Any], Any]) -> Callable[[Any], list[str]]:
+def checker(build_prompter: Callable[[Any, Any, Any], Any]) -> Callable[[Any], list[str]]:
   """A `Method.check` from the method's own `build_prompter`: its ValueErrors (each naming the
   field and the fix) become validation messages, found at start-up instead of at model build."""
   def check(config: Any) -> list[str]:
     try:
-      build_prompter(config, None)
+      arch = base.get(config.method).arch(config)
+    except ValueError:
+      return []  # an unknown model.variant: the model's rules report it
+    try:
+      build_prompter(config, arch, None)
     except ValueError as e:
       return [str(e)]
     return []

@@ -101,7 +101,7 @@ class AdapterPrompter(Prompter):
     return Tokens(prev.x, deltas=self.encoderblock[str(layer)].deltas(train))
 
 
-def build_prompter(config: base.Config, prepared: Any) -> AdapterPrompter:
+def build_prompter(config: base.Config, arch: base.Arch, prepared: Any) -> AdapterPrompter:
   del prepared
   s = config.adapter
   positions = tuple(s.positions)
@@ -109,8 +109,8 @@ def build_prompter(config: base.Config, prepared: Any) -> AdapterPrompter:
     raise ValueError(f'adapter.positions={positions}: a non-empty subset of {POSITIONS}')
   if s.act not in ACTIVATIONS:
     raise ValueError(f'adapter.act={s.act!r}; known: {sorted(ACTIVATIONS)}')
-  return AdapterPrompter(width=vit.decode_variant(config.model.variant)['width'],
-                         dims=_petl.block_dims(s, 'adapter', config.model.variant),
+  return AdapterPrompter(width=arch.width,
+                         dims=_petl.block_dims(s, 'adapter', arch.depth, config.model.variant),
                          positions=positions, act=s.act,
                          dropout=_petl.check_rate(s.dropout, 'adapter.dropout'))
 
@@ -142,6 +142,8 @@ def section(**over: Any) -> ConfigDict:
 
 
 ADAPTER = base.register(base.Method(
-    name='adapter', build_prompter=build_prompter, config_section='adapter',
-    section=section, check=_petl.checker(build_prompter),
-    torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_mlp_only)))
+    name='adapter',
+    model=base.ModelParts(
+        build_prompter=build_prompter,
+        torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_mlp_only)),
+    config_section='adapter', section=section, check=_petl.checker(build_prompter)))

@@ -1,7 +1,26 @@
 """What a prompt method is to the trainer, and the registry of methods.
 
-A method is a `Method` record of pure functions, registered by name (`config.method`):
+A method is a `Method` record, registered by name (`config.method`), in three parts along the
+seams of the code that reads them, beside its config section:
 
+`Method.model` (`ModelParts`): what building and filling the model needs.
+  family                            'vit' or 'clip': how `config.model.variant` decodes into the
+                                    run's `Arch` (models/arch.py; `Method.arch`, once per run).
+  build_prompter(config, arch, prepared) -> nn.Module | None
+                                    the prompter attached to the ViT of config.model.
+  build_model(config, arch, num_classes, prepared) -> nn.Module
+                                    a whole model instead (SAP's CLIP); default the ViT + prompter.
+                                    apply(variables, images, train) -> (logits [B, C], out dict)
+  build_backbone(config, arch) -> nn.Module  the prompt-free backbone (default: the ViT).
+  init_params(params, prepared, config) -> params
+                                    overwrite fresh (non-backbone) params, e.g. SPT prompts.
+  prompt_slots(config, arch, prepared) -> {param path: levels}
+                                    which backbone level feeds each leading row of a prompt tensor
+                                    (deep VPT 'prompt/prompts' [12,P,D] -> (0..11)); used by prompt
+                                    initialisers such as SPT (`config.prompt_init.name`).
+  torch_naming                      its PyTorch release's tensor names (methods/torch_names).
+
+`Method.recipe` (`Recipe`): what training needs.
   prepare(ctx) -> prepared          host side, once, before the model is built (SHIP anchors and
                                     prototype bank, SPT prototypes, DA-VPT class clusters); numpy /
                                     python values (a `treeio` tree), cached by the trainer in
@@ -10,25 +29,22 @@ A method is a `Method` record of pure functions, registered by name (`config.met
                                     it; usually FEATURE_KEYS + the method's own; none declared:
                                     the whole config) and the keys naming input files whose
                                     content it reads.
-  build_backbone(config) -> nn.Module  the prompt-free backbone (default: the ViT of config.model)
-  build_model(config, num_classes, prepared) -> nn.Module
-                                    apply(variables, images, train) -> (logits [B, C], out dict)
-  init_params(params, prepared, config) -> params
-                                    overwrite fresh (non-backbone) params, e.g. SPT prompts.
   loss(inputs: LossInputs) -> (scalar loss, metrics dict of scalars)
   init_state(prepared, config) -> method_state
                                     a pytree carried through train steps, checkpointed (DA-VPT map).
   update_state(method_state, inputs) -> method_state     inside the jitted step (accumulate stats).
   epoch_end(method_state, epoch, config) -> method_state host side, between epochs (DA-VPT remap).
-  prompt_slots(config, prepared) -> {param path: levels}
-                                    which backbone level feeds each leading row of a prompt tensor
-                                    (deep VPT 'prompt/prompts' [12,P,D] -> (0..11)); used by prompt
-                                    initialisers such as SPT (`config.prompt_init.name`).
-  variant(config) -> str            the run's label in results.json and report tables (default:
-                                    the method name; VPT: 'vpt_deep' / 'vpt_shallow').
   trainable / frozen: regexes over '/'-joined param paths (trainable may be a function of the
                       config); frozen wins. `config.train.trainable` / `config.train.frozen`
                       override them when non-empty (`Method.trainable_patterns`).
+
+`Method.evaluation` (`Evaluation`): what the evaluation programs and their reports need.
+  variant(config) -> str            the run's label in results.json and report tables (default:
+                                    the method name; VPT: 'vpt_deep' / 'vpt_shallow').
+  open_vocabulary: bool             classifies by class-name text (SAP): the base-to-novel programs
+                                    ('b2n', 'clip_zeroshot': protocol/programs.py) run it.
+
+The config section, on `Method` itself:
   config_section: the config section the method reads ('vpt', 'ship', ...; '' = none).
   section(**over) -> ConfigDict     that section's fields with their defaults and comments, defined
                                     in the method's file next to its `register` call (config files
@@ -36,9 +52,6 @@ A method is a `Method` record of pure functions, registered by name (`config.met
   check(config) -> [message]        the method's own validation rules (its section's ranges and
                                     choices), run with every other rule
                                     (prompt_jax/train/validation.py).
-  patch_size(config) -> int         the backbone's patch size (default: the ViT of model.variant).
-  open_vocabulary: bool             classifies by class-name text (SAP): the base-to-novel programs
-                                    ('b2n', 'clip_zeroshot': protocol/programs.py) run it.
   machine_keys: dotted keys naming files of this machine (paths), which never make two runs
                 differ (prompt_jax/train/workdir.py `same_run`); their content is keyed elsewhere.
 
@@ -60,9 +73,10 @@ import optax
 
 from prompt_jax.checkpoints import backbone
 from prompt_jax.methods.registry import INITIALIZER_CHECKS, INITIALIZERS, METHODS
-from prompt_jax.models import vit
+from prompt_jax.models import arch as arch_lib
 
 Array = Any
+Arch = arch_lib.Arch
 Config = ml_collections.ConfigDict
 
 
@@ -81,6 +95,7 @@ class PrepareContext:
   source: Any                   # prompt_jax.data.source.Source
   backbone: nn.Module           # prompt-free VisionTransformer (no head) with the loaded weights
   backbone_params: Any          # its params
+  arch: arch_lib.Arch           # the run's decoded config.model.variant
   workdir: str
   features: Callable[..., dict[str, Any]]  # evaluators.features.extract bound to the backbone
   backbone_digest: str          # prompt_jax.util.tree.digest of backbone_params (cache keys)
@@ -121,67 +136,97 @@ def _no_problems(config: Config) -> list[str]:
   return []
 
 
-def _vit_patch_size(config: Config) -> int:
-  return vit.decode_variant(config.model.variant)['patch_size']
-
-
 def _identity(x, *args, **kwargs):
   del args, kwargs
   return x
 
 
 @dataclasses.dataclass(frozen=True)
-class Method:
-  name: str
-  build_prompter: Callable[[Config, Any], nn.Module | None] = lambda config, prepared: None
-  build_model: Callable[[Config, int, Any], nn.Module] | None = None
+class ModelParts:
+  """What building and filling the model needs (module docstring)."""
+
+  family: str = 'vit'
+  build_prompter: Callable[[Config, arch_lib.Arch, Any], nn.Module | None] = (
+      lambda config, arch, prepared: None)
+  build_model: Callable[[Config, arch_lib.Arch, int, Any], nn.Module] | None = None
   # The prompt-free backbone whose params the checkpoint fills (default: the ViT of config.model);
   # `init(rng, images)` must work on it. Its param names must be a subset of build_model's.
-  build_backbone: Callable[[Config], nn.Module] | None = None
+  build_backbone: Callable[[Config, arch_lib.Arch], nn.Module] | None = None
+  init_params: Callable[[Any, Any, Config], Any] = _identity
+  prompt_slots: Callable[[Config, arch_lib.Arch, Any], dict[str, tuple[int, ...]]] = (
+      lambda config, arch, prepared: {})
+  # Its PyTorch release's tensor names (methods/torch_names.TorchNaming; export/torch_state.py).
+  torch_naming: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """What training needs (module docstring)."""
+
   prepare: Callable[[PrepareContext], Any] | None = None
   prepare_keys: tuple[str, ...] = ()
   prepare_files: tuple[str, ...] = ()
-  init_params: Callable[[Any, Any, Config], Any] = _identity
   loss: Callable[[LossInputs], tuple[Array, dict[str, Array]]] = cross_entropy_loss
   init_state: Callable[[Any, Config], Any] = lambda prepared, config: {}
   update_state: Callable[[Any, LossInputs], Any] = _identity
   epoch_end: Callable[[Any, int, Config], Any] = _identity
-  prompt_slots: Callable[[Config, Any], dict[str, tuple[int, ...]]] = lambda config, prepared: {}
   # Regexes, or a function config -> regexes (e.g. DA-VPT's config-chosen extra biases).
   trainable: tuple[str, ...] | Callable[[Config], tuple[str, ...]] = (r'^prompt/', r'^head/')
   frozen: tuple[str, ...] = ()
-  config_section: str = ''
-  section: Callable[..., Config] | None = None
-  check: Callable[[Config], list[str]] = _no_problems
-  patch_size: Callable[[Config], int] = _vit_patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """What the evaluation programs and their reports need (module docstring)."""
+
+  variant: Callable[[Config], str] | None = None
   # Classifies by class-name text, so classes unseen in training can be scored (CLIP + SAP): the
   # base-to-novel programs run only such methods (prompt_jax.protocol.programs).
   open_vocabulary: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  model: ModelParts = ModelParts()
+  recipe: Recipe = Recipe()
+  evaluation: Evaluation = Evaluation()
+  config_section: str = ''
+  section: Callable[..., Config] | None = None
+  check: Callable[[Config], list[str]] = _no_problems
   machine_keys: tuple[str, ...] = ()
-  variant: Callable[[Config], str] | None = None
-  # Its PyTorch release's tensor names (methods/torch_names.TorchNaming; torch_export.py).
-  torch_naming: Any = None
+
+  def arch(self, config: Config) -> arch_lib.Arch:
+    """`config.model.variant` decoded in this method's model family (ValueError if unknown)."""
+    return arch_lib.decode(config.model.variant, self.model.family)
 
   def label(self, config: Config) -> str:
-    """The variant label of a run (`variant(config)`, else the method name), with a non-default
-    prompt initialiser appended: 'vpt_deep', 'spt_deep_kmeans', 'vpt_deep+spt_kmeans'."""
-    out = self.variant(config) if self.variant is not None else self.name
+    """The variant label of a run (`evaluation.variant(config)`, else the method name), with a
+    non-default prompt initialiser appended: 'vpt_deep', 'spt_deep_kmeans',
+    'vpt_deep+spt_kmeans'."""
+    variant = self.evaluation.variant
+    out = variant(config) if variant is not None else self.name
     init = config.get('prompt_init', {})
     if init and init.name != 'default':
       out += f'+{init.name}_{init.strategy}'
     return out
 
-  def model(self, config: Config, num_classes: int, prepared: Any) -> nn.Module:
-    if self.build_model is not None:
-      return self.build_model(config, num_classes, prepared)
-    return backbone.build_vit(config, num_classes, self.build_prompter(config, prepared))
+  def build(self, config: Config, num_classes: int, prepared: Any,
+            arch: arch_lib.Arch | None = None) -> nn.Module:
+    """The whole model (`arch`: the run's, else decoded from the config)."""
+    arch = arch or self.arch(config)
+    if self.model.build_model is not None:
+      return self.model.build_model(config, arch, num_classes, prepared)
+    return backbone.build_vit(config, arch, num_classes,
+                              self.model.build_prompter(config, arch, prepared))
 
   def trainable_patterns(self, config: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(train regexes, frozen regexes): `config.train.trainable` / `.frozen` when non-empty,
-    else the method's (`trainable` may be a function of the config)."""
-    own = self.trainable(config) if callable(self.trainable) else self.trainable
+    else the recipe's (`trainable` may be a function of the config)."""
+    own = self.recipe.trainable
+    own = own(config) if callable(own) else own
     return (tuple(config.train.trainable) or tuple(own),
-            tuple(config.train.frozen) or tuple(self.frozen))
+            tuple(config.train.frozen) or tuple(self.recipe.frozen))
 
 
 def register(method: Method) -> Method:

@@ -16,7 +16,6 @@ import numpy as np
 
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
-from prompt_jax.models import vit
 
 TRAINABLE = (r'(^|/)bias$', r'^head/')
 
@@ -52,7 +51,7 @@ def _bitfit_fwd(t: torch_names.Arrays, config: Any) -> torch_names.Arrays:
 
 
 def _bitfit_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
-  heads = vit.decode_variant(config.model.variant)['num_heads']
+  heads = BITFIT.arch(config).num_heads
   out = {}
   for key in sorted(sd):
     if m := re.fullmatch(r'blocks\.(\d+)\.attn\.qkv\.bias', key):
@@ -63,5 +62,7 @@ def _bitfit_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
 
 
 BITFIT = base.register(base.Method(
-    name='bitfit', trainable=TRAINABLE,
-    torch_naming=torch_names.TorchNaming(_bitfit_fwd, _bitfit_inv, 'timm VisionTransformer')))
+    name='bitfit',
+    model=base.ModelParts(
+        torch_naming=torch_names.TorchNaming(_bitfit_fwd, _bitfit_inv, 'timm VisionTransformer')),
+    recipe=base.Recipe(trainable=TRAINABLE)))

@@ -339,21 +339,20 @@ def epoch_end(state: dict[str, Any], epoch: int, config: base.Config) -> dict[st
 # ---------------------------------------------------------------- method
 
 
-def build_prompter(config: base.Config, prepared: Any) -> DAVPTPrompter:
-  arch = vit.decode_variant(config.model.variant)
+def build_prompter(config: base.Config, arch: base.Arch, prepared: Any) -> DAVPTPrompter:
   c = config.davpt
   p = prepared['num_proxies'] if prepared else c.num_proxies
-  return DAVPTPrompter(width=arch['width'], depth=arch['depth'], num_proxies=int(p),
+  return DAVPTPrompter(width=arch.width, depth=arch.depth, num_proxies=int(p),
                        num_other=c.num_other, proxy_start=c.proxy_start, proxy_end=c.proxy_end,
                        mask_prompts=c.mask_prompts, init_div8=c.init_div8,
                        patch_anchor=c.patch_anchor, dropout=c.dropout,
                        prompt_norm=c.prompt_norm, live_tokens=config.model.live_tokens)
 
 
-def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...]]:
+def prompt_slots(config: base.Config, arch: base.Arch, prepared: Any
+                 ) -> dict[str, tuple[int, ...]]:
   del prepared
-  c = config.davpt
-  depth = vit.decode_variant(config.model.variant)['depth']
+  c, depth = config.davpt, arch.depth
   proxy = tuple(range(c.proxy_start, c.proxy_end + 1))
   slots = {'prompt/proxy': proxy}
   if c.num_other > 0 and len(proxy) < depth:
@@ -431,9 +430,14 @@ def section(**over: Any) -> ConfigDict:
 
 
 DAVPT = base.register(base.Method(
-    name='davpt', build_prompter=build_prompter, prepare=prepare, loss=loss, init_state=init_state,
-    update_state=update_state, epoch_end=epoch_end, prompt_slots=prompt_slots, trainable=trainable,
-    prepare_keys=base.FEATURE_KEYS + ('seed', 'davpt.num_proxies', 'davpt.cluster_images_per_class',
-                                      'davpt.kmeans_iters', 'davpt.kmeans_tol'),
-    config_section='davpt', section=section, check=check,
-    torch_naming=torch_names.TorchNaming(_davpt_fwd, _davpt_inv, 'Noahsark/DA-VPT')))
+    name='davpt',
+    model=base.ModelParts(
+        build_prompter=build_prompter, prompt_slots=prompt_slots,
+        torch_naming=torch_names.TorchNaming(_davpt_fwd, _davpt_inv, 'Noahsark/DA-VPT')),
+    recipe=base.Recipe(
+        prepare=prepare, loss=loss, init_state=init_state, update_state=update_state,
+        epoch_end=epoch_end, trainable=trainable,
+        prepare_keys=base.FEATURE_KEYS + ('seed', 'davpt.num_proxies',
+                                          'davpt.cluster_images_per_class', 'davpt.kmeans_iters',
+                                          'davpt.kmeans_tol')),
+    config_section='davpt', section=section, check=check))

@@ -30,7 +30,6 @@ from prompt_jax.methods import _petl
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.methods import torch_names
-from prompt_jax.models import vit
 from prompt_jax.models.deltas import Deltas
 from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
@@ -112,7 +111,7 @@ class LoRAPrompter(Prompter):
     return Tokens(prev.x, deltas=Deltas(qkv=lambda y: self.qkv_delta(layer, y, train)))
 
 
-def build_prompter(config: base.Config, prepared: Any) -> LoRAPrompter:
+def build_prompter(config: base.Config, arch: base.Arch, prepared: Any) -> LoRAPrompter:
   del prepared
   s = config.lora
   if s.layout not in ('fused', 'separate'):
@@ -123,9 +122,9 @@ def build_prompter(config: base.Config, prepared: Any) -> LoRAPrompter:
   if s.layout == 'fused' and targets != PROJECTIONS:
     raise ValueError(f"lora.targets={targets} needs lora.layout='separate' (the fused layout "
                      'updates query, key and value together)')
-  arch = vit.decode_variant(config.model.variant)
-  return LoRAPrompter(width=arch['width'], num_heads=arch['num_heads'],
-                      dims=_petl.block_dims(s, 'lora', config.model.variant), layout=s.layout,
+  return LoRAPrompter(width=arch.width, num_heads=arch.num_heads,
+                      dims=_petl.block_dims(s, 'lora', arch.depth, config.model.variant),
+                      layout=s.layout,
                       targets=targets, dropout=_petl.check_rate(s.dropout, 'lora.dropout'),
                       scale=float(s.scale))
 
@@ -156,6 +155,8 @@ def section(**over: Any) -> ConfigDict:
 
 
 LORA = base.register(base.Method(
-    name='lora', build_prompter=build_prompter, config_section='lora', section=section,
-    check=_petl.checker(build_prompter),
-    torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_fused_only)))
+    name='lora',
+    model=base.ModelParts(
+        build_prompter=build_prompter,
+        torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH', check=_fused_only)),
+    config_section='lora', section=section, check=_petl.checker(build_prompter)))

@@ -33,7 +33,6 @@ from prompt_jax.methods import base
 from prompt_jax.methods import inits
 from prompt_jax.methods import torch_names
 from prompt_jax.models import attention as attn_lib
-from prompt_jax.models import vit
 from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
 from prompt_jax.models.prompter import Tokens
@@ -89,12 +88,11 @@ class PrefixPrompter(Prompter):
     return Tokens(prev.x, kernel=kernel)
 
 
-def build_prompter(config: base.Config, prepared: Any) -> PrefixPrompter:
+def build_prompter(config: base.Config, arch: base.Arch, prepared: Any) -> PrefixPrompter:
   del prepared
   s = config.prefix
-  arch = vit.decode_variant(config.model.variant)
-  return PrefixPrompter(width=arch['width'], num_heads=arch['num_heads'],
-                        dims=_petl.block_dims(s, 'prefix', config.model.variant),
+  return PrefixPrompter(width=arch.width, num_heads=arch.num_heads,
+                        dims=_petl.block_dims(s, 'prefix', arch.depth, config.model.variant),
                         dropout=_petl.check_rate(s.dropout, 'prefix.dropout'))
 
 
@@ -116,6 +114,7 @@ def section(**over: Any) -> ConfigDict:
 
 
 PREFIX = base.register(base.Method(
-    name='prefix', build_prompter=build_prompter, config_section='prefix', section=section,
-    check=_petl.checker(build_prompter),
-    torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH')))
+    name='prefix',
+    model=base.ModelParts(build_prompter=build_prompter,
+                          torch_naming=torch_names.paired(_NOAH, 'ZhangYuanhan-AI/NOAH')),
+    config_section='prefix', section=section, check=_petl.checker(build_prompter)))

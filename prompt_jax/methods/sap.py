@@ -49,6 +49,7 @@ import numpy as np
 from prompt_jax.util import checks
 from prompt_jax.data import fewshot  # (registers data 'fewshot')
 from prompt_jax.methods import base
+from prompt_jax.models import arch as arch_lib
 from prompt_jax.models import clip as clip_lib
 from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
@@ -246,18 +247,13 @@ class SAPModel(clip_lib.CLIP):
     return logits, out
 
 
-def build_clip(config: base.Config, **kw) -> clip_lib.CLIP:
-  return clip_lib.CLIP(**clip_lib.clip_kwargs(config.model.variant),
-                       dtype=jnp.dtype(config.model.compute_dtype),
-                       **kw)
+def build_backbone(config: base.Config, arch: arch_lib.Arch) -> clip_lib.CLIP:
+  return clip_lib.CLIP(**arch.constructor_kwargs(), dtype=jnp.dtype(config.model.compute_dtype))
 
 
-def build_backbone(config: base.Config) -> clip_lib.CLIP:
-  return build_clip(config)
-
-
-def build_model(config: base.Config, num_classes: int, prepared: Any) -> SAPModel:
-  s, arch = config.sap, ml_collections.ConfigDict(clip_lib.clip_kwargs(config.model.variant))
+def build_model(config: base.Config, arch: arch_lib.Arch, num_classes: int,
+                prepared: Any) -> SAPModel:
+  s, arch = config.sap, ml_collections.ConfigDict(arch.constructor_kwargs())
   if num_classes not in (0, prepared['num_classes']):  # 0: from `prepared` (export.load_tuned)
     raise ValueError(f'the data has {num_classes} classes but the descriptions cover '
                      f'{prepared["num_classes"]}')
@@ -274,10 +270,11 @@ def build_model(config: base.Config, num_classes: int, prepared: Any) -> SAPMode
 # ----------------------------------------------------------------------------- prepare
 
 
-def tokenizer_for(config: base.Config) -> tok_lib.Tokenizer:
+def tokenizer_for(config: base.Config, model: clip_lib.CLIP) -> tok_lib.Tokenizer:
+  """CLIP's BPE tokenizer (`config.sap.bpe_path`, else next to the checkpoint) padding to the
+  text tower's context length."""
   path = tok_lib.find_vocab(config.sap.bpe_path, config.init.checkpoint)
-  context = clip_lib.clip_kwargs(config.model.variant)['context_length']
-  return tok_lib.Tokenizer.from_file(path, context_length=context)
+  return tok_lib.Tokenizer.from_file(path, context_length=model.context_length)
 
 
 def encode_texts(model: clip_lib.CLIP, params: Any, ids: np.ndarray, batch: int = 256,
@@ -301,7 +298,7 @@ def prepare_classes(config: base.Config, model: clip_lib.CLIP, params: Any,
                     ) -> dict[str, Any]:
   """Description tables and frozen zero-shot features for one class set (base, novel or all)."""
   s = config.sap
-  tokenizer = tokenizer or tokenizer_for(config)
+  tokenizer = tokenizer or tokenizer_for(config, model)
   raw, texts, owner = description_table(classnames, load_descriptions(s.descriptions), s.template,
                                         s.max_descriptions)
   ids = tokenizer.tokenize(texts)
@@ -339,7 +336,7 @@ def init_params(params: Any, prepared: Any, config: base.Config) -> Any:
     if not any(re.search(r, 'text_prompt/ctx') for r in config.train.frozen):
       raise ValueError("sap.text_prompts='frozen' needs config.train.frozen = "
                        "(r'^text_prompt/', r'^text_cache') so weight decay leaves them unchanged")
-    model = build_model(config, prepared['num_classes'], prepared)
+    model = build_model(config, SAP.arch(config), prepared['num_classes'], prepared)
     encode = jax.jit(lambda p: model.apply({'params': p}, method=SAPModel.encode_descriptions))
     params['text_cache'] = encode(params)
   return params
@@ -368,10 +365,6 @@ def check(c: base.Config) -> list[str]:
   return out + checks.one_of('sap.text_prompts', c.sap.text_prompts, ('train', 'frozen'))
 
 
-def patch_size(config: base.Config) -> int:
-  return clip_lib.clip_kwargs(config.model.variant)['patch_size']
-
-
 def section(**over: Any) -> ConfigDict:
   """`config.sap` (docs/specs/04-spt-sap.md; IVLP 4+4 tokens, depth 9, weights 25 / 10)."""
   c = ConfigDict(dict(
@@ -394,14 +387,18 @@ def section(**over: Any) -> ConfigDict:
 
 
 SAP = base.register(base.Method(
-    name='sap', build_model=build_model, build_backbone=build_backbone, prepare=prepare,
-    init_params=init_params, loss=loss,
-    trainable=(r'^visual_prompt/', r'^text_prompt/'), frozen=(r'^text_cache',),
-    prepare_keys=base.FEATURE_KEYS + ('sap.bpe_path', 'sap.template', 'sap.max_descriptions',
-                                      'sap.normalize_desc', 'sap.encode_batch', 'sap.ctx_init',
-                                      'sap.n_ctx_text', 'sap.classnames'),
-    prepare_files=('sap.descriptions',), config_section='sap', section=section,
-    check=check, patch_size=patch_size, open_vocabulary=True,
+    name='sap',
+    model=base.ModelParts(family='clip', build_model=build_model, build_backbone=build_backbone,
+                          init_params=init_params),
+    recipe=base.Recipe(
+        prepare=prepare, loss=loss,
+        trainable=(r'^visual_prompt/', r'^text_prompt/'), frozen=(r'^text_cache',),
+        prepare_keys=base.FEATURE_KEYS + ('sap.bpe_path', 'sap.template', 'sap.max_descriptions',
+                                          'sap.normalize_desc', 'sap.encode_batch',
+                                          'sap.ctx_init', 'sap.n_ctx_text', 'sap.classnames'),
+        prepare_files=('sap.descriptions',)),
+    evaluation=base.Evaluation(open_vocabulary=True),
+    config_section='sap', section=section, check=check,
     machine_keys=('sap.descriptions', 'sap.bpe_path')))
 
 

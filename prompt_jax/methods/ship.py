@@ -49,7 +49,6 @@ from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
 from prompt_jax.models import attention as attn_lib
-from prompt_jax.models import vit
 from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
 from prompt_jax.models.prompter import Tokens
@@ -129,10 +128,9 @@ def load_prototypes(path: str, num_prototypes: int, width: int) -> np.ndarray:
 def prepare(ctx: base.PrepareContext) -> dict[str, Any]:
   """{'anchors': tuple, 'bank': [K, D], 'affinity': [L, L]} from the frozen backbone
   (docs/specs/02-ship.md §1, §3)."""
-  s = ctx.config.ship
-  arch = vit.decode_variant(ctx.config.model.variant)
-  aff = load_affinity(s.affinity_path, arch['depth']) if s.affinity_path else None
-  bank = (load_prototypes(s.prototypes_path, s.num_prototypes, arch['width'])
+  s, arch = ctx.config.ship, ctx.arch
+  aff = load_affinity(s.affinity_path, arch.depth) if s.affinity_path else None
+  bank = (load_prototypes(s.prototypes_path, s.num_prototypes, arch.width)
           if s.prototypes_path else None)
   if aff is None or bank is None:
     feats, _ = ctx.features(ctx.config.data.train_split,
@@ -310,17 +308,16 @@ class SHIPPrompter(Prompter):
                   kernel=self._kernel(queries, cls_scores, sow_scores=last and train))
 
 
-def num_image_tokens(config: base.Config) -> int:
-  arch = vit.decode_variant(config.model.variant)
-  return (config.data.image_size // arch['patch_size']) ** 2 + 1
+def num_image_tokens(config: base.Config, arch: base.Arch) -> int:
+  """CLS + patches of `config.data.image_size` images."""
+  return (config.data.image_size // arch.patch_size) ** 2 + 1
 
 
-def build_prompter(config: base.Config, prepared: Any) -> SHIPPrompter:
-  arch = vit.decode_variant(config.model.variant)
+def build_prompter(config: base.Config, arch: base.Arch, prepared: Any) -> SHIPPrompter:
   s = config.ship
-  return SHIPPrompter(width=arch['width'], depth=arch['depth'],
+  return SHIPPrompter(width=arch.width, depth=arch.depth,
                       anchors=tuple(int(a) for a in prepared['anchors']),
-                      num_prompts=s.num_prompts, num_image_tokens=num_image_tokens(config),
+                      num_prompts=s.num_prompts, num_image_tokens=num_image_tokens(config, arch),
                       num_prototypes=int(np.asarray(prepared['bank']).shape[0]),
                       prompt_weight=s.prompt_weight, bank_weight=s.bank_weight,
                       fast_inference=s.fast_inference, live_tokens=config.model.live_tokens)
@@ -343,9 +340,9 @@ def loss(inputs: base.LossInputs) -> tuple[Array, dict[str, Array]]:
   aux = inputs.aux.get('prompt', {})
   if 'ship_scores' not in aux:
     return ce, metrics
-  n = num_image_tokens(inputs.config)
-  lm = matching_loss(inputs.out['encoded'].astype(jnp.float32),
-                     aux['ship_scores'][-1].astype(jnp.float32), n, inputs.batch['mask'])
+  scores = aux['ship_scores'][-1]  # [B, H, n]: the CLS row over the n image tokens
+  lm = matching_loss(inputs.out['encoded'].astype(jnp.float32), scores.astype(jnp.float32),
+                     scores.shape[-1], inputs.batch['mask'])
   total = ce + inputs.config.ship.match_weight * lm
   return total, {**metrics, 'match': lm, 'loss': total}
 
@@ -399,10 +396,14 @@ def section(**over: Any) -> ConfigDict:
 
 
 SHIP = base.register(base.Method(
-    name='ship', build_prompter=build_prompter, prepare=prepare, init_params=init_params, loss=loss,
-    trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',),
-    prepare_keys=base.FEATURE_KEYS + ('ship.threshold', 'ship.num_prototypes', 'ship.max_images',
-                                      'ship.seed', 'ship.kmeans_n_init'),
-    prepare_files=('ship.affinity_path', 'ship.prototypes_path'), config_section='ship',
-    section=section, check=check,
-    torch_naming=torch_names.TorchNaming(_ship_fwd, _ship_inv, 'haoweiz23/SHIP')))
+    name='ship',
+    model=base.ModelParts(
+        build_prompter=build_prompter, init_params=init_params,
+        torch_naming=torch_names.TorchNaming(_ship_fwd, _ship_inv, 'haoweiz23/SHIP')),
+    recipe=base.Recipe(
+        prepare=prepare, loss=loss,
+        trainable=(r'^prompt/', r'^head/'), frozen=(r'^prompt/bank$',),
+        prepare_keys=base.FEATURE_KEYS + ('ship.threshold', 'ship.num_prototypes',
+                                          'ship.max_images', 'ship.seed', 'ship.kmeans_n_init'),
+        prepare_files=('ship.affinity_path', 'ship.prototypes_path')),
+    config_section='ship', section=section, check=check))

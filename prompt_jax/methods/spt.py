@@ -44,7 +44,6 @@ from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import kmeans
 from prompt_jax.methods import vpt
-from prompt_jax.models import vit
 
 Array = Any
 STRATEGIES = ('random', 'mean_pooling', 'max_pooling', 'kmeans')
@@ -186,17 +185,16 @@ def spt_initializer(params: Any, ctx: base.PrepareContext, slots: dict[str, tupl
 # ---------------------------------------------------------------- the 'spt' method (VPT + SPT init)
 
 
-def _vpt_shapes(config: base.Config) -> dict[str, tuple[int, ...]]:
-  arch = vit.decode_variant(config.model.variant)
+def _vpt_shapes(config: base.Config, arch: base.Arch) -> dict[str, tuple[int, ...]]:
   v = config.vpt
   if v.project_dim:
     raise ValueError('SPT needs vpt.project_dim = 0 (prompts live in the token space)')
-  return {'prompt/prompts': (arch['depth'] if v.deep else 1, v.num_prompts, arch['width'])}
+  return {'prompt/prompts': (arch.depth if v.deep else 1, v.num_prompts, arch.width)}
 
 
 def prepare(ctx: base.PrepareContext) -> dict[str, np.ndarray]:
   cfg = ctx.config
-  return compute(ctx, _vpt_shapes(cfg), vpt.prompt_slots(cfg, None))
+  return compute(ctx, _vpt_shapes(cfg, ctx.arch), vpt.prompt_slots(cfg, ctx.arch, None))
 
 
 def init_params(params: Any, prepared: dict[str, np.ndarray], config: base.Config) -> Any:
@@ -223,10 +221,15 @@ def _spt_inv(sd: torch_names.Arrays, config: Any) -> torch_names.Arrays:
 
 
 SPT = base.register(base.Method(
-    name='spt', build_prompter=vpt.build_prompter, prepare=prepare, init_params=init_params,
-    prompt_slots=vpt.prompt_slots, config_section='vpt', variant=variant, section=vpt.section,
-    check=lambda c: vpt.check(c) + check_prompt_init(c),
-    prepare_keys=base.FEATURE_KEYS + ('vpt.num_prompts', 'vpt.deep', 'vpt.project_dim',
-                                      'prompt_init.strategy', 'prompt_init.fraction',
-                                      'prompt_init.seed', 'prompt_init.batch_size'),
-    torch_naming=torch_names.TorchNaming(_spt_fwd, _spt_inv, 'WangYZ1608/Self-Prompt-Tuning')))
+    name='spt',
+    model=base.ModelParts(
+        build_prompter=vpt.build_prompter, init_params=init_params, prompt_slots=vpt.prompt_slots,
+        torch_naming=torch_names.TorchNaming(_spt_fwd, _spt_inv, 'WangYZ1608/Self-Prompt-Tuning')),
+    recipe=base.Recipe(
+        prepare=prepare,
+        prepare_keys=base.FEATURE_KEYS + ('vpt.num_prompts', 'vpt.deep', 'vpt.project_dim',
+                                          'prompt_init.strategy', 'prompt_init.fraction',
+                                          'prompt_init.seed', 'prompt_init.batch_size')),
+    evaluation=base.Evaluation(variant=variant),
+    config_section='vpt', section=vpt.section,
+    check=lambda c: vpt.check(c) + check_prompt_init(c)))

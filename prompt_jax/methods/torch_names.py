@@ -1,4 +1,4 @@
-"""Helpers for a method's PyTorch release naming (`Method.torch_naming`, used by
+"""Helpers for a method's PyTorch release naming (`ModelParts.torch_naming`, used by
 prompt_jax/export/torch_state.py): flat tuned tensors ('prompt/prompts', 'head/kernel') <-> the
 release's state dict names, in PyTorch layout (Linear weights [out, in])."""
 

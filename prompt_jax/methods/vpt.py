@@ -30,7 +30,6 @@ from prompt_jax.util import checks
 from prompt_jax.methods import base
 from prompt_jax.methods import torch_names
 from prompt_jax.methods import inits
-from prompt_jax.models import vit
 from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
 from prompt_jax.models.prompter import Tokens
@@ -86,19 +85,18 @@ class VPTPrompter(Prompter):
     return Tokens(x)
 
 
-def build_prompter(config: base.Config, prepared: Any) -> VPTPrompter:
+def build_prompter(config: base.Config, arch: base.Arch, prepared: Any) -> VPTPrompter:
   del prepared
-  arch = vit.decode_variant(config.model.variant)
   p = config.vpt
-  return VPTPrompter(num_prompts=p.num_prompts, width=arch['width'], depth=arch['depth'],
-                     patch_size=arch['patch_size'], deep=p.deep, dropout=p.dropout,
+  return VPTPrompter(num_prompts=p.num_prompts, width=arch.width, depth=arch.depth,
+                     patch_size=arch.patch_size, deep=p.deep, dropout=p.dropout,
                      project_dim=p.project_dim, live_tokens=config.model.live_tokens)
 
 
-def prompt_slots(config: base.Config, prepared: Any) -> dict[str, tuple[int, ...]]:
+def prompt_slots(config: base.Config, arch: base.Arch, prepared: Any
+                 ) -> dict[str, tuple[int, ...]]:
   del prepared
-  depth = vit.decode_variant(config.model.variant)['depth']
-  return {'prompt/prompts': tuple(range(depth)) if config.vpt.deep else (0,)}
+  return {'prompt/prompts': tuple(range(arch.depth)) if config.vpt.deep else (0,)}
 
 
 def variant(config: base.Config) -> str:
@@ -148,7 +146,9 @@ def section(num_prompts: int = 50, deep: bool = True, dropout: float = 0.1,
                          project_dim=project_dim))  # > 0: prompts in this dim, projected to D
 
 
-VPT = base.register(base.Method(name='vpt', build_prompter=build_prompter,
-                                prompt_slots=prompt_slots, config_section='vpt',
-                                section=section, check=check, variant=variant,
-    torch_naming=torch_names.TorchNaming(_vpt_fwd, _vpt_inv, 'KMnP/vpt')))
+VPT = base.register(base.Method(
+    name='vpt',
+    model=base.ModelParts(build_prompter=build_prompter, prompt_slots=prompt_slots,
+                          torch_naming=torch_names.TorchNaming(_vpt_fwd, _vpt_inv, 'KMnP/vpt')),
+    evaluation=base.Evaluation(variant=variant),
+    config_section='vpt', section=section, check=check))

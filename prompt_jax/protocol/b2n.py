@@ -73,9 +73,10 @@ def tuned_params(config: Config, workdir: str) -> tuple[dict[str, Any], dict[str
 def sap_accuracy(config: Config, bb_params: Any, params: Any, source: Any,
                  split: str = 'test') -> float:
   """Top-1 of the tuned SAP model on `source` (its own class set and descriptions)."""
-  backbone = sap.build_backbone(config)
+  arch = sap.SAP.arch(config)
+  backbone = sap.build_backbone(config, arch)
   prepared = sap.prepare_classes(config, backbone, bb_params, source.classnames)
-  model = sap.build_model(config, len(source.classnames), prepared)
+  model = sap.build_model(config, arch, len(source.classnames), prepared)
   p = dict(params)
   p.pop('text_cache', None)
   text = jax.jit(lambda q: model.apply({'params': q}, method=sap.SAPModel.encode_descriptions))(p)
@@ -89,9 +90,9 @@ def sap_accuracy(config: Config, bb_params: Any, params: Any, source: Any,
 def zeroshot_accuracy(config: Config, bb_params: Any, source: Any, split: str = 'test',
                       template: str | None = None) -> float:
   """Zero-shot CLIP: argmax over classes of cos(image, text('a photo of a {class}.'))."""
-  model = sap.build_backbone(config)
+  model = sap.build_backbone(config, sap.SAP.arch(config))
   template = template or config.sap.zs_template
-  tok = sap.tokenizer_for(config)
+  tok = sap.tokenizer_for(config, model)
   ids = tok.tokenize([template.format(classname=n.replace('_', ' ').lower())
                       for n in source.classnames])
   text = jnp.asarray(sap.encode_texts(model, bb_params, ids, config.sap.encode_batch))

@@ -40,7 +40,7 @@ class Program:
   recorded); the sweep compares the two. `runs(workdir, results)` -> `report.Run`s of a finished run
   for the sweep's table (None: the trainer's results.json, one Run), whose rows are `table`:
   (result split, row label) pairs (empty: the test split, final and epoch-selected).
-  `open_vocabulary`: only methods that classify by class-name text (`Method.open_vocabulary`)
+  `open_vocabulary`: only methods that classify by class-name text (`Evaluation.open_vocabulary`)
   run it."""
 
   run: Callable[[Config, str], Any]
@@ -81,7 +81,7 @@ TRAINS_ON_CONFIG = ('train', 'b2n')
 
 def names(method: str) -> list[str]:
   """The programs a config of `method` may run."""
-  open_vocabulary = method in METHODS and METHODS.get(method).open_vocabulary
+  open_vocabulary = method in METHODS and METHODS.get(method).evaluation.open_vocabulary
   return [n for n, p in PROGRAMS.items() if open_vocabulary or not p.open_vocabulary]
 
 
@@ -91,7 +91,7 @@ def problems(config: Config) -> list[str]:
   if name in names(method):
     return []
   if name in PROGRAMS:
-    others = [m for m in METHODS.names() if METHODS.get(m).open_vocabulary]
+    others = [m for m in METHODS.names() if METHODS.get(m).evaluation.open_vocabulary]
     return [f'program={name!r}: method {method!r} runs {names(method)}; {name!r} needs an '
             f'open-vocabulary method ({" / ".join(others)}): set --config.method']
   return [f'program={name!r}: method {method!r} runs {names(method)}']

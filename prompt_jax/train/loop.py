@@ -1,6 +1,6 @@
 """The training loop: one `Loop` holds the state of a run between steps and its periodic actions.
 
-  run = Run(cfg=cfg, workdir=workdir, method=method, ...)   # what stays fixed while training
+  run = Run(cfg=cfg, workdir=workdir, recipe=recipe, ...)   # what stays fixed while training
   loop = Loop(run, state=state, frozen=frozen, meta=meta)
   loop.train()      # trains to total_steps, evaluates, checkpoints; loop.step, loop.meta['history']
 
@@ -105,12 +105,13 @@ def nonfinite_message(cfg: Config, workdir: str, bad: int, loss: float, stopped_
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Run:
-  """What stays fixed while a run trains: its config, where it writes, the method, the input path,
-  the jitted steps, the checkpoint manager, the summary writer, the lr schedule and the counts."""
+  """What stays fixed while a run trains: its config, where it writes, the method's recipe, the
+  input path, the jitted steps, the checkpoint manager, the summary writer, the lr schedule and
+  the counts."""
 
   cfg: Config
   workdir: str
-  method: base.Method
+  recipe: base.Recipe
   path: InputPath
   train_step: Callable[..., Any]  # (state, frozen, batch) -> (state, metrics)
   evaluate: Callable[[Any, str], dict[str, float]]  # (state, split) -> {'accuracy', 'loss'}
@@ -181,7 +182,7 @@ class Loop:
     """The method's epoch hook, then the evaluation when one is due; True when it evaluated."""
     epoch_done = self.step // self.run.steps_per_epoch
     ms = jax.device_get(self.state['method_state'])
-    new_ms = self.run.method.epoch_end(ms, epoch_done, self.run.cfg)
+    new_ms = self.run.recipe.epoch_end(ms, epoch_done, self.run.cfg)
     if new_ms is not ms:
       self.state = dict(self.state, method_state=jax.device_put(new_ms, self.run.shardings[0]))
     if epoch_done % self.run.cfg.train.eval_every_epochs == 0 and self.step < self.run.total_steps:

@@ -22,15 +22,15 @@ EvalMetrics = clu_metrics.Collection.create(accuracy=clu_metrics.Accuracy,
                                             loss=clu_metrics.Average.from_output('loss'))
 
 
-def initial_state(trainable: Any, tx: optax.GradientTransformation, method: base.Method,
+def initial_state(trainable: Any, tx: optax.GradientTransformation, recipe: base.Recipe,
                   prepared: Any, cfg: Config, rng: jax.Array) -> dict[str, Any]:
   """The train state at step 0: {'step', 'trainable', 'opt_state', 'method_state', 'rng'}."""
   return {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
-          'opt_state': tx.init(trainable), 'method_state': method.init_state(prepared, cfg),
+          'opt_state': tx.init(trainable), 'method_state': recipe.init_state(prepared, cfg),
           'rng': rng}
 
 
-def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
+def make_train_step(model: nn.Module, recipe: base.Recipe, cfg: Config,
                     tx: optax.GradientTransformation) -> Callable[..., Any]:
   """train_step(state, frozen, batch) -> (state, metrics): one update of the trainable subtree.
 
@@ -48,11 +48,11 @@ def make_train_step(model: nn.Module, method: base.Method, cfg: Config,
       (logits, out), mut = model.apply({'params': params}, batch['image'], train=True,
                                        rngs={'dropout': rng}, mutable=['aux'])
       inputs = base.LossInputs(logits, out, mut.get('aux', {}), batch, state['method_state'], cfg)
-      loss, metrics = method.loss(inputs)
+      loss, metrics = recipe.loss(inputs)
       stopped = base.LossInputs(*(jax.lax.stop_gradient(x) for x in
                                   (logits, out, mut.get('aux', {}), batch, state['method_state'])),
                                 cfg)
-      return loss, (metrics, method.update_state(state['method_state'], stopped), logits)
+      return loss, (metrics, recipe.update_state(state['method_state'], stopped), logits)
 
     (loss, (metrics, method_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['trainable'])
@@ -80,11 +80,11 @@ def augment_key(seed: int, step: jax.Array) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), AUGMENT_STREAM), step)
 
 
-def make_cached_train_step(model: nn.Module, method: base.Method, cfg: Config,
+def make_cached_train_step(model: nn.Module, recipe: base.Recipe, cfg: Config,
                            tx: optax.GradientTransformation) -> Callable[..., Any]:
   """train_step(state, frozen, cache, batch) -> (state, metrics) over a device-resident split:
   `gather_from_cache(make_train_step(...), cfg)`."""
-  return gather_from_cache(make_train_step(model, method, cfg, tx), cfg)
+  return gather_from_cache(make_train_step(model, recipe, cfg, tx), cfg)
 
 
 def gather_from_cache(train_step: Callable[..., Any], cfg: Config) -> Callable[..., Any]:

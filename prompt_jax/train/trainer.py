@@ -75,14 +75,14 @@ class Setup:
   backbone_digest: str
 
 
-def prepare_cached(method: base.Method, ctx: base.PrepareContext) -> Any:
-  """`method.prepare(ctx)`, cached in workdir/prepared.npz (`treeio`, no pickle) under the key of
-  `method.prepare_keys` (none declared: the whole config) / `prepare_files` and the backbone
+def prepare_cached(recipe: base.Recipe, ctx: base.PrepareContext) -> Any:
+  """`recipe.prepare(ctx)`, cached in workdir/prepared.npz (`treeio`, no pickle) under the key of
+  `recipe.prepare_keys` (none declared: the whole config) / `prepare_files` and the backbone
   digest; a cache of other inputs is recomputed (the changed inputs are logged). Returns the stored
   form (numpy arrays) both times."""
-  keys = method.prepare_keys or tuple(ctx.config.keys())  # undeclared: the whole config
+  keys = recipe.prepare_keys or tuple(ctx.config.keys())  # undeclared: the whole config
   key, inputs = workdir_lib.inputs_key(ctx.config, keys, ctx.backbone_digest,
-                                       method.prepare_files)
+                                       recipe.prepare_files)
   path = epath.Path(ctx.workdir) / PREPARED
   if path.exists():
     try:
@@ -94,7 +94,7 @@ def prepare_cached(method: base.Method, ctx: base.PrepareContext) -> Any:
         return cached['value']
       logging.info('%s was prepared from other inputs (%s): preparing again', path,
                    sorted(workdir_lib.diff(cached.get('inputs', {}), inputs)))
-  value = method.prepare(ctx)
+  value = recipe.prepare(ctx)
   if jax.process_index() == 0:
     treeio.save(str(path), {'key': key, 'inputs': inputs, 'value': value})
   return treeio.loads(treeio.dumps(value))
@@ -108,25 +108,28 @@ def build(cfg: Config, workdir: str) -> Setup:
   method = base.get(cfg.method)
   source = data_registry.get_source(cfg.data)
   validation.check_splits(cfg, source.splits)
-  backbone_params = backbone_lib.load(method, cfg)
+  arch = method.arch(cfg)  # config.model.variant, decoded once for the run
+  backbone_params = backbone_lib.load(method, cfg, arch)
   digest = tree.digest(backbone_params)
   workdir_lib.check_backbone(workdir, cfg, digest)  # the config half ran before any work
-  bb_model = backbone_lib.backbone_model(method, cfg)
+  bb_model = backbone_lib.backbone_model(method, cfg, arch)
 
   def feats(split: str, select, **kw):
     return features_lib.extract(bb_model, backbone_params, source, split, select=select, **kw)
 
   ctx = base.PrepareContext(config=cfg, source=source, backbone=bb_model,
-                            backbone_params=backbone_params, workdir=workdir, features=feats,
+                            backbone_params=backbone_params, arch=arch, workdir=workdir,
+                            features=feats,
                             backbone_digest=digest,
                             cache_key=lambda keys: workdir_lib.inputs_key(cfg, keys, digest)[0])
-  prepared = prepare_cached(method, ctx) if method.prepare is not None else None
-  model = method.model(cfg, source.num_classes, prepared)
+  recipe, parts = method.recipe, method.model
+  prepared = prepare_cached(recipe, ctx) if recipe.prepare is not None else None
+  model = method.build(cfg, source.num_classes, prepared, arch)
   params = backbone_lib.init_with(model, cfg, backbone_params)
-  params = method.init_params(params, prepared, cfg)
+  params = parts.init_params(params, prepared, cfg)
   if cfg.prompt_init.name != 'default':
     initializer = base.get_initializer(cfg.prompt_init.name)
-    params = initializer(params, ctx, method.prompt_slots(cfg, prepared), cfg)
+    params = initializer(params, ctx, parts.prompt_slots(cfg, arch, prepared), cfg)
   return Setup(cfg, method, source, model, params, prepared, ctx, digest)
 
 
@@ -205,7 +208,7 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
 
   trainable, frozen = tree.split(setup.params, *setup.method.trainable_patterns(cfg))
   tx, schedule = optim.make_optimizer(tcfg, trainable, steps_per_epoch)
-  state = steps_lib.initial_state(trainable, tx, setup.method, setup.prepared, cfg,
+  state = steps_lib.initial_state(trainable, tx, setup.method.recipe, setup.prepared, cfg,
                                   jax.random.PRNGKey(cfg.seed + 1))
 
   mesh = shard_lib.make_mesh(cfg.mesh)
@@ -216,7 +219,8 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
   frozen = jax.device_put(frozen, frozen_sh)
   path = inputs.make(cfg, setup.source, mesh, workdir)  # the one choice of input path
   train_step = path.jit_train_step(
-      steps_lib.make_train_step(setup.model, setup.method, cfg, tx), state_sh, frozen_sh, bsh, rep)
+      steps_lib.make_train_step(setup.model, setup.method.recipe, cfg, tx), state_sh, frozen_sh,
+      bsh, rep)
   eval_step = path.eval_step(setup.model)
 
   mngr = checkpointing.manager(workdir, tcfg.keep_checkpoints)
@@ -242,7 +246,7 @@ def _train(setup: Setup, workdir: str) -> dict[str, Any]:
                     tcfg.eval_batch_size, bsh)
 
   run = loop_lib.Run(
-      cfg=cfg, workdir=workdir, method=setup.method, path=path, train_step=train_step,
+      cfg=cfg, workdir=workdir, recipe=setup.method.recipe, path=path, train_step=train_step,
       evaluate=eval_split, mngr=mngr, writer=writer, schedule=schedule, shardings=(rep, bsh),
       n_train=n_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       hooks=(report, bars))

@@ -85,17 +85,11 @@ def _method(c: Config) -> list[str]:
   return out + [p for p in m.check(c) if p not in out]
 
 
-def patch_size(c: Config) -> int:
-  """The patch size of `model.variant` for `c.method` (`Method.patch_size`); ValueError if
-  unknown."""
-  return base.get(c.method).patch_size(c)
-
-
 def _model(c: Config) -> list[str]:
   m = c.model
   out = []
   try:
-    patch = patch_size(c)
+    patch = base.get(c.method).arch(c).patch_size
   except KeyError:
     pass  # an unknown method: reported by _method
   except ValueError as e:

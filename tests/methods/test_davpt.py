@@ -150,7 +150,7 @@ def test_loss_through_model(anchor):
   prepared = {'num_proxies': 3, 'class_map': np.array([0, 1, 2, 0, 1], np.int32),
               'centroids': np.eye(3, 64, dtype=np.float32)}
   method = base.get('davpt')
-  model = method.model(cfg, 5, prepared)
+  model = method.build(cfg, 5, prepared)
   images = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
   params = model.init(jax.random.PRNGKey(1), images)['params']
   (logits, out), mut = model.apply({'params': params}, images, mutable=['aux'])
@@ -159,8 +159,8 @@ def test_loss_through_model(anchor):
   live = 17 if anchor == 'input_mean' else 20  # CLS + patches (+ the 3 proxies for 'attn_out')
   assert vit.sown(mut['aux'], 3, 'queries').shape == (4, live, 4, 16)
   batch = {'image': images, 'label': jnp.array([0, 1, 3, 4]), 'mask': jnp.ones(4, bool)}
-  state = method.init_state(prepared, cfg)
-  total, metrics = method.loss(base.LossInputs(logits, out, mut['aux'], batch, state, cfg))
+  state = method.recipe.init_state(prepared, cfg)
+  total, metrics = method.recipe.loss(base.LossInputs(logits, out, mut['aux'], batch, state, cfg))
   assert np.isfinite(float(total))
   want = float(metrics['ce']) + float(metrics['da_patch']) + 0.5 * float(metrics['da_cls'])
   np.testing.assert_allclose(float(total), want, rtol=1e-5)
@@ -170,7 +170,7 @@ def test_loss_through_model(anchor):
   direct = davpt.proxy_anchor_loss(zc, aux['proxies'][1], jnp.asarray(m), jnp.ones(4, bool))
   assert np.isfinite(float(direct))
   with pytest.raises(KeyError):  # missing anchors are an error, never a silent 0
-    method.loss(base.LossInputs(logits, out, {}, batch, state, cfg))
+    method.recipe.loss(base.LossInputs(logits, out, {}, batch, state, cfg))
 
 
 def test_state_accumulates_and_remaps():
@@ -205,7 +205,7 @@ def test_trainable_set_and_configs():
   c.unlock()
   c.davpt.update(train_k_bias=True, train_norm1=True, train_cls=True)
   cfg = _cfg()
-  model = base.get('davpt').model(cfg, 5, None)
+  model = base.get('davpt').build(cfg, 5, None)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
   tr, _ = tree.split(params, *base.get('davpt').trainable_patterns(c))
   paths = tree.paths(tr)
@@ -270,7 +270,7 @@ def test_prompt_norm_applies_before_the_block(norm):
   cfg = _cfg(prompt_norm=norm, proxy_start=0, proxy_end=0)
   prepared = {'num_proxies': 3, 'class_map': np.array([0, 1, 2, 0, 1], np.int32),
               'centroids': np.eye(3, 64, dtype=np.float32)}
-  model = base.get('davpt').model(cfg, 5, prepared)
+  model = base.get('davpt').build(cfg, 5, prepared)
   images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   mp = model.init(jax.random.PRNGKey(1), images)['params']
   _, mut = model.apply({'params': mp}, images, mutable=['aux'])
@@ -286,7 +286,7 @@ def test_prompt_dropout_mask_is_per_example(live_tokens):
   cfg.model.live_tokens = live_tokens
   prepared = {'num_proxies': 3, 'class_map': np.array([0, 1, 2, 0, 1], np.int32),
               'centroids': np.eye(3, 64, dtype=np.float32)}
-  model = base.get('davpt').model(cfg, 5, prepared)
+  model = base.get('davpt').build(cfg, 5, prepared)
   img = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3)), (6, 32, 32, 3))
   params = model.init(jax.random.PRNGKey(1), img)['params']
   out, _ = model.apply({'params': params}, img, train=True, rngs={'dropout': jax.random.PRNGKey(2)})

@@ -37,25 +37,25 @@ def _run(cfg, prepared, live_tokens, params=None):
   if 'ship' in cfg and not live_tokens:
     cfg.ship.fast_inference = False
   method = base.get(cfg.method)
-  model = method.model(cfg, CLASSES, prepared)
+  model = method.build(cfg, CLASSES, prepared)
   images = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
   batch = {'image': images, 'label': jnp.array([0, 1, 3, 4]), 'mask': jnp.array([1, 1, 1, 0], bool)}
   if params is None:
     params = model.init(jax.random.PRNGKey(1), images)['params']
-    params = method.init_params(params, prepared, cfg)
+    params = method.model.init_params(params, prepared, cfg)
     noise = lambda p, k: p + 0.05 * jax.random.normal(k, p.shape, p.dtype)  # non-trivial LN, cls
     flat = tree.flat(params)
     keys = jax.random.split(jax.random.PRNGKey(3), len(flat))
     params = tree.nest({k: v if k.startswith('prompt/') else noise(v, r)
                         for (k, v), r in zip(sorted(flat.items()), keys)})
   trainable, frozen = tree.split(params, *method.trainable_patterns(cfg))
-  state = method.init_state(prepared, cfg)
+  state = method.recipe.init_state(prepared, cfg)
 
   def loss_fn(tr):
     (logits, out), mut = model.apply({'params': tree.merge(tr, frozen)}, images, train=True,
                                      rngs={'dropout': jax.random.PRNGKey(2)}, mutable=['aux'])
-    loss, metrics = method.loss(base.LossInputs(logits, out, mut.get('aux', {}), batch, state,
-                                                cfg))
+    loss, metrics = method.recipe.loss(base.LossInputs(logits, out, mut.get('aux', {}), batch,
+                                                       state, cfg))
     return loss, (logits, metrics, sum(b.shape[1] for b in out['blocks']))
 
   (loss, (logits, metrics, tokens)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)

@@ -40,7 +40,7 @@ def _config(method, variant='Mu/8', **section):
 
 def _ours(cfg, seed=0):
   """(model, params): a random backbone and random (non-zero) trainable tensors."""
-  model = base.get(cfg.method).model(cfg, CLASSES, None)
+  model = base.get(cfg.method).build(cfg, CLASSES, None)
   params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))['params']
   flat = traverse_util.flatten_dict(jax.device_get(params), sep='/')
   rng = np.random.default_rng(seed)
@@ -158,7 +158,7 @@ def test_trainable_counts_at_vit_b16_are_the_papers():
   want = {'lora': 294_912, 'adapter': 156_768, 'prefix': 184_320, 'bitfit': 102_912}
   for method, n in want.items():
     cfg = _config(method, variant='B/16')
-    model = base.get(method).model(cfg, CLASSES, None)
+    model = base.get(method).build(cfg, CLASSES, None)
     shapes = jax.eval_shape(lambda m=model: m.init(jax.random.PRNGKey(0),
                                                    jnp.zeros((1, 224, 224, 3))))['params']
     train_re, frozen_re = base.get(method).trainable_patterns(cfg)
@@ -172,9 +172,9 @@ def test_trainable_counts_at_vit_b16_are_the_papers():
 def test_per_block_dims_of_the_wrong_length_name_the_fix():
   cfg = _config('lora', dims=(8, 8))
   with pytest.raises(ValueError, match=r'lora.dims has 2 values but Mu/8 has 4 blocks'):
-    base.get('lora').model(cfg, CLASSES, None)
+    base.get('lora').build(cfg, CLASSES, None)
   with pytest.raises(ValueError, match="needs lora.layout='separate'"):
-    base.get('lora').model(_config('lora', targets=('query',)), CLASSES, None)
+    base.get('lora').build(_config('lora', targets=('query',)), CLASSES, None)
 
 
 def test_lora_matches_peft_on_a_transformers_vit():
@@ -216,7 +216,7 @@ def test_lora_matches_peft_on_a_transformers_vit():
           f'prompt/encoderblock_{i}/{ours}/lora_b'] = a.T, b.T
   cfg = _config('lora', layout='separate', targets=('query', 'value'), scale=alpha / rank,
                 dim=rank, dropout=0.0)
-  model = base.get('lora').model(cfg, CLASSES, None)
+  model = base.get('lora').build(cfg, CLASSES, None)
   params = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep='/')
   rng = np.random.default_rng(2)
   images = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)

@@ -132,10 +132,11 @@ def tiny_config(assets, workdir=None, **sap_over):
 
 
 def _prepared_model(config, classnames):
-  backbone = sap.build_backbone(config)
+  arch = sap.SAP.arch(config)
+  backbone = sap.build_backbone(config, arch)
   params = jax.jit(backbone.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
   prepared = sap.prepare_classes(config, backbone, params, classnames)
-  model = sap.build_model(config, len(classnames), prepared)
+  model = sap.build_model(config, arch, len(classnames), prepared)
   full = jax.jit(model.init)(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))['params']
   full = dict(full, **params)
   return model, sap.init_params(full, prepared, config), prepared, params
@@ -242,7 +243,7 @@ def test_frozen_text_cache(assets, tiny):
   config.unlock()
   config.train.frozen = (r'^text_prompt/', r'^text_cache')
   config.lock()
-  model = sap.build_model(config, len(CLASSES), prepared)
+  model = sap.build_model(config, sap.SAP.arch(config), len(CLASSES), prepared)
   params = dict(trained_params, text_cache=jnp.zeros((8, 16)))
   params = sap.init_params(params, prepared, config)
   t = jax.jit(lambda p: model.apply({'params': p}, method=sap.SAPModel.encode_descriptions))(params)

@@ -162,7 +162,7 @@ def test_configs_load():
   from prompt_jax.configs import ship_vtab
   c = ship_vtab.get_config('svhn')
   assert (c.train.lr, c.ship.threshold, c.ship.num_prompts) == (0.25, 0.97, 50)
-  assert base.get('ship').frozen == (r'^prompt/bank$',)
+  assert base.get('ship').recipe.frozen == (r'^prompt/bank$',)
 
 
 def test_ship_trains_end_to_end_on_digits(pretrained_npz, tmp_path):
@@ -304,7 +304,7 @@ def test_release_affinity_and_prototype_files_are_checked(tmp_path):
     c.ship.update(affinity_path=aff_path, prototypes_path=bank_path, **over)
     def no_features(*a, **k):
       raise AssertionError('both files given: no feature extraction')
-    return types.SimpleNamespace(config=c, features=no_features)
+    return types.SimpleNamespace(config=c, arch=ship.SHIP.arch(c), features=no_features)
 
   aff_path, bank_path, aff = _release_files(tmp_path)
   out = ship.prepare(ctx(aff_path, bank_path))

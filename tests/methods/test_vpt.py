@@ -67,7 +67,7 @@ def test_init_range_and_head_bias():
   cfg.unlock()
   cfg.model.variant = 'B/16'
   cfg.vpt.num_prompts = 50
-  model = base.get('vpt').model(cfg, 10, None)
+  model = base.get('vpt').build(cfg, 10, None)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
   assert shapes['params']['prompt']['prompts'].shape == (12, 50, 768)
   p = vpt.VPTPrompter(num_prompts=50, width=768, depth=12, patch_size=16)
@@ -77,7 +77,7 @@ def test_init_range_and_head_bias():
   bound = math.sqrt(6 / (3 * 16 * 16 + 768))
   assert abs(bound - 0.0625) < 1e-12
   assert w.max() <= bound and w.min() >= -bound and w.max() > 0.95 * bound
-  small = base.get('vpt').model(micro_config('vpt'), 5, None)
+  small = base.get('vpt').build(micro_config('vpt'), 5, None)
   params = small.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
   np.testing.assert_allclose(params['head']['bias'], -math.log(99), rtol=1e-6)
 
@@ -87,7 +87,7 @@ def test_prompts_get_no_position_embedding(live_tokens):
   cfg = micro_config('vpt')
   cfg.unlock()
   cfg.model.live_tokens = live_tokens
-  model = base.get('vpt').model(cfg, 5, None)
+  model = base.get('vpt').build(cfg, 5, None)
   x = jnp.zeros((1, 32, 32, 3))
   params = model.init(jax.random.PRNGKey(0), x)['params']
   pe = params['Transformer']['posembed_input']['pos_embedding']
@@ -115,7 +115,7 @@ def test_prompt_dropout_mask_is_per_example(live_tokens):
   cfg.unlock()
   cfg.vpt.dropout = 0.5
   cfg.model.live_tokens = live_tokens
-  model = base.get('vpt').model(cfg, 5, None)
+  model = base.get('vpt').build(cfg, 5, None)
   img = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3)), (8, 32, 32, 3))
   params = model.init(jax.random.PRNGKey(1), img)['params']
   train, _ = model.apply({'params': params}, img, train=True,

@@ -37,7 +37,8 @@ def test_gelu_variants_differ_and_exact_is_default():
   exact = vit.activation('gelu')(x)
   tanh = vit.activation('gelu_tanh')(x)
   assert not np.allclose(exact, tanh, atol=1e-5) and np.allclose(exact, tanh, atol=1e-2)
-  assert backbone.build_vit(micro_config(), 5, None).act == 'gelu'
+  cfg = micro_config()
+  assert backbone.build_vit(cfg, base.get('vpt').arch(cfg), 5, None).act == 'gelu'
 
 
 @pytest.mark.parametrize('impl', ['einsum', 'fused', 'auto'])
@@ -89,7 +90,7 @@ def test_block_live_and_kv_only_tokens_equal_all_live():
 @pytest.mark.parametrize('method', ['linear', 'full'])
 def test_baseline_trainable_sets(method):
   cfg = micro_config(method)
-  model = base.get(method).model(cfg, 5, None)
+  model = base.get(method).build(cfg, 5, None)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
   tr, fr = tree.split(params, *base.get(method).trainable_patterns(cfg))
   if method == 'linear':

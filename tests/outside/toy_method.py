@@ -16,7 +16,6 @@ import ml_collections
 from prompt_jax.train import validation
 from prompt_jax.methods import base
 from prompt_jax.methods import inits
-from prompt_jax.models import vit
 from prompt_jax.models.prompter import BlockOutput
 from prompt_jax.models.prompter import Prompter
 from prompt_jax.models.prompter import Tokens
@@ -55,12 +54,11 @@ class ToyPrompter(Prompter):
     return Tokens(prev.x, kv=self.scale * self.prompts[layer].astype(prev.x.dtype))
 
 
-def build_prompter(config: base.Config, prepared: Any) -> ToyPrompter:
+def build_prompter(config: base.Config, arch: base.Arch, prepared: Any) -> ToyPrompter:
   del prepared
-  arch = vit.decode_variant(config.model.variant)
-  return ToyPrompter(num_tokens=config.toy.num_tokens, width=arch['width'], depth=arch['depth'],
+  return ToyPrompter(num_tokens=config.toy.num_tokens, width=arch.width, depth=arch.depth,
                      scale=config.toy.scale)
 
 
-TOY = base.register(base.Method(name='toy', build_prompter=build_prompter, config_section='toy',
-                                section=section, check=check))
+TOY = base.register(base.Method(name='toy', model=base.ModelParts(build_prompter=build_prompter),
+                                config_section='toy', section=section, check=check))
