@@ -4,12 +4,12 @@ PyTorch CUDA (SDPA, flash where it applies) eager and `torch.compile`d, in one J
   bash benchmarks/gpu_check.sh            # on a machine with an NVIDIA GPU (< 8 min)
   bash benchmarks/gpu_check.sh --cpu      # dry mode: the same path on CPU at Mu/8 32px, float32
 
-GPU mode: pytest tests/test_accelerators.py; per method (benchmarks.run rows without PyTorch) the
-trainer's jitted step at B/16, batch 64, `model.compute_dtype='bfloat16'`, `model.attention='auto'`
-(= 'fused': cuDNN on GPU in bf16); then VPT-deep P=50 against references VPTDeepViT on
-CUDA under bf16 autocast with SDPA restricted to flash / memory-efficient kernels, eager and
-compiled, all three timed in interleaved rounds. `--cpu` runs every stage on the CPU with a micro
-model (the accelerator tests are only collected) so CI checks that the script works.
+GPU mode: pytest tests/train/test_accelerators.py; per method (benchmarks.run rows without PyTorch)
+the trainer's jitted step at B/16, batch 64, `model.compute_dtype='bfloat16'`,
+`model.attention='auto'` (= 'fused': cuDNN on GPU in bf16); then VPT-deep P=50 against references
+VPTDeepViT on CUDA under bf16 autocast with SDPA restricted to flash / memory-efficient kernels,
+eager and compiled, all three timed in interleaved rounds. `--cpu` runs every stage on the CPU with
+a micro model (the accelerator tests are only collected) so CI checks that the script works.
 Nothing is asserted; the JSON records errors per stage instead of stopping.
 """
 
@@ -30,8 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def accelerator_tests(cpu: bool, timeout: int) -> dict:
-  """pytest tests/test_accelerators.py (collected only in --cpu mode)."""
-  cmd = [sys.executable, '-m', 'pytest', 'tests/test_accelerators.py', '-q', '-x']
+  """pytest tests/train/test_accelerators.py (collected only in --cpu mode)."""
+  cmd = [sys.executable, '-m', 'pytest', 'tests/train/test_accelerators.py', '-q', '-x']
   cmd += ['--collect-only'] if cpu else []
   t = time.perf_counter()
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)

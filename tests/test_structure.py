@@ -256,3 +256,34 @@ def test_the_model_variant_is_decoded_in_one_place():
   calls = _decoder_calls()
   assert {(rel, name) for rel, _, name in calls} == allowed, calls
   assert len(calls) == 3, calls
+
+
+# Top-level test files: the entry points, the repository around the package, and checks across
+# every layer.
+CROSS_CUTTING = {'test_api.py', 'test_main.py', 'test_benchmarks.py', 'test_docs.py',
+                 'test_faults.py', 'test_matrix.py', 'test_notebooks.py', 'test_references.py',
+                 'test_session_cache.py', 'test_structure.py', 'test_trajectory.py',
+                 'test_wheel.py'}
+# Test folders beside the package's: configs/ (the config files) and outside/ (a method defined
+# outside the package).
+OTHER_FOLDERS = {'configs', 'outside'}
+
+
+def _test_layout_problems(root=ROOT) -> list[str]:
+  tests = os.path.join(root, 'tests')
+  folders = {f for f in os.listdir(tests) if os.path.isdir(os.path.join(tests, f))
+             and not f.startswith(('_', '.'))}
+  top = {f for f in os.listdir(tests) if f.startswith('test_') and f.endswith('.py')}
+  return ([f'tests/{f}/ mirrors no folder of {PACKAGE}/' for f in sorted(folders)
+           if f not in LAYERS and f not in OTHER_FOLDERS]
+          + [f'tests/{f} belongs in the folder of the layer it tests' for f in sorted(top)
+             if f not in CROSS_CUTTING])
+
+
+def test_tests_mirror_the_package_layout(tmp_path):
+  """A test file sits in tests/<layer>/ for the layer it tests; only the checks across layers
+  stay at the top."""
+  assert not _test_layout_problems(), _test_layout_problems()
+  (tmp_path / 'tests' / 'widgets').mkdir(parents=True)
+  (tmp_path / 'tests' / 'test_optim.py').write_text('')
+  assert len(_test_layout_problems(str(tmp_path))) == 2

@@ -109,7 +109,7 @@ def test_evaluate_program_scores_the_export_through_the_cli(tmp_path):
                        'data.resize_to': 'shorter_side', 'data.antialias': True,
                        'data.normalization': 'imagenet'})
   (tmp_path / 'eval_cfg.py').write_text(_EVAL_CONFIG.format(kw=kw))
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   out = subprocess.run([sys.executable, '-m', 'prompt_jax.main',
                         f'--config={tmp_path / "eval_cfg.py"}', f'--workdir={tmp_path / "ev"}',
                         f'--config.evaluate.tuned={tuned}'],

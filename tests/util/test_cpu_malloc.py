@@ -10,7 +10,7 @@ import pytest
 
 from prompt_jax.util import cpu_malloc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Page faults of each call of a function whose XLA temp buffer (sin(x), 256 MiB) is allocated
 # each call. The optimization barrier keeps that buffer on every XLA version (JAX 0.12.1's

@@ -14,7 +14,7 @@ import pytest
 from prompt_jax.protocol import searches as protocol
 from prompt_jax.protocol import sweep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ----------------------------------------------------------------------------- a fake trainer

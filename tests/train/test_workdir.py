@@ -18,7 +18,7 @@ from prompt_jax.train import workdir
 from prompt_jax.data import registry as data_registry
 from prompt_jax.methods import base
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _changed(cfg, **dotted):

@@ -144,9 +144,9 @@ def test_device_cache_sharded_over_8_devices_matches_one_device(tmp_path, monkey
   import sys
   monkeypatch.setattr(data_registry, 'get_source', lambda cfg: _source())
   one = train.train_and_evaluate(_cfg(augment=True, cache_dtype='uint8'), str(tmp_path / 'one'))
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   script = (
-      'import sys, json; sys.path.insert(0, "tests"); import jax;'
+      'import sys, json; sys.path[:0] = ["tests", "tests/train"]; import jax;'
       'assert jax.device_count() == 8, jax.devices();'
       'import test_inputs as t; from prompt_jax.train import trainer as train;'
       'from prompt_jax.data import registry; registry.get_source = lambda cfg: t._source();'

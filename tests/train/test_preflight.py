@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Runs the CLI, then reports on stderr whether TensorFlow was imported (atexit: after sys.exit).
 WRAPPER = ("import atexit, sys; atexit.register(lambda: print('tensorflow imported:', "
            "'tensorflow' in sys.modules, file=sys.stderr)); from prompt_jax import main; "

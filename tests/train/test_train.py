@@ -24,7 +24,7 @@ from prompt_jax.train import workdir
 from prompt_jax.data import registry as data_registry
 from prompt_jax.data.source import ArraySource
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _final_state(workdir, like=None):

@@ -15,7 +15,7 @@ from prompt_jax.protocol import figure as report_figure
 from prompt_jax.protocol import rows as rows_lib
 from prompt_jax.data import tasks
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _write(root, rel, *, task, method='vpt', variant=None, seed=0, test=None, val=None,

@@ -7,7 +7,7 @@ import os
 from prompt_jax.protocol import demo
 from prompt_jax.configs import common
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_readme_demo_table_is_generated_from_the_committed_results():
