@@ -1,5 +1,6 @@
-"""What tests import by name: a micro config on the offline digits task, and whether torch is
-there (tests that compare against PyTorch skip without it)."""
+"""What tests import by name: a micro config on the offline digits task, a copy of a config with
+some fields changed, and whether torch is there (tests that compare against PyTorch skip without
+it)."""
 
 import importlib.util
 
@@ -22,5 +23,20 @@ def micro_config(method: str = 'vpt', **train):
   c.init.checkpoint = 'random'  # tests train on a seeded random backbone unless they set one
   c.train.update(dict(dict(epochs=2, batch_size=32, eval_every_epochs=1, checkpoint_every_steps=5,
                            log_every_steps=5, export=False), **train))
+  c.lock()
+  return c
+
+
+def changed(config, **fields):
+  """A locked copy of `config` with `fields` set as given (`train__lr=0.1`: config.train.lr),
+  without any conversion or check, so tests can hand the validation bad values."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  for key, value in fields.items():
+    node = c
+    *parents, leaf = key.split('__')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
   c.lock()
   return c

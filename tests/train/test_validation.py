@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import micro_config
+from helpers import changed, micro_config
 from prompt_jax.checkpoints import backbone
 from prompt_jax import checkpoints
 from prompt_jax.train import validation
@@ -10,16 +10,7 @@ from prompt_jax.configs import common
 
 
 def _cfg(config=None, **dotted):
-  c = (config or micro_config('vpt')).copy_and_resolve_references()
-  c.unlock()
-  for key, value in dotted.items():
-    node = c
-    *parents, leaf = key.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  c.lock()
-  return c
+  return changed(config or micro_config('vpt'), **dotted)
 
 
 def _problems(c, **kw):

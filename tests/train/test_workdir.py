@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import micro_config
+from helpers import changed, micro_config
 from prompt_jax.checkpoints import backbone
 from prompt_jax.train import trainer as train
 from prompt_jax.util import treeio
@@ -21,28 +21,15 @@ from prompt_jax.methods import base
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _changed(cfg, **dotted):
-  cfg = cfg.copy_and_resolve_references()
-  cfg.unlock()
-  for key, value in dotted.items():
-    node = cfg
-    *parents, leaf = key.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  cfg.lock()
-  return cfg
-
-
 def _with_state(wd):
   (wd / 'checkpoints' / '4').mkdir(parents=True)
 
 
 def test_a_changed_config_conflicts_only_once_the_workdir_holds_a_run(tmp_path):
-  cfg = _changed(micro_config('vpt'), init__checkpoint='/here/same_weights.npz')
+  cfg = changed(micro_config('vpt'), init__checkpoint='/here/same_weights.npz')
   workdir.check(str(tmp_path), cfg)  # nothing recorded yet
   workdir.record(str(tmp_path), cfg, 'digest-a')
-  other = _changed(cfg, train__lr=0.5, vpt__num_prompts=3, train__log_every_steps=1,
+  other = changed(cfg, train__lr=0.5, vpt__num_prompts=3, train__log_every_steps=1,
                    init__checkpoint='/elsewhere/same_weights.npz')
   workdir.check(str(tmp_path), other)  # no checkpoint / results yet: nothing to protect
   _with_state(tmp_path)
@@ -55,7 +42,7 @@ def test_a_changed_config_conflicts_only_once_the_workdir_holds_a_run(tmp_path):
   workdir.check(str(tmp_path), cfg, 'digest-a')  # the same run resumes
   with pytest.raises(workdir.WorkdirError, match='other weights'):
     workdir.check(str(tmp_path), cfg, 'digest-b')
-  allowed = _changed(other, train__allow_config_change=True)
+  allowed = changed(other, train__allow_config_change=True)
   with pytest.raises(workdir.WorkdirError, match='other weights, which --config.train.allow_'):
     workdir.check(str(tmp_path), allowed, 'digest-b')  # the override covers keys, not weights
   workdir.check(str(tmp_path), allowed, 'digest-a')
@@ -72,8 +59,8 @@ def test_a_nonfinite_stop_refuses_an_unchanged_rerun(tmp_path):
   workdir.mark_nonfinite(str(tmp_path), {'step': 3, 'stopped_at': 4, 'checkpoint': 2})
   with pytest.raises(workdir.WorkdirError, match='step 3 was non-finite under this same config'):
     workdir.check(str(tmp_path), cfg)
-  workdir.check(str(tmp_path), _changed(cfg, train__lr=0.1))  # no checkpoint: starts afresh
-  retry = _changed(cfg, train__allow_config_change=True)
+  workdir.check(str(tmp_path), changed(cfg, train__lr=0.1))  # no checkpoint: starts afresh
+  retry = changed(cfg, train__allow_config_change=True)
   workdir.check(str(tmp_path), retry)
   workdir.record(str(tmp_path), retry, 'd')
   assert 'nonfinite' not in workdir.read_run(str(tmp_path))
@@ -117,12 +104,12 @@ def test_inputs_key_follows_the_declared_keys_files_and_backbone(tmp_path):
   keys = ('data.task', 'vpt')
   key, inputs = workdir.inputs_key(cfg, keys, 'd1')
   assert inputs['config']['vpt']['num_prompts'] == cfg.vpt.num_prompts
-  assert workdir.inputs_key(_changed(cfg, train__lr=9.0), keys, 'd1')[0] == key
-  assert workdir.inputs_key(_changed(cfg, vpt__deep=False), keys, 'd1')[0] != key
+  assert workdir.inputs_key(changed(cfg, train__lr=9.0), keys, 'd1')[0] == key
+  assert workdir.inputs_key(changed(cfg, vpt__deep=False), keys, 'd1')[0] != key
   assert workdir.inputs_key(cfg, keys, 'd2')[0] != key
   f = tmp_path / 'aff.npy'
   np.save(f, np.eye(2))
-  with_file = _changed(cfg, seed=0)
+  with_file = changed(cfg, seed=0)
   with_file.unlock()
   with_file.data.image_root = str(f)  # any str key naming a file
   k1 = workdir.inputs_key(with_file, keys, 'd1', files=('data.image_root',))[0]
@@ -158,17 +145,17 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
 
   first = train.prepare_cached(method, ctx(cfg, 'random-backbone'))
   assert first['anchors'] == (0, 2) and first['bank'][0, 0] == 1
-  again = train.prepare_cached(method, ctx(_changed(cfg, train__lr=0.1), 'random-backbone'))
+  again = train.prepare_cached(method, ctx(changed(cfg, train__lr=0.1), 'random-backbone'))
   assert len(calls) == 1 and again['bank'][0, 0] == 1  # lr is not an input of prepare
   other = train.prepare_cached(method, ctx(cfg, 'pretrained-backbone'))
   assert len(calls) == 2 and other['bank'][0, 0] == 2  # another backbone: prepared again
-  train.prepare_cached(method, ctx(_changed(cfg, vpt__num_prompts=1), 'pretrained-backbone'))
+  train.prepare_cached(method, ctx(changed(cfg, vpt__num_prompts=1), 'pretrained-backbone'))
   assert len(calls) == 3
   stored = treeio.load(str(tmp_path / train.PREPARED))
   assert stored['inputs']['backbone'] == 'pretrained-backbone'
   undeclared = base.Recipe(prepare=prepare)  # keyed by the whole config
   train.prepare_cached(undeclared, ctx(cfg, 'pretrained-backbone'))
-  train.prepare_cached(undeclared, ctx(_changed(cfg, train__lr=0.1), 'pretrained-backbone'))
+  train.prepare_cached(undeclared, ctx(changed(cfg, train__lr=0.1), 'pretrained-backbone'))
   assert len(calls) == 5
   assert not [f for f in os.listdir(tmp_path) if f.endswith('.pkl')]
 
@@ -176,10 +163,10 @@ def test_prepare_cache_is_keyed_by_its_inputs_and_the_backbone(tmp_path):
 @pytest.mark.slow
 def test_a_rerun_with_another_config_or_backbone_is_an_error(tmp_path, monkeypatch, pretrained_npz):
   wd = str(tmp_path)
-  first = _changed(micro_config('vpt', epochs=1, max_steps=2, export=True),
+  first = changed(micro_config('vpt', epochs=1, max_steps=2, export=True),
                    init__checkpoint=pretrained_npz)
   train.train_and_evaluate(first, wd)
-  other = _changed(first, train__lr=0.5)
+  other = changed(first, train__lr=0.5)
   with monkeypatch.context() as m:  # refused before any data or weights load
     m.setattr(data_registry, 'get_source', lambda c: pytest.fail('data loaded'))
     m.setattr(backbone, 'load', lambda *a: pytest.fail('weights loaded'))
@@ -192,8 +179,8 @@ def test_a_rerun_with_another_config_or_backbone_is_an_error(tmp_path, monkeypat
   perturbed = str(tmp_path / 'elsewhere' / os.path.basename(pretrained_npz))
   np.savez(perturbed, **weights)
   with pytest.raises(workdir.WorkdirError, match="was trained on backbone .* other weights"):
-    train.train_and_evaluate(_changed(first, init__checkpoint=perturbed), wd)
-  train.train_and_evaluate(_changed(other, train__allow_config_change=True), wd)
+    train.train_and_evaluate(changed(first, init__checkpoint=perturbed), wd)
+  train.train_and_evaluate(changed(other, train__allow_config_change=True), wd)
   with open(tmp_path / 'tuned' / 'config.json') as f:
     assert json.load(f)['train']['lr'] == 0.5
   assert workdir.read_run(wd)['changes'][-1]['keys'] == {'train.lr': [2.0, 0.5]}
@@ -204,17 +191,17 @@ def test_one_rule_for_the_same_run_across_machines(tmp_path):
   same weights file in another folder) is the same run for workdir.check and for the sweep; a
   changed hyperparameter or another weights file name is not, for both."""
   from prompt_jax.protocol import sweep
-  cfg = _changed(micro_config('vpt'), init__checkpoint='/here/w.npz')
+  cfg = changed(micro_config('vpt'), init__checkpoint='/here/w.npz')
   workdir.record(str(tmp_path), cfg, 'digest-a')
   _with_state(tmp_path)
-  moved = _changed(cfg, data__data_dir='/mnt/elsewhere', data__image_root='imgs',
+  moved = changed(cfg, data__data_dir='/mnt/elsewhere', data__image_root='imgs',
                    data__split_file='/mnt/split.json', mesh__fsdp=2, mesh__distributed=True,
                    init__checkpoint='/mnt/weights/w.npz')
   workdir.check(str(tmp_path), moved, 'digest-a')
   recorded = workdir.read_run(str(tmp_path))['config']
   assert sweep.config_differences(recorded, moved) == []
-  for other, key in ((_changed(moved, train__lr=0.5), 'train.lr'),
-                     (_changed(moved, init__checkpoint='/mnt/weights/v.npz'), 'init.checkpoint')):
+  for other, key in ((changed(moved, train__lr=0.5), 'train.lr'),
+                     (changed(moved, init__checkpoint='/mnt/weights/v.npz'), 'init.checkpoint')):
     with pytest.raises(workdir.WorkdirError, match=key):
       workdir.check(str(tmp_path), other, 'digest-a')
     assert [d.split(':')[0] for d in sweep.config_differences(recorded, other)] == [key]
@@ -226,7 +213,7 @@ def test_an_interrupted_run_resumes_on_another_machine(tmp_path, pretrained_npz)
   weights copied to another folder: it resumes (no WorkdirError) and ends with the same numbers."""
   import shutil
   wd = str(tmp_path / 'run')
-  cfg = _changed(micro_config('vpt', epochs=1, checkpoint_every_steps=5),
+  cfg = changed(micro_config('vpt', epochs=1, checkpoint_every_steps=5),
                  init__checkpoint=pretrained_npz)
   first = train.train_and_evaluate(cfg, wd)
   os.remove(os.path.join(wd, 'results.json'))
@@ -234,7 +221,7 @@ def test_an_interrupted_run_resumes_on_another_machine(tmp_path, pretrained_npz)
   copy = str(tmp_path / 'other_machine' / os.path.basename(pretrained_npz))
   shutil.copy(pretrained_npz, copy)
   again = train.train_and_evaluate(
-      _changed(cfg, data__data_dir=str(tmp_path / 'data'), init__checkpoint=copy), wd)
+      changed(cfg, data__data_dir=str(tmp_path / 'data'), init__checkpoint=copy), wd)
   assert again['final'] == first['final'] and again['history'] == first['history']
 
 
@@ -249,7 +236,7 @@ def test_the_backbone_check_does_not_compare_the_config_again(tmp_path, monkeypa
   with pytest.raises(workdir.WorkdirError, match='other weights'):
     workdir.check_backbone(str(tmp_path), cfg, 'digest-b')
   with pytest.raises(workdir.WorkdirError, match='other weights'):
-    workdir.check_backbone(str(tmp_path), _changed(cfg, train__allow_config_change=True),
+    workdir.check_backbone(str(tmp_path), changed(cfg, train__allow_config_change=True),
                            'digest-b')
 
 
@@ -257,8 +244,8 @@ def test_a_garbage_or_deleted_run_record_is_refused(tmp_path):
   cfg = micro_config('vpt')
   _with_state(tmp_path)
   with pytest.raises(workdir.WorkdirError, match='holds a run .* but no run.json'):
-    workdir.check(str(tmp_path), _changed(cfg, train__lr=0.5))  # never mix two configs
-  workdir.check(str(tmp_path), _changed(cfg, train__allow_config_change=True))  # asked for
+    workdir.check(str(tmp_path), changed(cfg, train__lr=0.5))  # never mix two configs
+  workdir.check(str(tmp_path), changed(cfg, train__allow_config_change=True))  # asked for
   (tmp_path / 'run.json').write_text('{garbage')
   with pytest.raises(workdir.WorkdirError, match=r'run\.json does not read as a run record '
                                                  r'\(JSONDecodeError'):
