@@ -43,7 +43,6 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from prompt_jax.util import checks
@@ -253,15 +252,14 @@ def build_backbone(config: base.Config, arch: arch_lib.Arch) -> clip_lib.CLIP:
 
 def build_model(config: base.Config, arch: arch_lib.Arch, num_classes: int,
                 prepared: Any) -> SAPModel:
-  s, arch = config.sap, ml_collections.ConfigDict(arch.constructor_kwargs())
+  s, k = config.sap, arch.constructor_kwargs()
   if num_classes not in (0, prepared['num_classes']):  # 0: from `prepared` (export.load_tuned)
     raise ValueError(f'the data has {num_classes} classes but the descriptions cover '
                      f'{prepared["num_classes"]}')
   return SAPModel(
-      **arch.to_dict(), dtype=jnp.dtype(config.model.compute_dtype),
-      text_prompt=IVLPTextPrompter(s.n_ctx_text, arch.text_width, s.depth),
-      visual_prompt=IVLPVisionPrompter(s.n_ctx_vision, arch.vision_width, s.depth,
-                                       arch.embed_dim),
+      **k, dtype=jnp.dtype(config.model.compute_dtype),
+      text_prompt=IVLPTextPrompter(s.n_ctx_text, k['text_width'], s.depth),
+      visual_prompt=IVLPVisionPrompter(s.n_ctx_vision, arch.width, s.depth, k['embed_dim']),
       consts=Consts(prepared['ids'], prepared['owner'], prepared['desc_feats'],
                     prepared['zs_text'], prepared['num_classes']),
       cache_text=s.text_prompts == 'frozen')
