@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax.util import cpu_malloc
+from prompt_jax.util.host import cpu_model
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -32,18 +33,6 @@ def parse_env(text: str) -> dict[str, str]:
 def load_average() -> list[float]:
   """`uptime`'s 1 / 5 / 15-minute load averages: timings on a busy machine are not idle ones."""
   return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_model() -> str:
-  """The CPU's model name from /proc/cpuinfo (platform.processor() where that is missing)."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
 
 
 def cpu_flags(wanted: tuple[str, ...] = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')

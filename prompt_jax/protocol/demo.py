@@ -8,6 +8,7 @@ for pretraining), the .npz checkpoint loader, and the VPT method.
 from __future__ import annotations
 
 import os
+import platform
 from typing import Any
 
 
@@ -18,6 +19,7 @@ from absl import logging
 
 from prompt_jax.train import checkpointing
 from prompt_jax.train import trainer as train
+from prompt_jax.util import host
 from prompt_jax.util import tree
 from prompt_jax.train import workdir as workdir_lib
 from prompt_jax.util import config as config_lib
@@ -70,6 +72,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if unknown:
     raise ValueError(f'config.demo.runs: unknown {unknown}; choose from {list(table_of_runs)} '
                      '(config.demo.run_table)')
+  load = os.getloadavg()[0]
   os.makedirs(workdir, exist_ok=True)
   npz = pretrain(config, workdir)
   table = {}
@@ -85,16 +88,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   print('\n'.join(lines))
   workdir_lib.write_json(os.path.join(workdir, 'demo_results.json'), table)
   summary = {'seed': int(config.seed), 'drop_last': bool(config.train.drop_last),
-             'machine': machine(), 'runs': table}
+             'machine': machine(load), 'runs': table}
   workdir_lib.write_json(os.path.join(workdir, 'demo_summary.json'), summary)  # docs/demo_results
   return table
 
 
-def machine() -> str:
-  """Where the numbers were measured: platform, CPU cores, JAX backend and version."""
-  import platform
-  return (f'{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, '
-          f'jax {jax.__version__} on {jax.default_backend()}')
+def machine(load: float) -> str:
+  """Where the numbers were measured: platform, CPU model and cores, JAX backend and version, and
+  `load` (the 1-minute load average when the demo started). Float rounding, and so the trained
+  numbers, differ between CPU models."""
+  return (f'{platform.system()} {platform.machine()}, {host.cpu_model()}, '
+          f'{os.cpu_count()} CPU cores, jax {jax.__version__} on {jax.default_backend()}, '
+          f'load {load:.1f}')
 
 
 README_BEGIN = ('<!-- demo results: generated from docs/demo_results.json by '
